@@ -1,0 +1,96 @@
+//! Admin API errors: `{"error": {"code": "...", "message": "..."}}` with a
+//! 4xx (or 5xx) status.
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::control::ControlError;
+
+/// An admin request that was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable machine-readable code (`target_unhealthy`, ...).
+    pub code: &'static str,
+    /// What happened, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(path: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no admin endpoint {path}"),
+        )
+    }
+
+    /// The JSON response.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> ApiError {
+        let (status, code) = match &e {
+            ControlError::UnknownService(_) => (StatusCode::NOT_FOUND, "unknown_service"),
+            ControlError::TargetUnhealthy { .. } => (StatusCode::CONFLICT, "target_unhealthy"),
+            ControlError::VersionMismatch { .. } => (StatusCode::CONFLICT, "version_mismatch"),
+            ControlError::NothingToRollBack(_) => (StatusCode::CONFLICT, "nothing_to_roll_back"),
+            ControlError::InvalidWeight(_) => (StatusCode::BAD_REQUEST, "invalid_weight"),
+            ControlError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PoolName;
+
+    #[test]
+    fn control_errors_map_to_the_spec_codes() {
+        let e: ApiError = ControlError::TargetUnhealthy {
+            service: "a".into(),
+            pool: PoolName::Green,
+        }
+        .into();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::CONFLICT, "target_unhealthy")
+        );
+        let e: ApiError = ControlError::UnknownService("x".into()).into();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::NOT_FOUND, "unknown_service")
+        );
+        let e: ApiError = ControlError::NothingToRollBack("x".into()).into();
+        assert_eq!(e.status, StatusCode::CONFLICT);
+    }
+}

@@ -1,0 +1,435 @@
+//! Configuration: `proxy.toml` parsed into raw serde structs (`raw`), then
+//! validated into the typed [`Config`] (`validate`).
+//!
+//! [`load`] is the only entry point, used by `cutover run`, `cutover check` and
+//! reload alike. After validation nothing downstream re-checks a value: the
+//! typed config holds `SocketAddr`, `Duration`, `NonZero*` and enums.
+//!
+//! This module depends on nothing else in the crate.
+
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::parse;
+
+/// Default `server.listen`.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default `server.limits.header_read_timeout`: 10 s.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `server.limits.max_header_bytes`: 64 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 65_536;
+/// Default `server.limits.connect_timeout`: 5 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `server.limits.response_timeout`: 60 s.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `server.limits.idle_timeout`: 60 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `server.limits.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `state.path`, relative to the config file's directory.
+pub const DEFAULT_STATE_PATH: &str = "cutover-state.json";
+/// Default `service.NAME.drain_timeout`: 30 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `service.NAME.health.path`.
+pub const DEFAULT_HEALTH_PATH: &str = "/health";
+/// Default `service.NAME.health.interval`: 2 s.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Default `service.NAME.health.timeout`: 1 s.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default `service.NAME.health.healthy_threshold`.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+/// Default `service.NAME.health.unhealthy_threshold`.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Default canary stage `min_requests` and rollback `min_requests`.
+pub const DEFAULT_MIN_REQUESTS: u64 = 50;
+
+/// A validated configuration. Built only by [`load`] / [`parse`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this config was read from (for reload and for messages).
+    pub path: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[state]`.
+    pub state: StateConfig,
+    /// `[[route]]`, in file order.
+    pub routes: Vec<RouteConfig>,
+    /// `[service.NAME]`, sorted by name.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// `listen`: plain HTTP (HTTP/1.1 and h2c) listener. Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// `workers`: tokio worker threads. Default: the number of cores (`None`).
+    pub workers: Option<std::num::NonZeroUsize>,
+    /// `[server.limits]`.
+    pub limits: Limits,
+    /// `[server.tls]`: optional HTTPS listener.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.limits]`: every key optional.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Time to receive a request head. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes. Default 65536.
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes; `None` = unlimited (the file's 0). Default unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// Upstream TCP connect timeout. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Time until the upstream's response head. Default 60 s.
+    pub response_timeout: Duration,
+    /// Idle client keep-alive connections are closed after this. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Most open client connections. Default 10000.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_body_bytes: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// HTTPS listener address.
+    pub listen: SocketAddr,
+    /// PEM certificate chain (absolute, resolved against the config's directory).
+    pub cert: PathBuf,
+    /// PEM private key (absolute, resolved against the config's directory).
+    pub key: PathBuf,
+}
+
+/// `[admin]`. The section is optional; without it there is no admin listener
+/// and no socket.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AdminConfig {
+    /// `listen`: HTTP admin API and `/metrics`.
+    pub listen: Option<SocketAddr>,
+    /// `socket`: Unix socket path (resolved against the config's directory).
+    pub socket: Option<PathBuf>,
+    /// `token_file` (resolved against the config's directory).
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateConfig {
+    /// Where the active pool, weights and events are persisted. Default
+    /// `cutover-state.json` beside the config file.
+    pub path: PathBuf,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Host to match, lowercased, without port. `None` matches any host.
+    pub host: Option<String>,
+    /// Plain string prefix of the path. Default `/`.
+    pub path_prefix: String,
+    /// Name of an existing service.
+    pub service: String,
+}
+
+/// The two pools of every service.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolName {
+    /// The `blue` pool.
+    Blue,
+    /// The `green` pool.
+    Green,
+}
+
+impl PoolName {
+    /// Both pools, blue first.
+    pub const ALL: [PoolName; 2] = [PoolName::Blue, PoolName::Green];
+
+    /// The other pool.
+    pub fn other(self) -> PoolName {
+        match self {
+            PoolName::Blue => PoolName::Green,
+            PoolName::Green => PoolName::Blue,
+        }
+    }
+
+    /// `"blue"` or `"green"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolName::Blue => "blue",
+            PoolName::Green => "green",
+        }
+    }
+
+    /// Index into `[blue, green]` arrays.
+    pub fn index(self) -> usize {
+        match self {
+            PoolName::Blue => 0,
+            PoolName::Green => 1,
+        }
+    }
+
+    /// Parses `"blue"` or `"green"` (case-insensitively).
+    pub fn parse(s: &str) -> Option<PoolName> {
+        if s.eq_ignore_ascii_case("blue") {
+            Some(PoolName::Blue)
+        } else if s.eq_ignore_ascii_case("green") {
+            Some(PoolName::Green)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for PoolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a pool spreads requests over its healthy servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Each server in turn (default).
+    #[default]
+    RoundRobin,
+    /// Power of two random choices on the servers' in-flight counts.
+    P2c,
+}
+
+/// Where a session key is read from (`sticky`) or a pool override (`preview`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A request header (name lowercased).
+    Header(http::HeaderName),
+    /// A cookie of this name.
+    Cookie(String),
+}
+
+/// One `[service.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// The table key.
+    pub name: String,
+    /// Initial active pool when no state file exists. Default blue.
+    pub active: PoolName,
+    /// How long requests in flight on a pool that lost the traffic may run. Default 30 s.
+    pub drain_timeout: Duration,
+    /// `balance`: `"round_robin"` (default) or `"p2c"`.
+    pub balance: Balance,
+    /// `sticky`: keeps a session on one pool while a weight is set.
+    pub sticky: Option<KeySource>,
+    /// `preview`: a request whose header names a pool goes to that pool.
+    pub preview: Option<http::HeaderName>,
+    /// `[service.NAME.health]`; `None`: no active checks, servers count as healthy.
+    pub health: Option<HealthConfig>,
+    /// `[service.NAME.pools.blue]` and `.green`, indexed by [`PoolName::index`].
+    pub pools: [PoolConfig; 2],
+    /// `[service.NAME.rollback]`.
+    pub rollback: Option<RollbackConfig>,
+    /// `[[service.NAME.canary.stages]]`, in order (may be empty).
+    pub canary: Vec<CanaryStage>,
+}
+
+impl ServiceConfig {
+    /// The pool config of `name`.
+    pub fn pool(&self, name: PoolName) -> &PoolConfig {
+        &self.pools[name.index()]
+    }
+}
+
+/// `[service.NAME.health]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Path requested with GET. Default `/health`.
+    pub path: String,
+    /// Time between checks. Default 2 s.
+    pub interval: Duration,
+    /// Time allowed for one check. Default 1 s.
+    pub timeout: Duration,
+    /// Consecutive passes to become healthy. Default 2.
+    pub healthy_threshold: NonZeroU32,
+    /// Consecutive failures to become unhealthy. Default 3.
+    pub unhealthy_threshold: NonZeroU32,
+}
+
+/// One pool: its servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Non-empty list of servers.
+    pub servers: Vec<ServerAddr>,
+}
+
+/// A pool server: `host:port` or `http://host:port`, as written (minus the scheme).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerAddr {
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl ServerAddr {
+    /// The address as an IP socket address when the host is an IP literal.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `[service.NAME.rollback]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackConfig {
+    /// Share of 5xx and upstream failures that trips it (0..=1).
+    pub max_error_rate: f64,
+    /// p99 latency that trips it.
+    pub max_p99: Duration,
+    /// How long after a switch the new pool is watched.
+    pub window: Duration,
+    /// Requests needed before judging. Default 50.
+    pub min_requests: u64,
+    /// Time after an automated rollback during which no other one runs.
+    pub cooldown: Duration,
+    /// Most automated rollbacks per hour.
+    pub max_per_hour: u32,
+}
+
+/// One `[[service.NAME.canary.stages]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryStage {
+    /// Percent of new requests to the standby pool (1..=100).
+    pub weight: u8,
+    /// How long the stage holds.
+    pub hold: Duration,
+    /// Largest error share allowed (0..=1).
+    pub max_error_rate: f64,
+    /// Largest p99 allowed.
+    pub max_p99: Duration,
+    /// Requests the standby pool must answer in the stage before it is judged. Default 50.
+    pub min_requests: u64,
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// Dotted key path, e.g. `service.agent.health.interval`.
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but is invalid; every problem found is listed.
+    #[error("{}", format_issues(path, issues))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem, in file order.
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+impl ConfigError {
+    /// Every problem as one line each (`file:line:col: key: message`).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Read { .. } => vec![self.to_string()],
+            ConfigError::Invalid { path, issues } => {
+                issues.iter().map(|i| format_issue(path, i)).collect()
+            }
+        }
+    }
+}
+
+fn format_issue(path: &Path, issue: &ConfigIssue) -> String {
+    let mut s = path.display().to_string();
+    if let Some(line) = issue.line {
+        s.push_str(&format!(":{line}"));
+        if let Some(col) = issue.column {
+            s.push_str(&format!(":{col}"));
+        }
+    }
+    s.push_str(": ");
+    if !issue.key.is_empty() {
+        s.push_str(&issue.key);
+        s.push_str(": ");
+    }
+    s.push_str(&issue.message);
+    s
+}
+
+fn format_issues(path: &Path, issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| format_issue(path, i))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and validates the config file at `path`.
+///
+/// # Errors
+///
+/// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Invalid`]
+/// with every problem found otherwise.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}

@@ -1,0 +1,279 @@
+//! One request through the proxy: route → pick pool and server → rewrite
+//! headers → send upstream (retrying once on another server when the
+//! connection could not be made) → stream the answer back.
+//!
+//! Loads the routing snapshot once, takes no lock, and keeps the chosen
+//! pool's in-flight guard until the response body (or upgraded tunnel) ends,
+//! which is what lets a switched-away pool drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::error::ProxyError;
+use super::headers;
+use crate::balance;
+use crate::body::{Lease, RequestBody, RequestBodyError, ResponseBody};
+use crate::config::PoolName;
+use crate::snapshot::{InflightGuard, Routing, Server, Service};
+use crate::upstream::{SendFailure, Timeouts, UpstreamError};
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    /// The peer address.
+    pub addr: SocketAddr,
+    /// `"http"` or `"https"`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+/// Proxies one request and always produces a response.
+pub async fn forward(
+    routing: &Routing,
+    req: Request<Incoming>,
+    client: ClientInfo,
+) -> Response<ResponseBody> {
+    // A request without a body leaves nothing unread: its connection can
+    // stay open after a synthetic answer.
+    let has_body = !http_body::Body::is_end_stream(req.body());
+    match try_forward(routing, req, client).await {
+        Ok(resp) => resp,
+        Err((err, body_unread)) => {
+            tracing::debug!(client.addr = %client.addr, status = err.status().as_u16(), error = %err, "answered by proxy");
+            err.response(body_unread && has_body)
+        }
+    }
+}
+
+/// The routing decision for one request, taken from one snapshot.
+struct Target {
+    service: Arc<Service>,
+    pool: PoolName,
+    timeouts: Timeouts,
+    max_body: Option<u64>,
+}
+
+fn host_of(req: &Request<Incoming>) -> Option<&str> {
+    match req.headers().get(HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri().authority().map(|a| a.as_str()),
+    }
+}
+
+fn select(routing: &Routing, req: &Request<Incoming>) -> Result<Target, ProxyError> {
+    if req.version() == Version::HTTP_11
+        && !req.headers().contains_key(HOST)
+        && req.uri().authority().is_none()
+    {
+        return Err(ProxyError::BadRequest("missing host header"));
+    }
+    let snapshot = routing.load();
+    let index = snapshot
+        .router
+        .route(host_of(req), req.uri().path())
+        .ok_or(ProxyError::NoRoute)?;
+    let service = snapshot.services[index].clone();
+    let pool = balance::pick_pool(&service, req.headers());
+    Ok(Target {
+        service,
+        pool,
+        timeouts: snapshot.timeouts,
+        max_body: snapshot.max_body_bytes,
+    })
+}
+
+async fn try_forward(
+    routing: &Routing,
+    mut req: Request<Incoming>,
+    client: ClientInfo,
+) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
+    let target = select(routing, &req).map_err(|e| (e, true))?;
+    if let (Some(limit), Some(len)) = (target.max_body, content_length(&req)) {
+        if len > limit {
+            return Err((ProxyError::PayloadTooLarge { limit }, true));
+        }
+    }
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let upstream_req = rewrite(req, client, upgrade, target.max_body);
+
+    let (mut resp, conn, guard) = send(&target, upstream_req).await?;
+    tracing::debug!(
+        service = %target.service.name,
+        pool = %guard.pool().name,
+        server = guard.server().upstream.label(),
+        status = resp.status().as_u16(),
+        "proxied"
+    );
+
+    if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) = (resp.status(), client_upgrade)
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+        let (mut parts, _) = resp.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers, true);
+        return Ok(Response::from_parts(parts, ResponseBody::empty()));
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers, false);
+    let lease = Lease {
+        guard,
+        conn: Some(conn),
+    };
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, lease),
+    ))
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The upstream request: origin-form URI, HTTP/1.1, Host kept (or taken
+/// from an HTTP/2 `:authority`), hop-by-hop removed, `X-Forwarded-*` set.
+fn rewrite(
+    req: Request<Incoming>,
+    client: ClientInfo,
+    upgrade: bool,
+    max_body: Option<u64>,
+) -> Request<RequestBody> {
+    let (mut parts, body) = req.into_parts();
+    if !parts.headers.contains_key(HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(HOST, host);
+            }
+        }
+    }
+    let host = parts.headers.get(HOST).cloned();
+    headers::rewrite_request(
+        &mut parts.headers,
+        client.addr.ip(),
+        client.proto,
+        host.as_ref(),
+        upgrade,
+    );
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
+    }
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, RequestBody::new(body, max_body))
+}
+
+/// Sends to a healthy server of the target pool; a request whose connection
+/// could not be made is retried once on another server of the same pool.
+async fn send(
+    target: &Target,
+    req: Request<RequestBody>,
+) -> Result<(Response<Incoming>, crate::upstream::Conn, InflightGuard), (ProxyError, bool)> {
+    let view = target.service.pool(target.pool);
+    let no_server = || ProxyError::NoHealthyServer {
+        service: target.service.name.to_string(),
+        pool: target.pool.as_str(),
+    };
+    let mut server: Arc<Server> = balance::pick_server(view, target.service.balance, None)
+        .ok_or_else(|| (no_server(), true))?
+        .clone();
+    let mut req = req;
+    let mut retried = false;
+    loop {
+        let guard = InflightGuard::new(view.state.clone(), server.clone());
+        match server.upstream.send(req, target.timeouts).await {
+            Ok((resp, conn)) => return Ok((resp, conn, guard)),
+            Err(SendFailure {
+                error,
+                request: Some(back),
+            }) if !retried => {
+                let next = balance::pick_server(view, target.service.balance, Some(&server))
+                    .filter(|next| !Arc::ptr_eq(next, &server))
+                    .cloned();
+                tracing::debug!(server = server.upstream.label(), error = %error, retry = next.is_some(), "upstream connect failed");
+                server.report_failure(error.to_string());
+                match next {
+                    Some(next) => {
+                        server = next;
+                        req = back;
+                        retried = true;
+                    }
+                    None => return Err((classify(error), true)),
+                }
+            }
+            Err(failure) => {
+                let unread = failure.request.is_some();
+                return Err((classify(failure.error), unread));
+            }
+        }
+    }
+}
+
+fn classify(error: UpstreamError) -> ProxyError {
+    match &error {
+        UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } => {
+            ProxyError::Connect(error)
+        }
+        UpstreamError::ResponseTimeout { .. } => ProxyError::Timeout(error),
+        UpstreamError::Request { source, .. } => match body_error(source) {
+            Some(RequestBodyError::TooLarge { limit }) => {
+                ProxyError::PayloadTooLarge { limit: *limit }
+            }
+            Some(RequestBodyError::Client(_)) => {
+                ProxyError::BadRequest("request body could not be read")
+            }
+            None => ProxyError::Upstream(error),
+        },
+    }
+}
+
+/// The request-body error behind a hyper client error, if that is what failed.
+fn body_error(e: &hyper::Error) -> Option<&RequestBodyError> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(b) = s.downcast_ref::<RequestBodyError>() {
+            return Some(b);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Copies bytes both ways between an upgraded client and upstream until one
+/// side closes. The in-flight guard lives as long as the tunnel.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: InflightGuard,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let mut cut = guard.pool().cut_signal();
+    let server = guard.server().upstream.label();
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
+            Ok((up, down)) => tracing::debug!(server, up, down, "tunnel closed"),
+            Err(e) => tracing::debug!(server, error = %e, "tunnel closed"),
+        },
+        _ = cut.changed() => tracing::debug!(server, "tunnel cut at drain deadline"),
+    }
+    drop(guard);
+}

@@ -1,0 +1,284 @@
+//! Putting it together: bind the configured listeners, start the control
+//! plane (first snapshot, health checks, admin API), serve until shutdown,
+//! then drain.
+//!
+//! [`run`] takes already-bound listeners and a shutdown future, so tests and
+//! `cutover demo` can bind `127.0.0.1:0` and learn the real addresses from
+//! [`Listeners`] or [`Running`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin;
+use crate::config::Config;
+use crate::control::events::Actor;
+use crate::control::ControlPlane;
+use crate::proxy::{self, ProxyListener};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Which listener (`server.listen`, ...).
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin token file is unusable.
+    #[error("admin.token_file {path}: {why}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The bound sockets of one proxy.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `server.listen`.
+    pub http: ProxyListener,
+    /// `admin.listen`.
+    pub admin: Option<TcpListener>,
+    /// `admin.socket` and its path.
+    pub socket: Option<(UnixListener, PathBuf)>,
+    /// The bearer token the admin TCP listener requires.
+    pub token: Option<Arc<str>>,
+}
+
+fn bind_error(
+    addr: impl ToString,
+    what: &'static str,
+) -> impl FnOnce(std::io::Error) -> StartError {
+    let addr = addr.to_string();
+    move |source| StartError::Bind { addr, what, source }
+}
+
+impl Listeners {
+    /// Binds every listener `config` names and reads the admin token.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] naming the address or file and the config key.
+    pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let token = match (&config.admin.listen, &config.admin.token_file) {
+            (Some(_), Some(path)) => Some(read_token(path)?),
+            _ => None,
+        };
+        let http = proxy::bind(config.server.listen, "http")
+            .await
+            .map_err(bind_error(config.server.listen, "server.listen"))?;
+        let admin = match config.admin.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(bind_error(addr, "admin.listen"))?,
+            ),
+            None => None,
+        };
+        let socket = match &config.admin.socket {
+            Some(path) => Some((
+                admin::bind_unix(path).map_err(bind_error(path.display(), "admin.socket"))?,
+                path.clone(),
+            )),
+            None => None,
+        };
+        // A token is required on a non-loopback admin listener (validated in
+        // the config); on loopback it is used if given.
+        Ok(Listeners {
+            http,
+            admin,
+            socket,
+            token,
+        })
+    }
+
+    /// The address `server.listen` is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// The address `admin.listen` is bound to.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+fn read_token(path: &std::path::Path) -> Result<Arc<str>, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|e| StartError::Token {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(StartError::Token {
+            path: path.to_path_buf(),
+            why: "is empty (expected the bearer token)".into(),
+        });
+    }
+    Ok(token.into())
+}
+
+/// The longest `drain_timeout` of any service: how long shutdown waits.
+fn drain_grace(config: &Config) -> Duration {
+    config
+        .services
+        .iter()
+        .map(|s| s.drain_timeout)
+        .max()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Serves `config` on `listeners` until `shutdown` resolves, then stops
+/// accepting and lets in-flight requests finish (up to the longest
+/// `drain_timeout`). SIGHUP reloads the config.
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let control = ControlPlane::new(config);
+    serve(control, listeners, shutdown).await;
+}
+
+async fn serve(
+    control: Arc<ControlPlane>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) {
+    let config = control.config().await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut admin_tasks: Vec<JoinHandle<()>> = Vec::new();
+    if let Some(l) = listeners.admin {
+        tracing::info!(listen = ?l.local_addr().ok(), "admin API listening");
+        admin_tasks.push(tokio::spawn(admin::serve_tcp(
+            l,
+            control.clone(),
+            listeners.token.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some((l, path)) = listeners.socket {
+        tracing::info!(socket = %path.display(), "admin socket listening");
+        admin_tasks.push(tokio::spawn(admin::serve_unix(
+            l,
+            path,
+            control.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    tokio::spawn({
+        let control = control.clone();
+        async move { control.start_health().await }
+    });
+    let reload = tokio::spawn(reload_on_sighup(control.clone()));
+    let grace = drain_grace(&config);
+    tracing::info!(listen = %listeners.http.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
+    let http = tokio::spawn(proxy::serve(
+        listeners.http,
+        control.routing(),
+        config.server.limits.clone(),
+        stop_rx,
+        grace,
+    ));
+    shutdown.await;
+    tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
+    control.begin_shutdown().await;
+    reload.abort();
+    let _ = stop_tx.send(true);
+    let _ = http.await;
+    // Upgraded tunnels outlive their HTTP connection: wait for them too.
+    let deadline = tokio::time::Instant::now() + grace;
+    while inflight(&control) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in admin_tasks {
+        let _ = task.await;
+    }
+    tracing::info!("stopped");
+}
+
+fn inflight(control: &ControlPlane) -> u64 {
+    let snapshot = control.routing().load_full();
+    snapshot
+        .services
+        .iter()
+        .flat_map(|s| s.pools.iter())
+        .map(|p| p.state.inflight())
+        .sum()
+}
+
+async fn reload_on_sighup(control: Arc<ControlPlane>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reload only through the admin API");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        // Errors are logged by reload itself.
+        let _ = control.reload(Actor::Signal).await;
+    }
+}
+
+/// A proxy running in the background (tests, `cutover demo`).
+#[derive(Debug)]
+pub struct Running {
+    /// Where `server.listen` is bound.
+    pub http_addr: SocketAddr,
+    /// Where `admin.listen` is bound.
+    pub admin_addr: Option<SocketAddr>,
+    /// The admin socket.
+    pub socket: Option<PathBuf>,
+    /// The control plane (switches, status) for in-process callers.
+    pub control: Arc<ControlPlane>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains and waits for the proxy to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Binds `config`'s listeners and runs the proxy in a background task.
+///
+/// # Errors
+///
+/// [`StartError`] when a listener cannot be bound.
+pub async fn spawn(config: Config) -> Result<Running, StartError> {
+    let listeners = Listeners::bind(&config).await?;
+    let http_addr = listeners.http_addr();
+    let admin_addr = listeners.admin_addr();
+    let socket = listeners.socket.as_ref().map(|(_, p)| p.clone());
+    let control = ControlPlane::new(config);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(control.clone(), listeners, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        http_addr,
+        admin_addr,
+        socket,
+        control,
+        stop: Some(stop),
+        task,
+    })
+}

@@ -1,0 +1,284 @@
+//! Upstream connections: one keep-alive pool of HTTP/1.1 connections per
+//! server, with connect and response timeouts.
+//!
+//! A connection is checked out for one request and comes back to the pool
+//! only when its response body has been read to the end (see
+//! [`crate::body::ResponseBody`]), so a long stream never blocks the next
+//! request. Connect failures hand the request back to the caller untouched,
+//! which is what makes the retry-once rule safe for any method.
+//!
+//! Part of the hot path: reads nothing but its own pool, which is a short,
+//! per-server critical section (push/pop of an idle connection).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::body::RequestBody;
+use crate::config::ServerAddr;
+
+/// Most idle connections kept per server.
+const MAX_IDLE_PER_SERVER: usize = 512;
+
+/// Why a request to an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TCP connection could not be made; the request never left.
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// The server.
+        addr: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The TCP connection was not made within `connect_timeout`.
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    ConnectTimeout {
+        /// The server.
+        addr: String,
+        /// The configured timeout.
+        timeout: Duration,
+    },
+    /// No response head within `response_timeout`.
+    #[error("no response from {addr} within {timeout:?}")]
+    ResponseTimeout {
+        /// The server.
+        addr: String,
+        /// The configured timeout.
+        timeout: Duration,
+    },
+    /// The connection failed while the request was sent or the response head read.
+    #[error("request to {addr} failed: {source}")]
+    Request {
+        /// The server.
+        addr: String,
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// A failed send: the error, and the request when it never left (so it may be
+/// retried elsewhere).
+#[derive(Debug)]
+pub struct SendFailure {
+    /// What went wrong.
+    pub error: UpstreamError,
+    /// The request, if no byte of it was written to any upstream.
+    pub request: Option<Request<RequestBody>>,
+}
+
+/// The timeouts that apply to one upstream request.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// Until the response head.
+    pub response: Duration,
+}
+
+/// One pool server's connections.
+#[derive(Debug)]
+pub struct Upstream {
+    addr: ServerAddr,
+    /// Display form, `host:port`.
+    label: String,
+    /// Pre-parsed when the host is an IP literal; names are resolved at each connect.
+    ip: Option<SocketAddr>,
+    idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    /// Changes when the pool's open connections must be cut (end of a drain).
+    cut: watch::Receiver<u64>,
+}
+
+/// A connection checked out of an [`Upstream`]'s pool.
+pub struct Conn {
+    sender: http1::SendRequest<RequestBody>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// A pool for `addr`; connects lazily.
+    pub fn new(addr: ServerAddr, cut: watch::Receiver<u64>) -> Upstream {
+        Upstream {
+            label: addr.to_string(),
+            ip: addr.ip(),
+            addr,
+            idle: Mutex::new(Vec::new()),
+            cut,
+        }
+    }
+
+    /// The server address as configured.
+    pub fn addr(&self) -> &ServerAddr {
+        &self.addr
+    }
+
+    /// `host:port`.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Sends `req` on a pooled or new connection and waits for the response
+    /// head. On success the connection is returned with the response so the
+    /// caller can give it back with [`Upstream::release`] once the body ends.
+    pub async fn send(
+        &self,
+        req: Request<RequestBody>,
+        timeouts: Timeouts,
+    ) -> Result<(Response<Incoming>, Conn), SendFailure> {
+        let mut req = req;
+        // A pooled connection may have been closed by the server while idle:
+        // hyper then hands the request back unsent and we try the next one.
+        while let Some(mut conn) = self.checkout().await {
+            match self.send_on(&mut conn, req, timeouts.response).await {
+                Ok(resp) => return Ok((resp, conn)),
+                Err(failure) => match failure.request {
+                    Some(back) => req = back,
+                    None => return Err(failure),
+                },
+            }
+        }
+        let mut conn = match self.connect(timeouts.connect).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                return Err(SendFailure {
+                    error,
+                    request: Some(req),
+                })
+            }
+        };
+        let resp = self.send_on(&mut conn, req, timeouts.response).await?;
+        Ok((resp, conn))
+    }
+
+    async fn send_on(
+        &self,
+        conn: &mut Conn,
+        req: Request<RequestBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        match tokio::time::timeout(timeout, conn.sender.try_send_request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(mut e)) => {
+                let request = e.take_message();
+                Err(SendFailure {
+                    error: UpstreamError::Request {
+                        addr: self.label.clone(),
+                        source: e.into_error(),
+                    },
+                    request,
+                })
+            }
+            Err(_) => Err(SendFailure {
+                error: UpstreamError::ResponseTimeout {
+                    addr: self.label.clone(),
+                    timeout,
+                },
+                request: None,
+            }),
+        }
+    }
+
+    /// Pops idle connections until one is ready for a request.
+    async fn checkout(&self) -> Option<Conn> {
+        loop {
+            let sender = self.lock_idle().pop()?;
+            let mut conn = Conn { sender };
+            if conn.sender.is_closed() {
+                continue;
+            }
+            // Returned at end of body; the connection task may need one more
+            // poll to become ready, which this await gives it.
+            if conn.sender.ready().await.is_ok() {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Gives a connection whose response was read to the end back to the pool.
+    pub fn release(&self, conn: Conn) {
+        if conn.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock_idle();
+        if idle.len() < MAX_IDLE_PER_SERVER {
+            idle.push(conn.sender);
+        }
+    }
+
+    /// Drops every idle connection (used when a server leaves the config).
+    pub fn clear_idle(&self) {
+        self.lock_idle().clear();
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<http1::SendRequest<RequestBody>>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<Conn, UpstreamError> {
+        let stream = tokio::time::timeout(timeout, self.connect_tcp())
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout {
+                addr: self.label.clone(),
+                timeout,
+            })?
+            .map_err(|source| UpstreamError::Connect {
+                addr: self.label.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::Request {
+                addr: self.label.clone(),
+                source,
+            })?;
+        let label = self.label.clone();
+        let mut cut = self.cut.clone();
+        cut.mark_unchanged();
+        tokio::spawn(async move {
+            tokio::select! {
+                done = connection.with_upgrades() => {
+                    if let Err(e) = done {
+                        tracing::debug!(server = %label, error = %e, "upstream connection closed");
+                    }
+                }
+                // Dropping the connection closes it: the end of a drain.
+                _ = cut.changed() => tracing::debug!(server = %label, "upstream connection cut at drain deadline"),
+            }
+        });
+        Ok(Conn { sender })
+    }
+
+    async fn connect_tcp(&self) -> io::Result<TcpStream> {
+        if let Some(ip) = self.ip {
+            return TcpStream::connect(ip).await;
+        }
+        // Names are resolved at every connect so a recreated container's new
+        // address is picked up.
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
+        for addr in tokio::net::lookup_host((self.addr.host.as_str(), self.addr.port)).await? {
+            match TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
