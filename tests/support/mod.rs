@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -221,8 +221,18 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The SHA-256 (hex) of the first `total` bytes of the pattern.
+/// The SHA-256 (hex) of the first `total` bytes of the pattern, computed
+/// once per size and binary (hashing is slow in unoptimized builds).
 pub fn pattern_sha256(total: u64) -> String {
+    static CACHE: Mutex<BTreeMap<u64, String>> = Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(total)
+        .or_insert_with(|| compute_pattern_sha256(total))
+        .clone()
+}
+
+fn compute_pattern_sha256(total: u64) -> String {
     let mut hasher = Sha256::new();
     let mut offset = 0;
     while offset < total {

@@ -1,0 +1,12 @@
+# cutover as a container image: `docker build -t cutover .`
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked
+
+FROM debian:bookworm-slim
+COPY --from=build /src/target/release/cutover /usr/local/bin/cutover
+WORKDIR /etc/cutover
+EXPOSE 8080
+ENTRYPOINT ["cutover"]
+CMD ["run", "-c", "/etc/cutover/proxy.toml"]
