@@ -273,6 +273,28 @@ timeout = "500ms"
 healthy_threshold = 1
 unhealthy_threshold = 2
 
+[service.demo.rollback]
+max_error_rate = 0.05
+max_p99 = "2s"
+window = "60s"
+min_requests = 20
+cooldown = "1m"
+max_per_hour = 3
+
+[[service.demo.canary.stages]]
+weight = 10
+hold = "10s"
+max_error_rate = 0.01
+max_p99 = "1s"
+min_requests = 20
+
+[[service.demo.canary.stages]]
+weight = 50
+hold = "10s"
+max_error_rate = 0.01
+max_p99 = "1s"
+min_requests = 20
+
 [service.demo.pools.blue]
 servers = ["{blue}"]
 
@@ -344,6 +366,8 @@ fn print_guide(
     );
     println!("  {ctl} rollback demo                                # instant undo");
     println!("  {ctl} events demo");
+    println!("  {ctl} canary demo start                         # staged: 10% then 50% of requests, then promote");
+    println!("  curl -s http://{admin}/metrics                    # Prometheus");
     println!("  curl -s http://{admin}/api/v1/status              # the same over HTTP");
     println!();
     println!("Press Ctrl-C to stop.");

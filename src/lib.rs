@@ -30,6 +30,7 @@
 //! - [`admin`]: the admin API on TCP and on the Unix socket.
 //! - [`server`]: bind, run, drain.
 //! - [`demo`]: `cutover demo`'s built-in upstreams.
+//! - [`metrics`]: Prometheus families and per-pool window statistics.
 //! - [`cli`]: the command line.
 //! - [`ctl`]: `cutover ctl`, the admin client (HTTP over the Unix socket or TCP).
 
@@ -46,6 +47,7 @@ pub mod control;
 pub mod ctl;
 pub mod demo;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;

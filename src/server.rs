@@ -20,6 +20,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::control::events::Actor;
 use crate::control::ControlPlane;
+use crate::metrics::Metrics;
 use crate::proxy::{self, ProxyListener};
 
 /// Why the proxy could not start.
@@ -149,7 +150,7 @@ fn drain_grace(config: &Config) -> Duration {
 /// accepting and lets in-flight requests finish (up to the longest
 /// `drain_timeout`). SIGHUP reloads the config.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let control = ControlPlane::new(config);
+    let control = ControlPlane::new(config, Arc::new(Metrics::new()));
     serve(control, listeners, shutdown).await;
 }
 
@@ -186,10 +187,12 @@ async fn serve(
     let reload = tokio::spawn(reload_on_sighup(control.clone()));
     let grace = drain_grace(&config);
     tracing::info!(listen = %listeners.http.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
+    let metrics = control.metrics().await;
     let http = tokio::spawn(proxy::serve(
         listeners.http,
         control.routing(),
         config.server.limits.clone(),
+        metrics.connections("http"),
         stop_rx,
         grace,
     ));
@@ -268,7 +271,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let http_addr = listeners.http_addr();
     let admin_addr = listeners.admin_addr();
     let socket = listeners.socket.as_ref().map(|(_, p)| p.clone());
-    let control = ControlPlane::new(config);
+    let control = ControlPlane::new(config, Arc::new(Metrics::new()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(control.clone(), listeners, async move {
         let _ = stopped.await;

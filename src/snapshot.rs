@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Balance, Config, KeySource, PoolName, ServerAddr, ServiceConfig};
+use crate::metrics::{Metrics, PoolMetrics};
 use crate::route::Router;
 use crate::upstream::{Timeouts, Upstream};
 
@@ -46,21 +47,19 @@ pub struct Server {
     inflight: AtomicU64,
     service: Arc<str>,
     pool: PoolName,
-    failures: Option<mpsc::Sender<ServerFailure>>,
+    failures: mpsc::Sender<ServerFailure>,
 }
 
 impl Server {
     /// Tells the control plane that a connection to this server failed.
     /// Never blocks: when the queue is full the report is dropped.
     pub fn report_failure(&self, error: String) {
-        if let Some(tx) = &self.failures {
-            let _ = tx.try_send(ServerFailure {
-                service: self.service.clone(),
-                pool: self.pool,
-                addr: self.upstream.addr().clone(),
-                error,
-            });
-        }
+        let _ = self.failures.try_send(ServerFailure {
+            service: self.service.clone(),
+            pool: self.pool,
+            addr: self.upstream.addr().clone(),
+            error,
+        });
     }
 
     /// Requests in flight on this server.
@@ -80,6 +79,8 @@ pub struct PoolState {
     next: AtomicUsize,
     /// Bumped to cut what is still open on the pool at the end of a drain.
     cut: watch::Sender<u64>,
+    /// The pool's metric handles.
+    pub metrics: PoolMetrics,
 }
 
 impl PoolState {
@@ -173,6 +174,8 @@ pub struct Snapshot {
     pub max_body_bytes: Option<u64>,
     /// The config this snapshot was built from.
     pub config: Arc<Config>,
+    /// Where answers given before any pool was chosen (404, 400) are counted.
+    pub unrouted: Arc<PoolMetrics>,
 }
 
 impl Snapshot {
@@ -183,26 +186,37 @@ impl Snapshot {
 }
 
 /// The long-lived pool counters and servers that snapshots point to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Objects {
     pools: HashMap<(Arc<str>, PoolName), Arc<PoolState>>,
     servers: HashMap<(Arc<str>, PoolName, ServerAddr), Arc<Server>>,
-    failures: Option<mpsc::Sender<ServerFailure>>,
+    failures: mpsc::Sender<ServerFailure>,
+    metrics: Arc<Metrics>,
+    unrouted: Arc<PoolMetrics>,
 }
 
 impl Objects {
-    /// Objects whose servers report connection failures on the returned
-    /// channel.
-    pub fn with_failure_reports() -> (Objects, mpsc::Receiver<ServerFailure>) {
-        let (tx, rx) = mpsc::channel(FAILURE_QUEUE);
+    /// Objects recording into `metrics`, whose servers report connection
+    /// failures on the returned channel.
+    pub fn new(metrics: Arc<Metrics>) -> (Objects, mpsc::Receiver<ServerFailure>) {
+        let (failures, rx) = mpsc::channel(FAILURE_QUEUE);
         let objects = Objects {
-            failures: Some(tx),
-            ..Objects::default()
+            pools: HashMap::new(),
+            servers: HashMap::new(),
+            failures,
+            unrouted: Arc::new(metrics.pool("", "")),
+            metrics,
         };
         (objects, rx)
     }
 
+    /// The metrics everything records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     fn pool(&mut self, service: &Arc<str>, name: PoolName) -> Arc<PoolState> {
+        let metrics = &self.metrics;
         self.pools
             .entry((service.clone(), name))
             .or_insert_with(|| {
@@ -212,6 +226,7 @@ impl Objects {
                     inflight: AtomicU64::new(0),
                     next: AtomicUsize::new(0),
                     cut: watch::channel(0).0,
+                    metrics: metrics.pool(service, name.as_str()),
                 })
             })
             .clone()
@@ -298,6 +313,7 @@ impl Objects {
                 response: limits.response_timeout,
             },
             max_body_bytes: limits.max_body_bytes,
+            unrouted: self.unrouted.clone(),
             config,
         }
     }

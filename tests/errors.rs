@@ -55,6 +55,36 @@ async fn refused_connection_is_retried_once_on_another_server_of_the_pool() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_without_healthy_server_is_503() {
+    within(BOUND, async {
+        let dead = closed_port().await;
+        let green = Upstream::start("green").await;
+        let toml = route(None, "/", "app")
+            + &service("app", &[dead], &[green.addr])
+            + "[service.app.health]\ninterval = \"50ms\"\ntimeout = \"50ms\"\n\
+               healthy_threshold = 1\nunhealthy_threshold = 1\n";
+        let proxy = Cutover::start(&toml).await;
+
+        // Before the first health round a request may still try (and fail
+        // to connect); once blue's only server is marked down, 503.
+        let addr = proxy.addr;
+        eventually("blue's only server is marked unhealthy", || async move {
+            fetch(addr, "/").await.status == 503
+        })
+        .await;
+        let reply = fetch(proxy.addr, "/").await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.text(), "no healthy server\n");
+        assert_eq!(
+            green.hits(),
+            0,
+            "an unhealthy pool does not spill to the other pool"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_head_slower_than_response_timeout_is_504() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;

@@ -26,11 +26,10 @@ async fn assert_websocket_echo(addr: SocketAddr, label: &str) {
     ];
     for msg in &messages {
         ws.send(msg.clone()).await.unwrap();
-        let back = ws
-            .next()
-            .await
-            .unwrap_or_else(|| panic!("{label}: closed early"))
-            .unwrap();
+        let Some(back) = ws.next().await else {
+            panic!("{label}: closed early");
+        };
+        let back = back.unwrap();
         assert_eq!(&back, msg, "{label}");
     }
     // Several in flight at once come back in order.

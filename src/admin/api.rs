@@ -3,12 +3,15 @@
 //! | method and path | answers |
 //! |---|---|
 //! | `GET /healthz` | 200 whenever the process can answer |
+//! | `GET /metrics` | 200 Prometheus text format |
 //! | `GET /readyz` | 200 once the first health round is done; 503 before and while shutting down |
 //! | `GET /api/v1/status` | 200 every service |
 //! | `GET /api/v1/services/{svc}` | 200 one service; 404 unknown |
 //! | `POST /api/v1/services/{svc}/switch` | 200 with generation; 409 `target_unhealthy` / `version_mismatch`; 404 |
 //! | `POST /api/v1/services/{svc}/rollback` | 200; 409 `nothing_to_roll_back`; 404 |
 //! | `PUT /api/v1/services/{svc}/weights` | 200; 400 `invalid_weight`; 404 |
+//! | `POST /api/v1/services/{svc}/canary` | 200 starts the staged rollout; 409 `no_canary_stages` / `canary_running` / `target_unhealthy`; 404 |
+//! | `DELETE /api/v1/services/{svc}/canary` | 200 aborts it (weight back to 0); 409 `no_canary`; 404 |
 //! | `GET /api/v1/services/{svc}/drained?wait=60s` | 200 `{"drained": bool, "inflight": N}`; 404 |
 //! | `GET /api/v1/events[?service=svc]` | 200 list |
 //! | `POST /api/v1/reload` | 200; 400 `invalid_config` with the errors |
@@ -40,11 +43,14 @@ const DEFAULT_DRAIN_WAIT: Duration = Duration::from_secs(60);
 enum Action<'a> {
     Healthz,
     Readyz,
+    Metrics,
     Status,
     Service(&'a str),
     Switch(&'a str),
     Rollback(&'a str),
     Weights(&'a str),
+    CanaryStart(&'a str),
+    CanaryAbort(&'a str),
     Drained(&'a str),
     Events,
     Reload,
@@ -54,7 +60,12 @@ impl Action<'_> {
     fn mutates(&self) -> bool {
         matches!(
             self,
-            Action::Switch(_) | Action::Rollback(_) | Action::Weights(_) | Action::Reload
+            Action::Switch(_)
+                | Action::Rollback(_)
+                | Action::Weights(_)
+                | Action::CanaryStart(_)
+                | Action::CanaryAbort(_)
+                | Action::Reload
         )
     }
 }
@@ -65,6 +76,7 @@ fn parse<'a>(method: &Method, path: &'a str) -> Result<Action<'a>, ApiError> {
     let (action, allowed): (Action<'a>, Method) = match segments.as_slice() {
         ["healthz"] => (Action::Healthz, Method::GET),
         ["readyz"] => (Action::Readyz, Method::GET),
+        ["metrics"] => (Action::Metrics, Method::GET),
         ["api", "v1", "status"] => (Action::Status, Method::GET),
         ["api", "v1", "events"] => (Action::Events, Method::GET),
         ["api", "v1", "reload"] => (Action::Reload, Method::POST),
@@ -72,6 +84,10 @@ fn parse<'a>(method: &Method, path: &'a str) -> Result<Action<'a>, ApiError> {
         ["api", "v1", "services", svc, "switch"] => (Action::Switch(svc), Method::POST),
         ["api", "v1", "services", svc, "rollback"] => (Action::Rollback(svc), Method::POST),
         ["api", "v1", "services", svc, "weights"] => (Action::Weights(svc), Method::PUT),
+        ["api", "v1", "services", svc, "canary"] if method == Method::DELETE => {
+            (Action::CanaryAbort(svc), Method::DELETE)
+        }
+        ["api", "v1", "services", svc, "canary"] => (Action::CanaryStart(svc), Method::POST),
         ["api", "v1", "services", svc, "drained"] => (Action::Drained(svc), Method::GET),
         _ => return Err(ApiError::not_found(path)),
     };
@@ -184,6 +200,14 @@ async fn dispatch(
             };
             json(status, &serde_json::json!({"ready": ready}))
         }
+        Action::Metrics => {
+            let mut resp = Response::new(Full::new(Bytes::from(control.render_metrics().await)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
         Action::Status => json(ok, &control.status().await),
         Action::Service(svc) => json(ok, &control.service(svc).await?),
         Action::Switch(svc) => {
@@ -191,6 +215,8 @@ async fn dispatch(
             json(ok, &control.switch(svc, body, actor).await?)
         }
         Action::Rollback(svc) => json(ok, &control.rollback(svc, actor).await?),
+        Action::CanaryStart(svc) => json(ok, &control.canary_start(svc, actor).await?),
+        Action::CanaryAbort(svc) => json(ok, &control.canary_abort(svc, actor).await?),
         Action::Weights(svc) => {
             let body: WeightsRequest = read_json(req).await?;
             let standby = body

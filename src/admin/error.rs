@@ -64,6 +64,9 @@ impl From<ControlError> for ApiError {
             ControlError::NothingToRollBack(_) => (StatusCode::CONFLICT, "nothing_to_roll_back"),
             ControlError::InvalidWeight(_) => (StatusCode::BAD_REQUEST, "invalid_weight"),
             ControlError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+            ControlError::NoCanaryStages(_) => (StatusCode::CONFLICT, "no_canary_stages"),
+            ControlError::CanaryRunning(_) => (StatusCode::CONFLICT, "canary_running"),
+            ControlError::NoCanary(_) => (StatusCode::CONFLICT, "no_canary"),
         };
         ApiError::new(status, code, e.to_string())
     }

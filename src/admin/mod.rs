@@ -80,7 +80,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether `req` may reach `/api/v1/*` given the listener's token.
+/// Whether `req` may reach `/api/v1/*` given the listener's token
+/// (`/metrics`, `/healthz` and `/readyz` stay open).
 fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
     let Some(token) = token else { return true };
     if !req.uri().path().starts_with("/api/") {
@@ -102,11 +103,16 @@ async fn serve_conn<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let metrics = control.metrics().await;
+    let open = crate::proxy::OpenConnection::new(&metrics.connections("admin"));
     let service = service_fn(move |req: Request<Incoming>| {
         let control = control.clone();
         let token = token.clone();
+        let metrics = metrics.clone();
         async move {
             if !authorized(&req, token.as_deref()) {
+                // The token and the Authorization header are never logged.
+                metrics.admin_refused.with_label_values(&["401"]).inc();
                 tracing::info!(
                     path = req.uri().path(),
                     "admin request refused: missing or wrong token"
@@ -123,7 +129,11 @@ async fn serve_conn<I>(
                 );
                 return Ok::<_, Infallible>(resp);
             }
-            Ok(api::handle(&control, req, actor).await)
+            let resp = api::handle(&control, req, actor).await;
+            if resp.status() == StatusCode::FORBIDDEN {
+                metrics.admin_refused.with_label_values(&["403"]).inc();
+            }
+            Ok(resp)
         }
     });
     let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
@@ -132,6 +142,7 @@ async fn serve_conn<I>(
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "admin connection closed");
         }
+        drop(open);
     });
 }
 

@@ -7,8 +7,10 @@
 //! Long-lived per-server health lives here, not in snapshots; a snapshot only
 //! carries which servers take traffic.
 
+pub mod analysis;
 pub mod events;
 pub mod persist;
+mod progressive;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +25,9 @@ use tokio::task::JoinHandle;
 use crate::config::{self, Config, ConfigError, PoolName, ServerAddr};
 use crate::health::state::HealthState;
 use crate::health::{self, HealthReport, Outcome};
+use crate::metrics::Metrics;
 use crate::snapshot::{Objects, Routing, ServerFailure, ServiceRuntime, Snapshot};
+use analysis::{Budget, Canary, Watch};
 use events::{Actor, Event, EventLog, Reason};
 use persist::{ServiceState, StateFile, STATE_VERSION};
 use status::{Applied, Drained, PoolStatus, ServerStatus, ServiceStatus, Status};
@@ -66,6 +70,15 @@ pub enum ControlError {
     /// A weight outside 0..=100.
     #[error("weight {0} is out of range (expected 0 to 100)")]
     InvalidWeight(i64),
+    /// The service has no `[[service.NAME.canary.stages]]`.
+    #[error("service {0} has no [[service.{0}.canary.stages]] configured")]
+    NoCanaryStages(String),
+    /// A canary is already running.
+    #[error("a canary of service {0} is already running (abort it first)")]
+    CanaryRunning(String),
+    /// No canary is running.
+    #[error("no canary of service {0} is running")]
+    NoCanary(String),
     /// The config file is invalid; the running config stays.
     #[error("config is invalid; the running config stays:\n{0}")]
     InvalidConfig(#[source] ConfigError),
@@ -81,6 +94,28 @@ struct Runtime {
     last_switch: Option<Event>,
     /// Raised by each switch; a drain deadline only cuts if it still matches.
     drain_epoch: u64,
+    /// The staged rollout in progress.
+    canary: Option<Canary>,
+    /// The automated-rollback watch: the watched pool and its window.
+    watch: Option<(PoolName, Watch)>,
+    /// Cooldown and hourly cap of automated rollbacks.
+    budget: Budget,
+}
+
+impl Runtime {
+    fn fresh(active: PoolName, generation: u64) -> Runtime {
+        Runtime {
+            active,
+            standby_weight: 0,
+            previous: None,
+            generation,
+            last_switch: None,
+            drain_epoch: 0,
+            canary: None,
+            watch: None,
+            budget: Budget::default(),
+        }
+    }
 }
 
 /// Health of one server, kept across snapshots and reloads.
@@ -148,21 +183,12 @@ fn runtime_from_state(
         .map(|sc| {
             let rt = match saved.remove(&sc.name) {
                 Some(s) => Runtime {
-                    active: s.active,
                     standby_weight: s.standby_weight.min(100),
                     previous: s.previous,
-                    generation: 1,
                     last_switch: s.last_switch,
-                    drain_epoch: 0,
+                    ..Runtime::fresh(s.active, 1)
                 },
-                None => Runtime {
-                    active: sc.active,
-                    standby_weight: 0,
-                    previous: None,
-                    generation: 1,
-                    last_switch: None,
-                    drain_epoch: 0,
-                },
+                None => Runtime::fresh(sc.active, 1),
             };
             (sc.name.clone(), rt)
         })
@@ -193,10 +219,10 @@ impl ControlPlane {
     /// Builds the first snapshot from `config` and the state file, and starts
     /// the task that applies health reports and passive failures. Health
     /// checks start with [`ControlPlane::start_health`].
-    pub fn new(config: Config) -> Arc<ControlPlane> {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Arc<ControlPlane> {
         let state = read_state(&config.state.path);
         let (services, events) = runtime_from_state(&config, state);
-        let (objects, failures) = Objects::with_failure_reports();
+        let (objects, failures) = Objects::new(metrics);
         let mut health = HashMap::new();
         for sc in &config.services {
             for pool in PoolName::ALL {
@@ -219,6 +245,7 @@ impl ControlPlane {
         };
         let snapshot = build(&mut inner, 1);
         inner.generation = 1;
+        export_gauges(&inner, &snapshot);
         let (health_tx, health_rx) = mpsc::channel(1024);
         let control = Arc::new(ControlPlane {
             routing: Arc::new(Routing::new(snapshot)),
@@ -228,7 +255,29 @@ impl ControlPlane {
             stopping: AtomicBool::new(false),
         });
         tokio::spawn(control.clone().apply_reports(health_rx, failures));
+        tokio::spawn(control.clone().run_analysis());
         control
+    }
+
+    /// The metrics everything records into.
+    pub async fn metrics(&self) -> Arc<Metrics> {
+        self.inner.lock().await.objects.metrics().clone()
+    }
+
+    /// The metrics in the Prometheus text format, with the in-flight gauges
+    /// read now.
+    pub async fn render_metrics(&self) -> String {
+        let metrics = self.metrics().await;
+        let snapshot = self.routing.load();
+        for svc in &snapshot.services {
+            for view in &svc.pools {
+                metrics
+                    .inflight
+                    .with_label_values(&[&*svc.name, view.state.name.as_str()])
+                    .set(view.state.inflight() as i64);
+            }
+        }
+        metrics.render()
     }
 
     /// The routing table the hot path reads.
@@ -420,10 +469,21 @@ impl ControlPlane {
         rt.generation = generation;
         rt.last_switch = Some(event.clone());
         rt.drain_epoch += 1;
+        rt.canary = None;
+        rt.watch = None;
         let epoch = rt.drain_epoch;
+        if matches!(reason, Reason::Manual | Reason::Canary) {
+            self.start_watch(inner, service, to);
+        }
         publish(&self.routing, inner);
+        inner
+            .objects
+            .metrics()
+            .switches
+            .with_label_values(&[service, reason.as_str()])
+            .inc();
         tracing::info!(service, from = %from, to = %to, reason = reason.as_str(), actor = actor.as_str(), generation, "switched");
-        inner.events.push(event);
+        record_event(inner, event);
         let persisted = persist_now(inner).await;
         let control = self.clone();
         let service_name = service.to_string();
@@ -451,6 +511,12 @@ impl ControlPlane {
         }
         if let Some(state) = inner.objects.pool_state(service, pool) {
             let cut = state.cut();
+            inner
+                .objects
+                .metrics()
+                .drain_cut
+                .with_label_values(&[service, pool.as_str()])
+                .inc_by(cut);
             if cut > 0 {
                 tracing::warn!(service, pool = %pool, cut, "drain timeout: cut requests still in flight on the old pool");
             }
@@ -477,35 +543,62 @@ impl ControlPlane {
         if rt.standby_weight == weight {
             return Ok(unchanged(&self.routing, &inner, service));
         }
+        // An operator's weight ends a staged rollout: the operator takes over.
+        let ended_canary = inner
+            .services
+            .get_mut(service)
+            .and_then(|rt| rt.canary.take())
+            .is_some();
+        let detail = serde_json::json!({"standby": weight, "was": rt.standby_weight, "ended_canary": ended_canary});
+        Ok(self
+            .apply_weight(&mut inner, service, weight, Reason::Weight, actor, detail)
+            .await)
+    }
+
+    /// Sets the standby weight of an existing service, records the event and
+    /// persists.
+    async fn apply_weight(
+        &self,
+        inner: &mut Inner,
+        service: &str,
+        weight: u8,
+        reason: Reason,
+        actor: Actor,
+        detail: serde_json::Value,
+    ) -> Applied {
         let generation = inner.generation + 1;
+        let rt = inner
+            .services
+            .get_mut(service)
+            .expect("caller checked the service exists");
         let mut event = Event::now(
             Some(service),
             Some(rt.active),
             Some(rt.active.other()),
-            Reason::Weight,
+            reason,
             actor,
-            serde_json::json!({"standby": weight, "was": rt.standby_weight}),
+            detail,
         );
         event.generation = generation;
-        let rt = inner.services.get_mut(service).expect("checked above");
         rt.standby_weight = weight;
         rt.generation = generation;
-        publish(&self.routing, &mut inner);
+        publish(&self.routing, inner);
         tracing::info!(
             service,
             standby = weight,
+            reason = reason.as_str(),
             actor = actor.as_str(),
             generation,
             "weight changed"
         );
-        inner.events.push(event);
-        let persisted = persist_now(&inner).await;
-        Ok(Applied {
+        record_event(inner, event);
+        let persisted = persist_now(inner).await;
+        Applied {
             generation,
             changed: true,
-            service: service_status(&self.routing.load(), &inner, service),
+            service: service_status(&self.routing.load(), inner, service),
             persisted,
-        })
+        }
     }
 
     /// Re-reads the config file and applies it as a new snapshot, keeping
@@ -528,14 +621,10 @@ impl ControlPlane {
         warn_on_restart_keys(&inner.config, &new);
         let mut services = BTreeMap::new();
         for sc in &new.services {
-            let rt = inner.services.remove(&sc.name).unwrap_or(Runtime {
-                active: sc.active,
-                standby_weight: 0,
-                previous: None,
-                generation: inner.generation + 1,
-                last_switch: None,
-                drain_epoch: 0,
-            });
+            let rt = inner
+                .services
+                .remove(&sc.name)
+                .unwrap_or_else(|| Runtime::fresh(sc.active, inner.generation + 1));
             services.insert(sc.name.clone(), rt);
         }
         inner.services = services;
@@ -571,7 +660,7 @@ impl ControlPlane {
             serde_json::json!({"path": path.display().to_string()}),
         );
         event.generation = generation;
-        inner.events.push(event);
+        record_event(&mut inner, event);
         tracing::info!(path = %path.display(), actor = actor.as_str(), generation, "config reloaded");
         let persisted = persist_now(&inner).await;
         Ok(Applied {
@@ -804,9 +893,68 @@ fn build(inner: &mut Inner, generation: u64) -> Snapshot {
 fn publish(routing: &Routing, inner: &mut Inner) -> u64 {
     let generation = inner.generation + 1;
     let snapshot = build(inner, generation);
+    export_gauges(inner, &snapshot);
     routing.store(snapshot);
     inner.generation = generation;
     generation
+}
+
+/// Mirrors active pools, weights and server health into their gauges.
+fn export_gauges(inner: &Inner, snapshot: &Snapshot) {
+    let metrics = inner.objects.metrics();
+    for svc in &snapshot.services {
+        for pool in PoolName::ALL {
+            let labels = [&*svc.name, pool.as_str()];
+            let active = pool == svc.active;
+            metrics
+                .active_pool
+                .with_label_values(&labels)
+                .set(i64::from(active));
+            let weight = if active {
+                100 - svc.standby_weight
+            } else {
+                svc.standby_weight
+            };
+            metrics
+                .weight
+                .with_label_values(&labels)
+                .set(i64::from(weight));
+            let view = svc.pool(pool);
+            for server in &view.servers {
+                let up = view.healthy.iter().any(|h| Arc::ptr_eq(h, server));
+                metrics
+                    .upstream_up
+                    .with_label_values(&[&*svc.name, pool.as_str(), &server.upstream.label()])
+                    .set(i64::from(up));
+            }
+        }
+    }
+}
+
+/// Appends an event to the history and to the audit log beside the state
+/// file (JSON lines), so what happened can be read after the fact.
+fn record_event(inner: &mut Inner, event: Event) {
+    let path = audit_path(&inner.config.state.path);
+    let line = serde_json::to_string(&event).expect("events serialize: plain data");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
+    if let Err(e) = written {
+        tracing::error!(path = %path.display(), error = %e, "audit log not written");
+    }
+    inner.events.push(event);
+}
+
+/// `cutover-state.json` → `cutover-audit.jsonl` in the same directory.
+pub fn audit_path(state: &std::path::Path) -> PathBuf {
+    let stem = state
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("cutover-state");
+    let stem = stem.strip_suffix("-state").unwrap_or(stem);
+    state.with_file_name(format!("{stem}-audit.jsonl"))
 }
 
 fn state_file(inner: &Inner) -> StateFile {
@@ -868,6 +1016,7 @@ fn service_status(snapshot: &Snapshot, inner: &Inner, name: &str) -> Option<Serv
     let rt = inner.services.get(name)?;
     let svc = snapshot.service(name)?;
     let standby = rt.active.other();
+    let (canary, watch) = progressive::describe(inner, name);
     let mut weights = BTreeMap::new();
     weights.insert(rt.active, 100 - rt.standby_weight);
     weights.insert(standby, rt.standby_weight);
@@ -917,7 +1066,7 @@ fn service_status(snapshot: &Snapshot, inner: &Inner, name: &str) -> Option<Serv
         previous: rt.previous,
         last_switch: rt.last_switch.clone(),
         pools,
-        canary: None,
-        watch: None,
+        canary,
+        watch,
     })
 }

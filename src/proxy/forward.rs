@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
@@ -20,6 +21,7 @@ use super::headers;
 use crate::balance;
 use crate::body::{Lease, RequestBody, RequestBodyError, ResponseBody};
 use crate::config::PoolName;
+use crate::metrics::PoolMetrics;
 use crate::snapshot::{InflightGuard, Routing, Server, Service};
 use crate::upstream::{SendFailure, Timeouts, UpstreamError};
 
@@ -38,16 +40,29 @@ pub async fn forward(
     req: Request<Incoming>,
     client: ClientInfo,
 ) -> Response<ResponseBody> {
+    let start = Instant::now();
     // A request without a body leaves nothing unread: its connection can
     // stay open after a synthetic answer.
     let has_body = !http_body::Body::is_end_stream(req.body());
-    match try_forward(routing, req, client).await {
-        Ok(resp) => resp,
-        Err((err, body_unread)) => {
-            tracing::debug!(client.addr = %client.addr, status = err.status().as_u16(), error = %err, "answered by proxy");
-            err.response(body_unread && has_body)
+    let answer = |err: ProxyError, body_unread: bool| {
+        tracing::debug!(client.addr = %client.addr, status = err.status().as_u16(), error = %err, "answered by proxy");
+        err.response(body_unread && has_body)
+    };
+    let target = match select(routing, &req) {
+        Ok(target) => target,
+        Err((err, unrouted)) => {
+            let resp = answer(err, true);
+            unrouted.record(resp.status().as_u16(), start.elapsed());
+            return resp;
         }
-    }
+    };
+    let resp = match try_forward(&target, req, client).await {
+        Ok(resp) => resp,
+        Err((err, body_unread)) => answer(err, body_unread),
+    };
+    let pool = &target.service.pool(target.pool).state;
+    pool.metrics.record(resp.status().as_u16(), start.elapsed());
+    resp
 }
 
 /// The routing decision for one request, taken from one snapshot.
@@ -65,18 +80,21 @@ fn host_of(req: &Request<Incoming>) -> Option<&str> {
     }
 }
 
-fn select(routing: &Routing, req: &Request<Incoming>) -> Result<Target, ProxyError> {
+fn select(
+    routing: &Routing,
+    req: &Request<Incoming>,
+) -> Result<Target, (ProxyError, Arc<PoolMetrics>)> {
+    let snapshot = routing.load();
     if req.version() == Version::HTTP_11
         && !req.headers().contains_key(HOST)
         && req.uri().authority().is_none()
     {
-        return Err(ProxyError::BadRequest("missing host header"));
+        let err = ProxyError::BadRequest("missing host header");
+        return Err((err, snapshot.unrouted.clone()));
     }
-    let snapshot = routing.load();
-    let index = snapshot
-        .router
-        .route(host_of(req), req.uri().path())
-        .ok_or(ProxyError::NoRoute)?;
+    let Some(index) = snapshot.router.route(host_of(req), req.uri().path()) else {
+        return Err((ProxyError::NoRoute, snapshot.unrouted.clone()));
+    };
     let service = snapshot.services[index].clone();
     let pool = balance::pick_pool(&service, req.headers());
     Ok(Target {
@@ -88,11 +106,10 @@ fn select(routing: &Routing, req: &Request<Incoming>) -> Result<Target, ProxyErr
 }
 
 async fn try_forward(
-    routing: &Routing,
+    target: &Target,
     mut req: Request<Incoming>,
     client: ClientInfo,
 ) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
-    let target = select(routing, &req).map_err(|e| (e, true))?;
     if let (Some(limit), Some(len)) = (target.max_body, content_length(&req)) {
         if len > limit {
             return Err((ProxyError::PayloadTooLarge { limit }, true));
@@ -102,7 +119,7 @@ async fn try_forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let upstream_req = rewrite(req, client, upgrade, target.max_body);
 
-    let (mut resp, conn, guard) = send(&target, upstream_req).await?;
+    let (mut resp, conn, guard) = send(target, upstream_req).await?;
     tracing::debug!(
         service = %target.service.name,
         pool = %guard.pool().name,

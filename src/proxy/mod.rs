@@ -61,6 +61,7 @@ pub async fn serve(
     listener: ProxyListener,
     routing: Arc<Routing>,
     limits: Limits,
+    open: prometheus::IntGauge,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -98,10 +99,12 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let open = OpenConnection::new(&open);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(client.addr = %peer, error = %e, "client connection closed");
             }
+            drop(open);
             drop(permit);
         });
     }
@@ -111,6 +114,24 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(grace = ?grace, "connections still open at the end of the drain");
+    }
+}
+
+/// Counts one open connection in a gauge until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    /// Counts a connection in `gauge`.
+    pub fn new(gauge: &prometheus::IntGauge) -> OpenConnection {
+        gauge.inc();
+        OpenConnection(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -904,11 +906,29 @@ pub async fn read_events(body: &mut Incoming, max: usize) -> Vec<Event> {
     events
 }
 
-/// Writes `request` on a new TCP connection and reads until the server closes.
+/// Writes `request` on a new TCP connection and reads one answer: until
+/// its head and `Content-Length` body are in, or the server closes.
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request).await.expect("write request");
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.expect("read answer");
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.expect("read answer");
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| answer.len() >= end + 4 + len) {
+                break;
+            }
+        }
+    }
     String::from_utf8_lossy(&answer).into_owned()
 }

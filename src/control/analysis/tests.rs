@@ -1,0 +1,215 @@
+use super::*;
+use crate::metrics::LATENCY_BUCKETS;
+
+/// Totals of `n` requests, `errors` of them 5xx, all at `latency`.
+fn totals(n: u64, errors: u64, latency: Duration) -> PoolTotals {
+    let buckets = LATENCY_BUCKETS
+        .iter()
+        .map(|b| if latency.as_secs_f64() <= *b { n } else { 0 })
+        .collect();
+    PoolTotals {
+        requests: n,
+        errors,
+        buckets,
+    }
+}
+
+fn add(a: &PoolTotals, b: &PoolTotals) -> PoolTotals {
+    PoolTotals {
+        requests: a.requests + b.requests,
+        errors: a.errors + b.errors,
+        buckets: a
+            .buckets
+            .iter()
+            .zip(&b.buckets)
+            .map(|(x, y)| x + y)
+            .collect(),
+    }
+}
+
+fn stage(weight: u8, hold_ms: u64) -> CanaryStage {
+    CanaryStage {
+        weight,
+        hold: Duration::from_millis(hold_ms),
+        max_error_rate: 0.01,
+        max_p99: Duration::from_secs(1),
+        min_requests: 50,
+    }
+}
+
+fn rollback_cfg() -> RollbackConfig {
+    RollbackConfig {
+        max_error_rate: 0.05,
+        max_p99: Duration::from_secs(2),
+        window: Duration::from_secs(10),
+        min_requests: 20,
+        cooldown: Duration::from_secs(60),
+        max_per_hour: 2,
+    }
+}
+
+const FAST: Duration = Duration::from_millis(20);
+
+#[test]
+fn healthy_canary_walks_every_stage_then_promotes() {
+    let t0 = Instant::now();
+    let zero = totals(0, 0, FAST);
+    let (mut c, w) = Canary::start(
+        vec![stage(10, 100), stage(50, 100)],
+        t0,
+        zero.clone(),
+        zero.clone(),
+    )
+    .unwrap();
+    assert_eq!(w, 10);
+    let good = totals(60, 0, FAST);
+    // Enough requests but the hold is not over.
+    assert_eq!(
+        c.step(t0 + Duration::from_millis(50), &good, &good),
+        Step::Hold
+    );
+    assert_eq!(
+        c.step(t0 + Duration::from_millis(100), &good, &good),
+        Step::Next {
+            stage: 1,
+            weight: 50
+        }
+    );
+    // The new stage counts from its own start: 60 old requests do not count.
+    assert_eq!(
+        c.step(t0 + Duration::from_millis(300), &good, &good),
+        Step::Hold
+    );
+    let more = add(&good, &totals(60, 0, FAST));
+    assert_eq!(
+        c.step(t0 + Duration::from_millis(300), &more, &more),
+        Step::Promote
+    );
+}
+
+#[test]
+fn hold_is_extended_until_min_requests() {
+    let t0 = Instant::now();
+    let zero = totals(0, 0, FAST);
+    let (mut c, _) = Canary::start(vec![stage(10, 10)], t0, zero.clone(), zero).unwrap();
+    let few = totals(49, 0, FAST);
+    assert_eq!(c.step(t0 + Duration::from_secs(60), &few, &few), Step::Hold);
+    let enough = totals(50, 0, FAST);
+    assert_eq!(
+        c.step(t0 + Duration::from_secs(61), &enough, &enough),
+        Step::Promote
+    );
+}
+
+#[test]
+fn canary_aborts_on_errors_with_the_measured_values() {
+    let t0 = Instant::now();
+    let zero = totals(0, 0, FAST);
+    let (mut c, _) = Canary::start(vec![stage(10, 1000)], t0, zero.clone(), zero).unwrap();
+    match c.step(t0, &totals(100, 5, FAST), &totals(100, 0, FAST)) {
+        Step::Abort(v) => {
+            assert_eq!(v.criterion, "max_error_rate");
+            assert_eq!(v.detail["errors"], 5);
+        }
+        other => panic!("expected abort, got {other:?}"),
+    }
+}
+
+#[test]
+fn canary_aborts_on_latency_and_when_clearly_worse_than_baseline() {
+    let t0 = Instant::now();
+    let zero = totals(0, 0, FAST);
+    let (mut c, _) = Canary::start(vec![stage(10, 1000)], t0, zero.clone(), zero.clone()).unwrap();
+    let slow = totals(100, 0, Duration::from_millis(1500));
+    assert!(matches!(
+        c.step(t0, &slow, &totals(100, 0, FAST)),
+        Step::Abort(Verdict {
+            criterion: "max_p99",
+            ..
+        })
+    ));
+
+    let mut s = stage(10, 1000);
+    s.max_p99 = Duration::from_secs(10);
+    let (mut c, _) = Canary::start(vec![s], t0, zero.clone(), zero).unwrap();
+    let standby = totals(100, 0, Duration::from_millis(700));
+    let active = totals(100, 0, FAST);
+    assert!(matches!(
+        c.step(t0, &standby, &active),
+        Step::Abort(Verdict {
+            criterion: "baseline_p99",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn watch_trips_on_errors_only_after_min_requests_and_within_the_window() {
+    let cfg = rollback_cfg();
+    let t0 = Instant::now();
+    let mut w = Watch::start(t0, cfg.window, totals(1000, 0, FAST));
+    // 10 new requests, all failing: below min_requests.
+    let t = totals(1010, 10, FAST);
+    assert_eq!(w.step(t0 + Duration::from_secs(1), t, true, &cfg), None);
+    let t = totals(1030, 10, FAST);
+    let v = w
+        .step(t0 + Duration::from_secs(2), t, true, &cfg)
+        .expect("10 errors in 30 requests trips");
+    assert_eq!(v.criterion, "max_error_rate");
+}
+
+#[test]
+fn watch_trips_when_the_pool_turns_unhealthy_and_expires_after_the_window() {
+    let cfg = rollback_cfg();
+    let t0 = Instant::now();
+    let mut w = Watch::start(t0, cfg.window, totals(0, 0, FAST));
+    assert_eq!(
+        w.step(t0, totals(0, 0, FAST), false, &cfg)
+            .unwrap()
+            .criterion,
+        "unhealthy"
+    );
+    assert!(!w.expired(t0 + Duration::from_secs(9)));
+    assert!(w.expired(t0 + Duration::from_secs(10)));
+}
+
+#[test]
+fn watch_window_slides_past_old_errors() {
+    let cfg = rollback_cfg();
+    let t0 = Instant::now();
+    let mut w = Watch::start(t0, Duration::from_secs(60), totals(0, 0, FAST));
+    // Errors early on, below min_requests.
+    let mut t = totals(10, 10, FAST);
+    assert_eq!(
+        w.step(t0 + Duration::from_secs(1), t.clone(), true, &cfg),
+        None
+    );
+    // Then only good traffic for longer than the 10 s window.
+    for s in 2..=30u64 {
+        t = add(&t, &totals(10, 0, FAST));
+        let verdict = w.step(t0 + Duration::from_secs(s), t.clone(), true, &cfg);
+        if s >= 12 {
+            assert_eq!(verdict, None, "old errors left the window by {s}s");
+        }
+    }
+}
+
+#[test]
+fn budget_enforces_cooldown_and_hourly_cap() {
+    let cfg = rollback_cfg();
+    let t0 = Instant::now();
+    let mut b = Budget::default();
+    assert!(b.check(t0, &cfg).is_ok());
+    b.record(t0);
+    assert!(b
+        .check(t0 + Duration::from_secs(30), &cfg)
+        .unwrap_err()
+        .starts_with("cooldown"));
+    assert!(b.check(t0 + Duration::from_secs(61), &cfg).is_ok());
+    b.record(t0 + Duration::from_secs(61));
+    assert!(b
+        .check(t0 + Duration::from_secs(200), &cfg)
+        .unwrap_err()
+        .starts_with("max_per_hour"));
+    assert!(b.check(t0 + Duration::from_secs(3601), &cfg).is_ok());
+}

@@ -1,0 +1,225 @@
+//! The `cutover` binary: `run` with signals (SIGTERM drains and exits 0,
+//! SIGHUP reloads), `check` and its exit codes, `ctl` against a live proxy.
+//!
+//! A child process cannot report the ports it bound, so these tests (and only
+//! these) give it a port that was free a moment ago, and retry if it was
+//! taken in between. The admin API is reached over the socket.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::Value;
+use support::admin::*;
+use support::*;
+
+/// A `cutover run` child on a config in a temp dir.
+struct Running {
+    child: ChildProxy,
+    addr: SocketAddr,
+    socket: PathBuf,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A whole config for the binary: the proxy on `port`, the admin API on a
+/// socket only, then `body`.
+fn binary_config(port: u16, body: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [admin]\nsocket = \"{SOCKET_FILE}\"\n\n\
+         [state]\npath = \"{STATE_FILE}\"\n\n{body}"
+    )
+}
+
+/// Starts `cutover run` on `body`; returns once `/readyz` answers 200 over
+/// the socket.
+async fn run_binary(body: &str) -> Running {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join(CONFIG_FILE);
+    let socket = dir.path().join(SOCKET_FILE);
+    for _attempt in 0..5 {
+        let port = free_port();
+        std::fs::write(&config, binary_config(port, body)).expect("write config");
+        let mut child = ChildProxy::run(&config);
+        for _ in 0..250 {
+            if let Some(status) = child.try_wait() {
+                // Most likely the port was taken in between: try another.
+                eprintln!("cutover exited early ({status}): {}", child.stderr());
+                break;
+            }
+            let ready = try_socket_call(&socket, Method::GET, "/readyz", None).await;
+            if ready.is_ok_and(|r| r.status == StatusCode::OK) {
+                return Running {
+                    child,
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    socket,
+                    config,
+                    _dir: dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("cutover run never became ready");
+}
+
+async fn status_of(socket: &Path, svc: &str) -> Value {
+    let reply = socket_call(
+        socket,
+        Method::GET,
+        &format!("/api/v1/services/{svc}"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_inflight_request_finish_then_exits_0_and_removes_the_socket() {
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let body = route(None, "/", "app")
+            + &service_with("app", &[blue.addr], &[green.addr], "drain_timeout = \"5s\"");
+        let mut proxy = run_binary(&body).await;
+
+        let addr = proxy.addr;
+        let slow = tokio::spawn(async move { fetch(addr, "/slow?ms=800").await });
+        let socket = proxy.socket.clone();
+        eventually("the slow request is in flight", || {
+            let socket = socket.clone();
+            async move { status_of(&socket, "app").await["pools"]["blue"]["inflight"] == 1 }
+        })
+        .await;
+
+        proxy.child.signal("TERM");
+        let reply = slow.await.expect("slow request task");
+        let status = proxy.child.wait_exit(Duration::from_secs(8)).await;
+
+        assert_eq!(reply.echo().upstream, "blue", "finished after SIGTERM");
+        assert_eq!(status.code(), Some(0), "{}", proxy.child.stderr());
+        assert!(!proxy.socket.exists(), "the socket file is removed");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_and_serves_the_new_route() {
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let docs = Upstream::start("docs").await;
+        let mut proxy = run_binary(&blue_green(&blue, &green)).await;
+        assert_eq!(fetch(proxy.addr, "/docs/x").await.echo().upstream, "blue");
+        let port = proxy.addr.port();
+
+        let body = blue_green(&blue, &green)
+            + &route(None, "/docs", "docs")
+            + &service("docs", &[docs.addr], &[docs.addr]);
+        std::fs::write(&proxy.config, binary_config(port, &body)).unwrap();
+        proxy.child.signal("HUP");
+
+        let addr = proxy.addr;
+        eventually("the new route is served", || async move {
+            fetch(addr, "/docs/x").await.echo().upstream == "docs"
+        })
+        .await;
+        assert_eq!(fetch(proxy.addr, "/").await.echo().upstream, "blue");
+        let events = socket_call(&proxy.socket, Method::GET, "/api/v1/events", None).await;
+        let events = events.json();
+        let reload = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["reason"] == "reload")
+            .expect("a reload event")
+            .clone();
+        assert_eq!(reload["actor"], "signal");
+
+        proxy.child.signal("TERM");
+        let status = proxy.child.wait_exit(Duration::from_secs(8)).await;
+        assert_eq!(status.code(), Some(0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn check_prints_file_line_col_and_exits_1_for_an_invalid_config() {
+    within(BOUND, async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nservice = \"nowhere\"\n",
+        )
+        .unwrap();
+
+        let out = run_cutover(&["check", "-c", bad.to_str().unwrap()]).await;
+
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let prefix = format!("{}:5:", bad.display());
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}COL: line in {stderr:?}"));
+        let column = line[prefix.len()..].split(':').next().unwrap();
+        assert!(column.parse::<u32>().is_ok(), "{line}");
+        assert!(line.contains("nowhere"), "{line}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn check_accepts_the_example_proxy_toml() {
+    within(BOUND, async {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+
+        let out = run_cutover(&["check", "-c", example.to_str().unwrap()]).await;
+
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ctl_switch_exits_0_and_a_refused_switch_exits_1() {
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let dead = closed_port().await;
+        let gated = "\n[service.broken.health]\ninterval = \"50ms\"\ntimeout = \"500ms\"\n";
+        let body = blue_green(&blue, &green)
+            + &route(None, "/broken", "broken")
+            + &service_with("broken", &[blue.addr], &[dead], gated);
+        let proxy = Proxy::start(&body).await;
+        let socket = proxy.socket.to_str().unwrap();
+
+        let ok = run_cutover(&["ctl", "--socket", socket, "switch", "app"]).await;
+        let refused = run_cutover(&["ctl", "--socket", socket, "switch", "broken"]).await;
+
+        assert_eq!(
+            ok.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert!(String::from_utf8_lossy(&ok.stdout).contains("green"));
+        assert_eq!(proxy.service("app").await["active"], "green");
+        assert_eq!(refused.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("target_unhealthy"), "{stderr}");
+        assert_eq!(proxy.service("broken").await["active"], "blue");
+    })
+    .await;
+}

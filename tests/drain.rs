@@ -1,0 +1,149 @@
+//! Draining: what is in flight on the old pool when a switch happens
+//! finishes there, status counts it as draining, `drained` and
+//! `ctl wait-drained` wait for it, and what outlives `drain_timeout` is cut.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::json;
+use support::admin::*;
+use support::*;
+
+/// How long the upstream holds the slow request.
+const SLOW: Duration = Duration::from_millis(1500);
+
+#[tokio::test]
+async fn slow_request_on_the_old_pool_completes_and_drained_waits_for_it() {
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let proxy = Proxy::start(&blue_green(&blue, &green)).await;
+        let socket = proxy.socket.to_str().expect("utf-8 temp path").to_string();
+
+        let sent = Instant::now();
+        let addr = proxy.addr;
+        let slow = tokio::spawn(async move {
+            let reply = fetch(addr, &format!("/slow?ms={}", SLOW.as_millis())).await;
+            (reply, Instant::now())
+        });
+        let admin = proxy.admin;
+        eventually("the slow request is in flight on blue", || async move {
+            let status = admin_get(admin, "/api/v1/services/app").await.json();
+            status["pools"]["blue"]["inflight"] == 1
+        })
+        .await;
+
+        let switched = proxy.switch("app", json!({"to": "green"})).await;
+        assert_eq!(switched.status, StatusCode::OK, "{}", switched.text());
+
+        let status = proxy.service("app").await;
+        assert_eq!(status["pools"]["blue"]["inflight"], 1, "{status}");
+        assert_eq!(status["pools"]["blue"]["draining"], 1, "{status}");
+        assert_eq!(status["pools"]["green"]["draining"], 0, "{status}");
+        assert_eq!(fetch(proxy.addr, "/").await.echo().upstream, "green");
+
+        let busy = admin_get(proxy.admin, "/api/v1/services/app/drained?wait=200ms").await;
+        assert_eq!(busy.status, StatusCode::OK, "{}", busy.text());
+        assert_eq!(busy.json()["drained"], false);
+        assert_eq!(busy.json()["inflight"], 1);
+        let not_yet = ctl(&[
+            "--socket",
+            &socket,
+            "wait-drained",
+            "app",
+            "--timeout",
+            "200ms",
+        ])
+        .await;
+        assert_eq!(not_yet.code, 1, "{not_yet:?}");
+
+        let drained = admin_get(proxy.admin, "/api/v1/services/app/drained?wait=5s").await;
+        let drained_at = Instant::now();
+        let (slow_reply, slow_done) = slow.await.expect("slow request task");
+
+        assert_eq!(slow_reply.echo().upstream, "blue");
+        assert_eq!(drained.status, StatusCode::OK, "{}", drained.text());
+        assert_eq!(drained.json()["drained"], true, "{}", drained.text());
+        assert_eq!(drained.json()["inflight"], 0);
+        assert!(
+            drained_at >= sent + SLOW,
+            "drained {:?} after the slow request was sent, before it could end",
+            drained_at - sent
+        );
+        assert!(
+            drained_at < slow_done + Duration::from_millis(500),
+            "drained answered {:?} after the slow request ended",
+            drained_at - slow_done
+        );
+        let done = ctl(&[
+            "--socket",
+            &socket,
+            "wait-drained",
+            "app",
+            "--timeout",
+            "5s",
+        ])
+        .await;
+        assert_eq!(done.code, 0, "{done:?}");
+        let status = proxy.service("app").await;
+        assert_eq!(status["pools"]["blue"]["inflight"], 0);
+        assert_eq!(status["pools"]["blue"]["draining"], 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stream_still_open_after_drain_timeout_is_cut() {
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let config = route(None, "/", "app")
+            + &service_with(
+                "app",
+                &[blue.addr],
+                &[green.addr],
+                "drain_timeout = \"300ms\"",
+            );
+        let proxy = Proxy::start(&config).await;
+
+        let mut client = Client::http1(proxy.addr).await;
+        // 50 events 100 ms apart: five seconds, far beyond the drain timeout.
+        let mut stream = client.send(get("/sse?n=50&ms=100")).await;
+        assert_eq!(stream.status(), StatusCode::OK);
+        let first = read_events(stream.body_mut(), 1).await;
+        assert_eq!(first[0].json()["upstream"], "blue");
+
+        let switched_at = Instant::now();
+        let switched = proxy.switch("app", json!({"to": "green"})).await;
+        assert_eq!(switched.status, StatusCode::OK, "{}", switched.text());
+        let (chunks, failed) = read_until_end(stream.body_mut()).await;
+        let ended = switched_at.elapsed();
+
+        let events = 1 + chunks
+            .iter()
+            .map(|c| c.windows(2).filter(|w| w == b"\n\n").count())
+            .sum::<usize>();
+        assert!(
+            failed || events < 50,
+            "the stream was not cut: {events} events"
+        );
+        assert!(
+            ended >= Duration::from_millis(250),
+            "cut {ended:?} after the switch, before the drain timeout"
+        );
+        assert!(
+            ended < Duration::from_secs(2),
+            "cut only {ended:?} after the switch"
+        );
+        assert!(events > 1, "the stream went on while draining");
+        let admin = proxy.admin;
+        eventually("nothing left in flight on blue", || async move {
+            let status = admin_get(admin, "/api/v1/services/app").await.json();
+            status["pools"]["blue"]["inflight"] == 0
+        })
+        .await;
+    })
+    .await;
+}
