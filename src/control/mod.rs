@@ -924,7 +924,7 @@ fn export_gauges(inner: &Inner, snapshot: &Snapshot) {
                 let up = view.healthy.iter().any(|h| Arc::ptr_eq(h, server));
                 metrics
                     .upstream_up
-                    .with_label_values(&[&*svc.name, pool.as_str(), &server.upstream.label()])
+                    .with_label_values(&[&*svc.name, pool.as_str(), server.upstream.label()])
                     .set(i64::from(up));
             }
         }
