@@ -28,6 +28,7 @@
 //!   weights, reload, health results, drain deadlines, persisted state, events.
 //! - [`health`]: active health checks and the hysteresis of each server.
 //! - [`admin`]: the admin API on TCP and on the Unix socket.
+//! - [`tls`]: the rustls server config of the HTTPS listener.
 //! - [`server`]: bind, run, drain.
 //! - [`demo`]: `cutover demo`'s built-in upstreams.
 //! - [`metrics`]: Prometheus families and per-pool window statistics.
@@ -52,6 +53,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 
 pub use server::{run, spawn, Listeners, Running, StartError};

@@ -37,6 +37,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The admin token file is unusable.
     #[error("admin.token_file {path}: {why}")]
     Token {
@@ -52,6 +55,8 @@ pub enum StartError {
 pub struct Listeners {
     /// `server.listen`.
     pub http: ProxyListener,
+    /// `server.tls.listen` and the TLS config of `server.tls`.
+    pub https: Option<(ProxyListener, Arc<rustls::ServerConfig>)>,
     /// `admin.listen`.
     pub admin: Option<TcpListener>,
     /// `admin.socket` and its path.
@@ -82,6 +87,16 @@ impl Listeners {
         let http = proxy::bind(config.server.listen, "http")
             .await
             .map_err(bind_error(config.server.listen, "server.listen"))?;
+        let https = match &config.server.tls {
+            Some(tls) => {
+                let server_config = crate::tls::server_config(tls)?;
+                let listener = proxy::bind(tls.listen, "https")
+                    .await
+                    .map_err(bind_error(tls.listen, "server.tls.listen"))?;
+                Some((listener, server_config))
+            }
+            None => None,
+        };
         let admin = match config.admin.listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -101,6 +116,7 @@ impl Listeners {
         // the config); on loopback it is used if given.
         Ok(Listeners {
             http,
+            https,
             admin,
             socket,
             token,
@@ -113,6 +129,13 @@ impl Listeners {
             .listener
             .local_addr()
             .expect("a bound TCP listener has a local address")
+    }
+
+    /// The address `server.tls.listen` is bound to.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https
+            .as_ref()
+            .and_then(|(l, _)| l.listener.local_addr().ok())
     }
 
     /// The address `admin.listen` is bound to.
@@ -150,7 +173,8 @@ fn drain_grace(config: &Config) -> Duration {
 /// accepting and lets in-flight requests finish (up to the longest
 /// `drain_timeout`). SIGHUP reloads the config.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let control = ControlPlane::new(config, Arc::new(Metrics::new()));
+    let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
+    let control = ControlPlane::new(config, tls, Arc::new(Metrics::new()));
     serve(control, listeners, shutdown).await;
 }
 
@@ -193,15 +217,28 @@ async fn serve(
         control.routing(),
         config.server.limits.clone(),
         metrics.connections("http"),
-        stop_rx,
+        stop_rx.clone(),
         grace,
     ));
+    let https = listeners.https.map(|(listener, _)| {
+        tokio::spawn(proxy::serve(
+            listener,
+            control.routing(),
+            config.server.limits.clone(),
+            metrics.connections("https"),
+            stop_rx,
+            grace,
+        ))
+    });
     shutdown.await;
     tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
     control.begin_shutdown().await;
     reload.abort();
     let _ = stop_tx.send(true);
     let _ = http.await;
+    if let Some(https) = https {
+        let _ = https.await;
+    }
     // Upgraded tunnels outlive their HTTP connection: wait for them too.
     let deadline = tokio::time::Instant::now() + grace;
     while inflight(&control) > 0 && tokio::time::Instant::now() < deadline {
@@ -241,6 +278,8 @@ async fn reload_on_sighup(control: Arc<ControlPlane>) {
 pub struct Running {
     /// Where `server.listen` is bound.
     pub http_addr: SocketAddr,
+    /// Where `server.tls.listen` is bound.
+    pub https_addr: Option<SocketAddr>,
     /// Where `admin.listen` is bound.
     pub admin_addr: Option<SocketAddr>,
     /// The admin socket.
@@ -271,13 +310,16 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let http_addr = listeners.http_addr();
     let admin_addr = listeners.admin_addr();
     let socket = listeners.socket.as_ref().map(|(_, p)| p.clone());
-    let control = ControlPlane::new(config, Arc::new(Metrics::new()));
+    let https_addr = listeners.https_addr();
+    let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
+    let control = ControlPlane::new(config, tls, Arc::new(Metrics::new()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(control.clone(), listeners, async move {
         let _ = stopped.await;
     }));
     Ok(Running {
         http_addr,
+        https_addr,
         admin_addr,
         socket,
         control,

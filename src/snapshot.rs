@@ -176,6 +176,9 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// Where answers given before any pool was chosen (404, 400) are counted.
     pub unrouted: Arc<PoolMetrics>,
+    /// The HTTPS listener's certificate and settings (built by the control
+    /// plane, which reads the files).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Snapshot {
@@ -291,6 +294,7 @@ impl Objects {
         &mut self,
         config: Arc<Config>,
         generation: u64,
+        tls: Option<Arc<rustls::ServerConfig>>,
         runtime: &dyn Fn(&ServiceConfig) -> ServiceRuntime,
         healthy: &dyn Fn(&str, PoolName, &Server) -> bool,
     ) -> Snapshot {
@@ -314,6 +318,7 @@ impl Objects {
             },
             max_body_bytes: limits.max_body_bytes,
             unrouted: self.unrouted.clone(),
+            tls,
             config,
         }
     }

@@ -45,6 +45,7 @@ fn other(pool: &str) -> &'static str {
 struct Sample {
     started: Instant,
     outcome: Result<String, String>,
+    finished: Instant,
 }
 
 /// One switch: when the call was sent, when it returned, where it went.
@@ -90,7 +91,7 @@ async fn requests_started_after_a_switch_returned_never_reach_the_old_pool() {
                             Ok((status, body)) => Err(format!("{status}: {body:?}")),
                             Err(e) => Err(e),
                         };
-                        samples.push(Sample { started, outcome });
+                        samples.push(Sample { started, outcome, finished: Instant::now() });
                     }
                     samples
                 })
@@ -139,6 +140,8 @@ async fn requests_started_after_a_switch_returned_never_reach_the_old_pool() {
             decided += 1;
             let answered = sample.outcome.as_deref().expect("no failures");
             if answered != expected {
+                let i = switches.iter().rposition(|s| s.returned <= sample.started).unwrap();
+                eprintln!("WRONG {answered} expected {expected}: started {:?} after switch {i} returned (call took {:?}); took {:?}; next sent {:?} later", sample.started - switches[i].returned, switches[i].returned - switches[i].sent, sample.finished - sample.started, switches.get(i+1).map(|n| n.sent - sample.started));
                 wrong.push((sample.started, answered, expected));
             }
         }

@@ -70,6 +70,9 @@ pub enum ControlError {
     /// A weight outside 0..=100.
     #[error("weight {0} is out of range (expected 0 to 100)")]
     InvalidWeight(i64),
+    /// The new certificate or key is unusable; the old one keeps serving.
+    #[error("{0}; the running certificate stays")]
+    InvalidTls(#[source] crate::tls::TlsError),
     /// The service has no `[[service.NAME.canary.stages]]`.
     #[error("service {0} has no [[service.{0}.canary.stages]] configured")]
     NoCanaryStages(String),
@@ -131,6 +134,7 @@ type ServerKey = (String, PoolName, ServerAddr);
 
 struct Inner {
     config: Arc<Config>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     objects: Objects,
     generation: u64,
     services: BTreeMap<String, Runtime>,
@@ -219,7 +223,13 @@ impl ControlPlane {
     /// Builds the first snapshot from `config` and the state file, and starts
     /// the task that applies health reports and passive failures. Health
     /// checks start with [`ControlPlane::start_health`].
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Arc<ControlPlane> {
+    ///
+    /// `tls` is the HTTPS config built from `config` (see [`crate::tls`]).
+    pub fn new(
+        config: Config,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<ControlPlane> {
         let state = read_state(&config.state.path);
         let (services, events) = runtime_from_state(&config, state);
         let (objects, failures) = Objects::new(metrics);
@@ -236,6 +246,7 @@ impl ControlPlane {
         }
         let mut inner = Inner {
             config: Arc::new(config),
+            tls,
             objects,
             generation: 0,
             services,
@@ -618,7 +629,21 @@ impl ControlPlane {
                 return Err(ControlError::InvalidConfig(e));
             }
         };
+        let tls = match new
+            .server
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()
+        {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::warn!(error = %e, "reload refused: the running config and certificate stay");
+                return Err(ControlError::InvalidTls(e));
+            }
+        };
         warn_on_restart_keys(&inner.config, &new);
+        inner.tls = tls;
         let mut services = BTreeMap::new();
         for sc in &new.services {
             let rt = inner
@@ -868,11 +893,13 @@ fn build(inner: &mut Inner, generation: u64) -> Snapshot {
         objects,
         services,
         health,
+        tls,
         ..
     } = inner;
     objects.build(
         config.clone(),
         generation,
+        tls.clone(),
         &|sc| {
             let rt = services.get(&sc.name);
             ServiceRuntime {

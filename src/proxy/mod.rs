@@ -19,7 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Limits;
@@ -88,22 +88,16 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let client = ClientInfo { addr: peer, proto };
-        let routing = routing.clone();
-        let service = service_fn(move |req| {
-            let routing = routing.clone();
-            async move { Ok::<_, Infallible>(forward::forward(&routing, req, client).await) }
-        });
-        let builder = builder.clone();
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let conn = Conn {
+            client: ClientInfo { addr: peer, proto },
+            routing: routing.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            handshake_timeout: limits.header_read_timeout,
+        };
         let open = OpenConnection::new(&open);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(client.addr = %peer, error = %e, "client connection closed");
-            }
+            conn.serve(stream).await;
             drop(open);
             drop(permit);
         });
@@ -114,6 +108,58 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(grace = ?grace, "connections still open at the end of the drain");
+    }
+}
+
+/// What one accepted client connection needs.
+struct Conn {
+    client: ClientInfo,
+    routing: Arc<Routing>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    handshake_timeout: Duration,
+}
+
+impl Conn {
+    /// Serves the connection, after a TLS handshake on the HTTPS listener.
+    async fn serve(self, stream: TcpStream) {
+        if self.client.proto != "https" {
+            return self.serve_io(stream).await;
+        }
+        // The TLS config of the current snapshot: a reload with a new
+        // certificate applies to the next handshake.
+        let Some(tls) = self.routing.load().tls.clone() else {
+            return;
+        };
+        let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+        match tokio::time::timeout(self.handshake_timeout, accept).await {
+            Ok(Ok(stream)) => self.serve_io(stream).await,
+            Ok(Err(e)) => {
+                tracing::debug!(client.addr = %self.client.addr, error = %e, "TLS handshake failed")
+            }
+            Err(_) => tracing::debug!(client.addr = %self.client.addr, "TLS handshake timed out"),
+        }
+    }
+
+    async fn serve_io<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            client,
+            routing,
+            builder,
+            watcher,
+            ..
+        } = self;
+        let service = service_fn(move |req| {
+            let routing = routing.clone();
+            async move { Ok::<_, Infallible>(forward::forward(&routing, req, client).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(client.addr = %client.addr, error = %e, "client connection closed");
+        }
     }
 }
 

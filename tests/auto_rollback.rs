@@ -1,0 +1,169 @@
+//! Automated rollback: after a switch the new pool is watched for
+//! `rollback.window`; errors or ill health send traffic back to the previous
+//! pool, at most once per `cooldown` (a held-back rollback is a `blocked`
+//! event, and manual commands are never held back).
+
+mod progressive;
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use progressive::*;
+use serde_json::{json, Value};
+use support::admin::*;
+use support::*;
+
+/// The bound of each test here.
+const ROLLBACK_BOUND: Duration = Duration::from_secs(20);
+/// How long an automated decision may take to show.
+const DECIDES: Duration = Duration::from_secs(10);
+
+fn rollback_table(window: &str) -> String {
+    format!(
+        "[service.app.rollback]\nmax_error_rate = 0.05\nmax_p99 = \"2s\"\nwindow = \"{window}\"\n\
+         min_requests = 20\ncooldown = \"1h\"\nmax_per_hour = 3\n\n"
+    )
+}
+
+/// Polls the events of `app` until one with `reason` shows (bounded by [`DECIDES`]).
+async fn until_event(proxy: &Proxy, reason: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + DECIDES;
+    loop {
+        if let Some(event) = events_with(proxy, reason).await.pop() {
+            return event;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {reason:?} event within {DECIDES:?}: {:#?}",
+            proxy.events("app").await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn switch_to_green(proxy: &Proxy) -> Value {
+    let reply = proxy.switch("app", json!({"to": "green"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_green_is_rolled_back_automatically_then_cooldown_blocks_the_next_one() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let proxy = Proxy::start(&app(&blue, &green, "", &rollback_table("5s"))).await;
+
+        let applied = switch_to_green(&proxy).await;
+
+        let watch = &applied["service"]["watch"];
+        assert_eq!(watch["pool"], "green", "{applied:#}");
+        assert!(watch["until"].is_string(), "{applied:#}");
+        green.set_failing(true);
+        let traffic = Traffic::start(proxy.addr, 4, "/");
+
+        let rollback = until_event(&proxy, "auto_rollback").await;
+        assert_eq!(rollback["actor"], "auto");
+        assert_eq!(
+            (&rollback["from"], &rollback["to"]),
+            (&json!("green"), &json!("blue"))
+        );
+        assert_eq!(
+            rollback["detail"]["criterion"], "max_error_rate",
+            "{rollback:#}"
+        );
+        let status = proxy.service("app").await;
+        assert_eq!(status["active"], "blue");
+        assert_eq!(status["watch"], Value::Null);
+        assert_eq!(status["last_switch"]["reason"], "auto_rollback");
+        let metrics = scrape(&proxy).await;
+        let switches = |reason| {
+            metrics.value(
+                "cutover_switches_total",
+                &[("service", "app"), ("reason", reason)],
+            )
+        };
+        assert_eq!(switches("auto_rollback"), 1.0, "{}", metrics.text);
+        assert_eq!(switches("manual"), 1.0, "{}", metrics.text);
+
+        // The operator insists (cooldown never blocks a manual command); the
+        // automated rollback is held back this time.
+        let applied = switch_to_green(&proxy).await;
+        assert_eq!(applied["service"]["active"], "green");
+        assert_eq!(applied["service"]["watch"]["pool"], "green");
+
+        let blocked = until_event(&proxy, "blocked").await;
+        assert_eq!(blocked["actor"], "auto");
+        assert_eq!(blocked["detail"]["action"], "auto_rollback", "{blocked:#}");
+        let why = blocked["detail"]["why"].as_str().unwrap_or_default();
+        assert!(why.contains("cooldown"), "{blocked:#}");
+        let status = proxy.service("app").await;
+        assert_eq!(status["active"], "green");
+        assert_eq!(status["watch"], Value::Null, "one judgment per watch");
+        assert_eq!(events_with(&proxy, "auto_rollback").await.len(), 1);
+        let metrics = scrape(&proxy).await;
+        assert_eq!(
+            metrics.value(
+                "cutover_switches_total",
+                &[("service", "app"), ("reason", "auto_rollback")]
+            ),
+            1.0
+        );
+        assert!(traffic.tally().from("green") >= 20);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn green_failing_its_health_checks_is_rolled_back_automatically() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let tables = format!("{}{FAST_HEALTH}", rollback_table("5s"));
+        let proxy = Proxy::start(&app(&blue, &green, "", &tables)).await;
+        switch_to_green(&proxy).await;
+
+        green.set_healthy(false);
+
+        let rollback = until_event(&proxy, "auto_rollback").await;
+        assert_eq!(rollback["actor"], "auto");
+        assert_eq!(rollback["to"], "blue");
+        assert_eq!(rollback["detail"]["criterion"], "unhealthy", "{rollback:#}");
+        assert_eq!(proxy.service("app").await["active"], "blue");
+        let reply = fetch(proxy.addr, "/").await;
+        assert_eq!(upstream_of(&reply.body).as_deref(), Some("blue"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_green_keeps_the_traffic_and_the_watch_ends_after_its_window() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let proxy = Proxy::start(&app(&blue, &green, "", &rollback_table("1s"))).await;
+        let traffic = Traffic::start(proxy.addr, 2, "/");
+        switch_to_green(&proxy).await;
+
+        let deadline = tokio::time::Instant::now() + DECIDES;
+        while !proxy.service("app").await["watch"].is_null() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the watch never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+
+        assert_eq!(proxy.service("app").await["active"], "green");
+        let automated: Vec<Value> = proxy
+            .events("app")
+            .await
+            .into_iter()
+            .filter(|e| e["actor"] == "auto")
+            .collect();
+        assert_eq!(automated, Vec::<Value>::new());
+        assert!(traffic.tally().from("green") > 20, "{:?}", traffic.tally());
+    })
+    .await;
+}

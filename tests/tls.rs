@@ -1,0 +1,178 @@
+//! HTTPS: a certificate generated in the test, HTTP/1.1 and HTTP/2 chosen
+//! by ALPN, and certificates re-read on reload (a bad pair keeps the old one).
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::{within, Upstream, BOUND};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// Writes a fresh self-signed pair for `localhost`; returns the certificate.
+fn write_pair(dir: &Path) -> CertificateDer<'static> {
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), pair.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), pair.key_pair.serialize_pem()).unwrap();
+    pair.cert.der().clone()
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    trust: &CertificateDer<'static>,
+    alpn: &[u8],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+async fn get_h1(stream: TlsStream<TcpStream>) -> String {
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+async fn get_h2(stream: TlsStream<TcpStream>) -> String {
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://localhost/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+async fn start(dir: &Path, blue: &Upstream, green: &Upstream) -> cutover::Running {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[server.tls]
+listen = "127.0.0.1:0"
+cert = "cert.pem"
+key = "key.pem"
+[state]
+path = "state.json"
+[[route]]
+service = "app"
+[service.app.pools.blue]
+servers = ["{}"]
+[service.app.pools.green]
+servers = ["{}"]
+"#,
+        blue.addr, green.addr
+    );
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = cutover::config::load(&path).unwrap();
+    cutover::spawn(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn https_serves_http11_and_h2_chosen_by_alpn() {
+    within(BOUND, async {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = write_pair(dir.path());
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
+        let proxy = start(dir.path(), &blue, &green).await;
+        let addr = proxy.https_addr.unwrap();
+
+        let h1 = connect(addr, &cert, b"http/1.1").await.unwrap();
+        assert_eq!(h1.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        assert!(get_h1(h1).await.contains("blue"));
+
+        let h2 = connect(addr, &cert, b"h2").await.unwrap();
+        assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        assert!(get_h2(h2).await.contains("blue"));
+        assert_eq!(blue.hits(), 2);
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reload_with_a_bad_pair_keeps_the_old_certificate_and_a_good_one_replaces_it() {
+    within(BOUND, async {
+        let dir = tempfile::tempdir().unwrap();
+        let old = write_pair(dir.path());
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
+        let proxy = start(dir.path(), &blue, &green).await;
+        let addr = proxy.https_addr.unwrap();
+        let actor = cutover::control::events::Actor::Api;
+
+        // A key that does not belong to the certificate: refused, old pair serves.
+        let other = tempfile::tempdir().unwrap();
+        write_pair(other.path());
+        std::fs::copy(other.path().join("key.pem"), dir.path().join("key.pem")).unwrap();
+        let err = proxy.control.reload(actor).await.unwrap_err();
+        assert!(err.to_string().contains("usable pair"), "{err}");
+        assert!(get_h1(connect(addr, &old, b"http/1.1").await.unwrap())
+            .await
+            .contains("blue"));
+
+        // A renewed pair: the next handshake presents it.
+        let new = write_pair(dir.path());
+        proxy.control.reload(actor).await.unwrap();
+        assert!(get_h1(connect(addr, &new, b"http/1.1").await.unwrap())
+            .await
+            .contains("blue"));
+        assert!(
+            connect(addr, &old, b"http/1.1").await.is_err(),
+            "the old certificate is no longer presented"
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
