@@ -178,10 +178,16 @@ impl Body for ResponseBody {
                         }
                     }
                     // A broken upstream body: the connection is not reused,
-                    // the guard drops with the body.
-                    Poll::Ready(Some(Err(_))) => {
+                    // the guard drops with the body, and the server gets a
+                    // strike unless the proxy itself cut the connection.
+                    Poll::Ready(Some(Err(e))) => {
                         if let Some(lease) = lease.as_mut() {
                             lease.conn = None;
+                            let server = lease.guard.server();
+                            if !e.is_canceled() && server.upstream.strike() {
+                                tracing::debug!(server = server.upstream.label(), error = %e, "upstream keeps failing");
+                                server.report_failure(format!("response body failed: {e}"));
+                            }
                         }
                     }
                     Poll::Ready(Some(Ok(_))) => this.finish_if_ended(),

@@ -171,7 +171,9 @@ fn drain_grace(config: &Config) -> Duration {
 
 /// Serves `config` on `listeners` until `shutdown` resolves, then stops
 /// accepting and lets in-flight requests finish (up to the longest
-/// `drain_timeout`). SIGHUP reloads the config.
+/// `drain_timeout`, after which what is still open is cut). The admin API
+/// answers until the drain is over (`/readyz`: 503). SIGHUP reloads the
+/// config.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
     let control = ControlPlane::new(config, tls, Arc::new(Metrics::new()));
@@ -185,6 +187,9 @@ async fn serve(
 ) {
     let config = control.config().await;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The admin API outlives the drain: `/readyz` answers 503 and
+    // `wait-drained` keeps working while in-flight requests finish.
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let mut admin_tasks: Vec<JoinHandle<()>> = Vec::new();
     if let Some(l) = listeners.admin {
         tracing::info!(listen = ?l.local_addr().ok(), "admin API listening");
@@ -192,7 +197,7 @@ async fn serve(
             l,
             control.clone(),
             listeners.token.clone(),
-            stop_rx.clone(),
+            admin_stop_rx.clone(),
         )));
     }
     if let Some((l, path)) = listeners.socket {
@@ -201,7 +206,7 @@ async fn serve(
             l,
             path,
             control.clone(),
-            stop_rx.clone(),
+            admin_stop_rx,
         )));
     }
     tokio::spawn({
@@ -232,6 +237,8 @@ async fn serve(
     });
     shutdown.await;
     tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
+    // One deadline for the whole drain: listeners and tunnels share it.
+    let deadline = tokio::time::Instant::now() + grace;
     control.begin_shutdown().await;
     reload.abort();
     let _ = stop_tx.send(true);
@@ -240,14 +247,31 @@ async fn serve(
         let _ = https.await;
     }
     // Upgraded tunnels outlive their HTTP connection: wait for them too.
-    let deadline = tokio::time::Instant::now() + grace;
     while inflight(&control) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    cut_inflight(&control);
+    let _ = admin_stop_tx.send(true);
     for task in admin_tasks {
         let _ = task.await;
     }
     tracing::info!("stopped");
+}
+
+/// At the end of the drain, closes what is still open (upstream
+/// connections, streams and tunnels), so nothing outlives [`run`].
+fn cut_inflight(control: &ControlPlane) {
+    let snapshot = control.routing().load_full();
+    let cut: u64 = snapshot
+        .services
+        .iter()
+        .flat_map(|s| s.pools.iter())
+        .filter(|p| p.state.inflight() > 0)
+        .map(|p| p.state.cut())
+        .sum();
+    if cut > 0 {
+        tracing::warn!(cut, "drain deadline passed: cut requests still in flight");
+    }
 }
 
 fn inflight(control: &ControlPlane) -> u64 {

@@ -7,11 +7,19 @@
 //! request. Connect failures hand the request back to the caller untouched,
 //! which is what makes the retry-once rule safe for any method.
 //!
+//! A server that accepted the connection but then failed the request
+//! (garbage instead of HTTP, a reset, no answer in time, a body cut short)
+//! collects a strike; [`STRIKES`] in a row, with no good response head in
+//! between, and the caller reports it to the control plane, which marks it
+//! down as it does on a refused connection.
+//!
 //! Part of the hot path: reads nothing but its own pool, which is a short,
-//! per-server critical section (push/pop of an idle connection).
+//! per-server critical section (push/pop of an idle connection), and one
+//! atomic strike counter.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,6 +35,10 @@ use crate::config::ServerAddr;
 
 /// Most idle connections kept per server.
 const MAX_IDLE_PER_SERVER: usize = 512;
+
+/// Failed requests in a row (after the connection was made) that mark a
+/// server down. One is not enough: a single reset may be the network's.
+pub const STRIKES: u32 = 3;
 
 /// Why a request to an upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +109,8 @@ pub struct Upstream {
     idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
     /// Changes when the pool's open connections must be cut (end of a drain).
     cut: watch::Receiver<u64>,
+    /// Failed requests since the last good response head.
+    strikes: AtomicU32,
 }
 
 /// A connection checked out of an [`Upstream`]'s pool.
@@ -119,6 +133,27 @@ impl Upstream {
             addr,
             idle: Mutex::new(Vec::new()),
             cut,
+            strikes: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts a request that failed after its connection was made. True
+    /// when that makes [`STRIKES`] in a row: the caller reports the server
+    /// (and the count starts again, so reports stay rare).
+    pub fn strike(&self) -> bool {
+        let n = self.strikes.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= STRIKES {
+            self.strikes.store(0, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// A good response head: the strikes are forgiven.
+    fn clear_strikes(&self) {
+        // Read first: the common case writes nothing to the shared line.
+        if self.strikes.load(Ordering::Relaxed) != 0 {
+            self.strikes.store(0, Ordering::Relaxed);
         }
     }
 
@@ -172,7 +207,10 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendFailure> {
         match tokio::time::timeout(timeout, conn.sender.try_send_request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                self.clear_strikes();
+                Ok(resp)
+            }
             Ok(Err(mut e)) => {
                 let request = e.take_message();
                 Err(SendFailure {

@@ -140,3 +140,86 @@ async fn readyz_and_healthz_answer_200_once_started() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn readyz_is_503_until_the_first_round_of_health_checks_is_done() {
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        // Accepts connections (the kernel's backlog) but never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let health = "\n[service.app.health]\ninterval = \"50ms\"\ntimeout = \"1s\"\n";
+        let config = header()
+            + &route(None, "/", "app")
+            + &service_with("app", &[blue.addr], &[silent_addr], health);
+        let started = std::time::Instant::now();
+
+        let proxy = Proxy::spawn_in(tempfile::tempdir().unwrap(), &config).await;
+
+        let early = admin_get(proxy.admin, "/readyz").await;
+        let waited = started.elapsed();
+        assert!(waited < std::time::Duration::from_millis(800), "{waited:?}");
+        assert_eq!(
+            early.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            early.text()
+        );
+        assert_eq!(early.json()["ready"], false);
+        assert_eq!(
+            admin_get(proxy.admin, "/healthz").await.status,
+            StatusCode::OK
+        );
+        proxy.wait_ready().await;
+        let status = proxy.service("app").await;
+        assert_eq!(status["pools"]["green"]["servers"][0]["healthy"], false);
+        assert_eq!(status["pools"]["blue"]["servers"][0]["healthy"], true);
+        drop(silent);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn service_status_has_the_spec_shape() {
+    within(BOUND, async {
+        let blue = Upstream::start_with_version("blue", "1.4.1").await;
+        let green = Upstream::start_with_version("green", "1.4.2").await;
+        let health = "\n[service.app.health]\ninterval = \"50ms\"\n";
+        let config =
+            route(None, "/", "app") + &service_with("app", &[blue.addr], &[green.addr], health);
+        let proxy = Proxy::start(&config).await;
+        let switched = proxy.switch("app", json!({})).await;
+        assert_eq!(switched.status, StatusCode::OK, "{}", switched.text());
+
+        let all = admin_get(proxy.admin, "/api/v1/status").await.json();
+        let one = proxy.service("app").await;
+
+        assert_eq!(
+            all["services"][0], one,
+            "the service endpoint answers one element, bare"
+        );
+        assert!(all["generation"].as_u64().unwrap() >= one["generation"].as_u64().unwrap());
+        assert_eq!(one["name"], "app");
+        assert_eq!(one["active"], "green");
+        assert_eq!(one["standby"], "blue");
+        assert_eq!(one["weights"], json!({"blue": 0, "green": 100}));
+        assert_eq!(one["generation"], switched.json()["generation"]);
+        let last = &one["last_switch"];
+        for key in ["time", "from", "to", "reason", "actor"] {
+            assert!(last[key].is_string(), "last_switch.{key}: {last}");
+        }
+        for pool in ["blue", "green"] {
+            let p = &one["pools"][pool];
+            assert!(p["inflight"].is_u64() && p["draining"].is_u64(), "{p}");
+            let server = &p["servers"][0];
+            assert!(server["address"].is_string() && server["healthy"].is_boolean());
+        }
+        assert_eq!(one["pools"]["blue"]["servers"][0]["version"], "1.4.1");
+        assert_eq!(one["pools"]["green"]["servers"][0]["version"], "1.4.2");
+        assert!(
+            one.get("canary").is_some() && one.get("watch").is_some(),
+            "{one}"
+        );
+    })
+    .await;
+}

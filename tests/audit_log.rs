@@ -45,7 +45,10 @@ async fn switch_and_weight_change_are_appended_to_the_audit_log_beside_the_state
                 assert!(line.get(key).is_some(), "{key} missing in {line}");
             }
             let time = line["time"].as_str().expect("time is a string");
-            assert!(time.ends_with('Z') && time.contains('T'), "not RFC 3339 UTC: {time}");
+            assert!(
+                time.ends_with('Z') && time.contains('T'),
+                "not RFC 3339 UTC: {time}"
+            );
             assert_eq!(line["service"], "app");
             assert_eq!(line["actor"], "api");
         }

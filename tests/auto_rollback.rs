@@ -20,9 +20,13 @@ const ROLLBACK_BOUND: Duration = Duration::from_secs(20);
 const DECIDES: Duration = Duration::from_secs(10);
 
 fn rollback_table(window: &str) -> String {
+    rollback_with(window, "2s", "1h", 3)
+}
+
+fn rollback_with(window: &str, max_p99: &str, cooldown: &str, max_per_hour: u32) -> String {
     format!(
-        "[service.app.rollback]\nmax_error_rate = 0.05\nmax_p99 = \"2s\"\nwindow = \"{window}\"\n\
-         min_requests = 20\ncooldown = \"1h\"\nmax_per_hour = 3\n\n"
+        "[service.app.rollback]\nmax_error_rate = 0.05\nmax_p99 = \"{max_p99}\"\nwindow = \"{window}\"\n\
+         min_requests = 20\ncooldown = \"{cooldown}\"\nmax_per_hour = {max_per_hour}\n\n"
     )
 }
 
@@ -164,6 +168,148 @@ async fn healthy_green_keeps_the_traffic_and_the_watch_ends_after_its_window() {
             .collect();
         assert_eq!(automated, Vec::<Value>::new());
         assert!(traffic.tally().from("green") > 20, "{:?}", traffic.tally());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_green_over_max_p99_is_rolled_back_automatically() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let table = rollback_with("5s", "100ms", "1h", 3);
+        let proxy = Proxy::start(&app(&blue, &green, "", &table)).await;
+        green.set_delay(Duration::from_millis(300));
+        switch_to_green(&proxy).await;
+        let _traffic = Traffic::start(proxy.addr, 8, "/");
+
+        let rollback = until_event(&proxy, "auto_rollback").await;
+
+        assert_eq!(rollback["detail"]["criterion"], "max_p99", "{rollback:#}");
+        let measured = &rollback["detail"]["measured"];
+        assert!(measured["p99_ms"].as_u64() >= Some(300), "{rollback:#}");
+        assert_eq!(measured["max_p99_ms"], 100, "{rollback:#}");
+        assert_eq!(proxy.service("app").await["active"], "blue");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hourly_cap_blocks_an_automated_rollback_after_the_cooldown() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let table = rollback_with("5s", "2s", "1ms", 1);
+        let proxy = Proxy::start(&app(&blue, &green, "", &table)).await;
+        green.set_failing(true);
+        let _traffic = Traffic::start(proxy.addr, 4, "/");
+        switch_to_green(&proxy).await;
+        until_event(&proxy, "auto_rollback").await;
+        assert_eq!(proxy.service("app").await["active"], "blue");
+
+        switch_to_green(&proxy).await;
+
+        let blocked = until_event(&proxy, "blocked").await;
+        let why = blocked["detail"]["why"].as_str().unwrap_or_default();
+        assert!(why.contains("max_per_hour"), "{blocked:#}");
+        assert_eq!(proxy.service("app").await["active"], "green");
+        assert_eq!(events_with(&proxy, "auto_rollback").await.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_automated_rollback_to_a_pool_without_a_healthy_server() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let tables = format!("{}{FAST_HEALTH}", rollback_table("5s"));
+        let proxy = Proxy::start(&app(&blue, &green, "", &tables)).await;
+        switch_to_green(&proxy).await;
+        blue.set_healthy(false);
+        let proxy_ref = &proxy;
+        eventually("blue is unhealthy", || async move {
+            proxy_ref.service("app").await["pools"]["blue"]["healthy"] == false
+        })
+        .await;
+
+        green.set_failing(true);
+        let _traffic = Traffic::start(proxy.addr, 4, "/");
+
+        let blocked = until_event(&proxy, "blocked").await;
+        assert_eq!(blocked["to"], "blue");
+        let why = blocked["detail"]["why"].as_str().unwrap_or_default();
+        assert!(why.contains("no healthy server"), "{blocked:#}");
+        assert_eq!(proxy.service("app").await["active"], "green");
+        assert_eq!(
+            events_with(&proxy, "auto_rollback").await,
+            Vec::<Value>::new()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn green_promoted_by_a_canary_is_watched_and_rolled_back_when_it_fails() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let stage = "[[service.app.canary.stages]]\nweight = 50\nhold = \"300ms\"\n\
+                     min_requests = 20\nmax_error_rate = 0.01\nmax_p99 = \"1s\"\n\n";
+        let tables = format!("{}{stage}", rollback_table("5s"));
+        let proxy = Proxy::start(&app(&blue, &green, "", &tables)).await;
+        let _traffic = Traffic::start(proxy.addr, 4, "/");
+        let reply = admin_post(proxy.admin, "/api/v1/services/app/canary", json!({})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        // The canary's standby pool is watched while it runs.
+        assert_eq!(reply.json()["service"]["watch"]["pool"], "green");
+
+        let promotion = until_event(&proxy, "canary").await;
+        assert_eq!(promotion["to"], "green");
+        let status = proxy.service("app").await;
+        assert_eq!(status["watch"]["pool"], "green", "{status:#}");
+        green.set_failing(true);
+
+        let rollback = until_event(&proxy, "auto_rollback").await;
+        assert_eq!(
+            (&rollback["from"], &rollback["to"]),
+            (&json!("green"), &json!("blue"))
+        );
+        assert_eq!(proxy.service("app").await["active"], "blue");
+        assert_eq!(
+            events_with(&proxy, "canary_abort").await,
+            Vec::<Value>::new()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_without_a_rollback_section_ends_the_running_watch() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let proxy = Proxy::start(&app(&blue, &green, "", &rollback_table("1h"))).await;
+        let applied = switch_to_green(&proxy).await;
+        assert_eq!(applied["service"]["watch"]["pool"], "green");
+
+        proxy.rewrite_config(&app(&blue, &green, "", ""));
+        let reply = admin_post(proxy.admin, "/api/v1/reload", json!({})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+        let proxy_ref = &proxy;
+        eventually("the watch ended with its config", || async move {
+            proxy_ref.service("app").await["watch"].is_null()
+        })
+        .await;
+        green.set_failing(true);
+        let traffic = Traffic::start(proxy.addr, 4, "/");
+        eventually("green answers 40 errors", || {
+            let green = traffic.tally().from("green");
+            async move { green >= 40 }
+        })
+        .await;
+        assert_eq!(proxy.service("app").await["active"], "green");
     })
     .await;
 }

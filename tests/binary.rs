@@ -17,7 +17,7 @@ use support::admin::*;
 use support::*;
 
 /// A `cutover run` child on a config in a temp dir.
-struct Running {
+struct BinaryProxy {
     child: ChildProxy,
     addr: SocketAddr,
     socket: PathBuf,
@@ -37,7 +37,7 @@ fn binary_config(port: u16, body: &str) -> String {
 
 /// Starts `cutover run` on `body`; returns once `/readyz` answers 200 over
 /// the socket.
-async fn run_binary(body: &str) -> Running {
+async fn run_binary(body: &str) -> BinaryProxy {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join(CONFIG_FILE);
     let socket = dir.path().join(SOCKET_FILE);
@@ -53,7 +53,7 @@ async fn run_binary(body: &str) -> Running {
             }
             let ready = try_socket_call(&socket, Method::GET, "/readyz", None).await;
             if ready.is_ok_and(|r| r.status == StatusCode::OK) {
-                return Running {
+                return BinaryProxy {
                     child,
                     addr: SocketAddr::from(([127, 0, 0, 1], port)),
                     socket,
@@ -98,6 +98,12 @@ async fn sigterm_lets_the_inflight_request_finish_then_exits_0_and_removes_the_s
         .await;
 
         proxy.child.signal("TERM");
+        eventually("the proxy listener stops accepting", || async move {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await;
+        let ready = socket_call(&proxy.socket, Method::GET, "/readyz", None).await;
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "draining");
         let reply = slow.await.expect("slow request task");
         let status = proxy.child.wait_exit(Duration::from_secs(8)).await;
 

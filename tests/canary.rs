@@ -241,3 +241,71 @@ async fn canary_without_stages_is_409_no_canary_stages() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_weight_ends_the_canary_and_nothing_automated_overrides_it() {
+    within(CANARY_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let rollback = "[service.app.rollback]\nmax_error_rate = 0.05\nmax_p99 = \"2s\"\n\
+                        window = \"5s\"\nmin_requests = 20\ncooldown = \"1h\"\nmax_per_hour = 3\n\n";
+        let tables = format!("{rollback}{STAGES}");
+        let proxy = Proxy::start(&app(&blue, &green, "", &tables)).await;
+        let reply = admin_post(proxy.admin, CANARY, json!({})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+        // The operator takes over at 30%, then green misbehaves.
+        let reply = admin_put(
+            proxy.admin,
+            "/api/v1/services/app/weights",
+            json!({"standby": 30}),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.json()["service"]["canary"], Value::Null);
+        green.set_failing(true);
+        let traffic = Traffic::start(proxy.addr, 4, "/");
+        let proxy_ref = &proxy;
+        eventually("green answered 60 requests at the operator's weight", || {
+            let green = traffic.tally().from("green");
+            async move { green >= 60 }
+        })
+        .await;
+        // Two analysis ticks after that many errors.
+        let ticks = tokio::time::Instant::now() + Duration::from_millis(600);
+        while tokio::time::Instant::now() < ticks {
+            let status = proxy_ref.service("app").await;
+            assert_eq!(status["weights"]["green"], 30, "{status:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let automated: Vec<Value> = proxy
+            .events("app")
+            .await
+            .into_iter()
+            .filter(|e| e["actor"] == "auto")
+            .collect();
+        assert_eq!(automated, Vec::<Value>::new());
+        assert_eq!(proxy.service("app").await["watch"], Value::Null);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_of_an_unhealthy_green_is_409_target_unhealthy() {
+    within(BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        green.set_healthy(false);
+        let tables = format!("{FAST_HEALTH}{STAGES}");
+        let proxy = Proxy::start(&app(&blue, &green, "", &tables)).await;
+
+        let reply = admin_post(proxy.admin, CANARY, json!({})).await;
+
+        assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text());
+        assert_eq!(reply.json()["error"]["code"], "target_unhealthy");
+        let status = proxy.service("app").await;
+        assert_eq!(status["weights"], json!({"blue": 100, "green": 0}));
+        assert_eq!(status["canary"], Value::Null);
+    })
+    .await;
+}

@@ -144,6 +144,16 @@ async fn stream_still_open_after_drain_timeout_is_cut() {
             status["pools"]["blue"]["inflight"] == 0
         })
         .await;
+        let metrics = admin_get(proxy.admin, "/metrics").await.text();
+        let cut = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("cutover_drain_cut_total{")
+                    && l.contains("service=\"app\"")
+                    && l.contains("pool=\"blue\"")
+            })
+            .unwrap_or_else(|| panic!("no drain cut counter for blue in:\n{metrics}"));
+        assert!(cut.ends_with(" 1"), "{cut}");
     })
     .await;
 }

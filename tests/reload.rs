@@ -119,3 +119,45 @@ async fn reload_adds_a_route_and_keeps_active_pool_weight_and_open_streams() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn server_added_by_reload_gets_no_traffic_until_it_passes_healthy_threshold() {
+    within(BOUND, async {
+        let a = Backend::start("a", "1.0.0").await;
+        let b = Backend::start("b", "1.0.0").await;
+        let green = Backend::start("green", "1.0.0").await;
+        let health = "\n[service.app.health]\ninterval = \"300ms\"\nhealthy_threshold = 2\n";
+        let proxy = Proxy::start(
+            &(route(None, "/", "app") + &service_with("app", &[a.addr], &[green.addr], health)),
+        )
+        .await;
+
+        proxy.rewrite_config(
+            &(route(None, "/", "app")
+                + &service_with("app", &[a.addr, b.addr], &[green.addr], health)),
+        );
+        let reply = admin_post(proxy.admin, "/api/v1/reload", json!({})).await;
+
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let status = proxy.service("app").await;
+        let added = &status["pools"]["blue"]["servers"][1];
+        assert_eq!(added["address"], b.addr.to_string());
+        assert_eq!(added["healthy"], false, "unproven: {added}");
+        for _ in 0..10 {
+            let reply = fetch(proxy.addr, "/").await;
+            assert_eq!(upstream_of(&reply.body).as_deref(), Some("a"));
+        }
+        assert_eq!(b.hits(), 0);
+        let admin = proxy.admin;
+        eventually("the added server is proven healthy", || async move {
+            let status = admin_get(admin, "/api/v1/services/app").await.json();
+            status["pools"]["blue"]["servers"][1]["healthy"] == true
+        })
+        .await;
+        for _ in 0..4 {
+            fetch(proxy.addr, "/").await;
+        }
+        assert!(b.hits() > 0, "a proven server takes traffic");
+    })
+    .await;
+}

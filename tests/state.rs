@@ -1,5 +1,6 @@
-//! The state file: the active pool and the events survive a restart, the file
-//! is versioned JSON, and an unusable file is kept aside, never trusted.
+//! The state file: the active pool, the weight and the events survive a
+//! restart, the file is versioned JSON, and an unusable file is kept aside,
+//! never trusted.
 
 mod support;
 
@@ -9,13 +10,20 @@ use support::admin::*;
 use support::*;
 
 #[tokio::test]
-async fn active_pool_and_events_survive_a_restart() {
+async fn active_pool_weight_and_events_survive_a_restart() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
         let green = Upstream::start("green").await;
         let proxy = Proxy::start(&blue_green(&blue, &green)).await;
         let switched = proxy.switch("app", json!({"to": "green"})).await;
         assert_eq!(switched.status, StatusCode::OK, "{}", switched.text());
+        let weighted = admin_put(
+            proxy.admin,
+            "/api/v1/services/app/weights",
+            json!({"standby": 20}),
+        )
+        .await;
+        assert_eq!(weighted.status, StatusCode::OK, "{}", weighted.text());
         let events = proxy.events("app").await;
 
         let proxy = proxy.restart().await;
@@ -24,15 +32,16 @@ async fn active_pool_and_events_survive_a_restart() {
         assert_eq!(status["active"], "green");
         assert_eq!(status["previous"], "blue");
         assert_eq!(status["last_switch"]["to"], "green");
-        assert_eq!(fetch(proxy.addr, "/").await.echo().upstream, "green");
+        assert_eq!(status["weights"], json!({"blue": 20, "green": 80}));
         assert_eq!(proxy.events("app").await, events);
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0]["reason"], "manual");
+        let reasons: Vec<&Value> = events.iter().map(|e| &e["reason"]).collect();
+        assert_eq!(reasons, ["manual", "weight"]);
 
         let text = std::fs::read_to_string(proxy.state_path()).expect("state file");
         let state: Value = serde_json::from_str(&text).expect("the state file is JSON");
         assert_eq!(state["version"], 1);
         assert_eq!(state["services"]["app"]["active"], "green");
+        assert_eq!(state["services"]["app"]["standby_weight"], 20);
 
         // What survived can be undone.
         let rollback = admin_post(proxy.admin, "/api/v1/services/app/rollback", json!({})).await;

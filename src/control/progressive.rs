@@ -276,7 +276,17 @@ fn decide(inner: &mut Inner, service: &str, now: Instant) -> Option<Action> {
             }
         }
     }
-    let rollback = cfg.rollback.as_ref()?;
+    let Some(rollback) = cfg.rollback.as_ref() else {
+        // A reload removed `[rollback]`: nothing is watched any more.
+        rt.watch = None;
+        return None;
+    };
+    if rt.canary.is_none() && rt.watch.as_ref().is_some_and(|(p, _)| *p != rt.active) {
+        // The standby pool is watched only while a canary runs; an
+        // operator's weight ended it, and the operator has taken over.
+        rt.watch = None;
+        return None;
+    }
     let (pool, watch) = rt.watch.as_mut()?;
     let (_, totals) = watched_totals?;
     if watch.expired(now) {

@@ -27,6 +27,13 @@ pub enum ProxyError {
     /// The request is malformed (missing Host, bad URI, bad header).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The client did not send a complete request head within
+    /// `header_read_timeout`.
+    #[error("request head not received in time")]
+    HeadTimeout,
+    /// The request head is larger than `max_header_bytes`.
+    #[error("request head larger than the limit")]
+    HeaderTooLarge,
     /// No route matches the Host and path.
     #[error("no route for this host and path")]
     NoRoute,
@@ -60,6 +67,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,6 +81,8 @@ impl ProxyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(why) => why,
+            ProxyError::HeadTimeout => "request head timeout",
+            ProxyError::HeaderTooLarge => "request header too large",
             ProxyError::NoRoute => "no route",
             ProxyError::PayloadTooLarge { .. } => "request body too large",
             ProxyError::NoHealthyServer { .. } => "no healthy server",
@@ -84,7 +95,10 @@ impl ProxyError {
     /// Who failed.
     pub fn blame(&self) -> Blame {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge { .. } => Blame::Client,
+            ProxyError::BadRequest(_)
+            | ProxyError::HeadTimeout
+            | ProxyError::HeaderTooLarge
+            | ProxyError::PayloadTooLarge { .. } => Blame::Client,
             ProxyError::NoRoute | ProxyError::NoHealthyServer { .. } => Blame::Cutover,
             ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::Timeout(_) => {
                 Blame::Upstream
@@ -141,6 +155,12 @@ mod tests {
                 ProxyError::BadRequest("missing host"),
                 400,
                 "missing host\n",
+            ),
+            (ProxyError::HeadTimeout, 408, "request head timeout\n"),
+            (
+                ProxyError::HeaderTooLarge,
+                431,
+                "request header too large\n",
             ),
             (ProxyError::NoRoute, 404, "no route\n"),
             (

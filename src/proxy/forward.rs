@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -73,6 +73,18 @@ struct Target {
     max_body: Option<u64>,
 }
 
+/// Answers a request the proxy refuses before routing, counted like any
+/// unrouted answer.
+pub fn refuse(routing: &Routing, err: ProxyError) -> Response<ResponseBody> {
+    tracing::debug!(status = err.status().as_u16(), error = %err, "answered by proxy");
+    let resp = err.response(true);
+    routing
+        .load()
+        .unrouted
+        .record(resp.status().as_u16(), std::time::Duration::ZERO);
+    resp
+}
+
 fn host_of(req: &Request<Incoming>) -> Option<&str> {
     match req.headers().get(HOST) {
         Some(h) => h.to_str().ok(),
@@ -80,17 +92,69 @@ fn host_of(req: &Request<Incoming>) -> Option<&str> {
     }
 }
 
+/// Refuses what an upstream could read differently from the proxy, so that
+/// nothing ambiguous is forwarded (hyper has already refused malformed
+/// lines, obs-fold and conflicting lengths):
+///
+/// - the request target: authority-form (CONNECT is not proxied), `*`
+///   outside OPTIONS, userinfo in an absolute-form authority;
+/// - Host: missing on HTTP/1.1, sent twice, not a valid `host[:port]`, or
+///   different from the absolute-form (HTTP/2: `:authority`) authority;
+/// - header names that name a framing, Host, hop-by-hop or `X-Forwarded-*`
+///   header once `_` is read as `-` (as CGI-style servers do).
+///
+/// Byte scans only; no allocation.
+fn check(req: &Request<Incoming>) -> Result<(), &'static str> {
+    let uri = req.uri();
+    if req.method() == Method::CONNECT {
+        return Err("CONNECT is not supported");
+    }
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Err("bad request target");
+    }
+    if uri.path() == "*" && req.method() != Method::OPTIONS {
+        return Err("bad request target");
+    }
+    let authority = uri.authority();
+    if authority.is_some_and(|a| a.as_str().contains('@')) {
+        return Err("userinfo in request target");
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err("multiple host headers"),
+        (Some(host), None) => {
+            if !headers::valid_host(host.as_bytes()) {
+                return Err("invalid host header");
+            }
+            if authority
+                .is_some_and(|a| !a.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()))
+            {
+                return Err("host header does not match the request target");
+            }
+        }
+        (None, _) => {
+            if req.version() == Version::HTTP_11 {
+                return Err("missing host header");
+            }
+        }
+    }
+    if req
+        .headers()
+        .keys()
+        .any(|name| headers::ambiguous_name(name.as_str()))
+    {
+        return Err("ambiguous header name");
+    }
+    Ok(())
+}
+
 fn select(
     routing: &Routing,
     req: &Request<Incoming>,
 ) -> Result<Target, (ProxyError, Arc<PoolMetrics>)> {
     let snapshot = routing.load();
-    if req.version() == Version::HTTP_11
-        && !req.headers().contains_key(HOST)
-        && req.uri().authority().is_none()
-    {
-        let err = ProxyError::BadRequest("missing host header");
-        return Err((err, snapshot.unrouted.clone()));
+    if let Err(why) = check(req) {
+        return Err((ProxyError::BadRequest(why), snapshot.unrouted.clone()));
     }
     let Some(index) = snapshot.router.route(host_of(req), req.uri().path()) else {
         return Err((ProxyError::NoRoute, snapshot.unrouted.clone()));
@@ -231,7 +295,14 @@ async fn send(
             }
             Err(failure) => {
                 let unread = failure.request.is_some();
-                return Err((classify(failure.error), unread));
+                let err = classify(failure.error);
+                if matches!(err, ProxyError::Upstream(_) | ProxyError::Timeout(_))
+                    && server.upstream.strike()
+                {
+                    tracing::debug!(server = server.upstream.label(), error = %err, "upstream keeps failing");
+                    server.report_failure(err.to_string());
+                }
+                return Err((err, unread));
             }
         }
     }

@@ -50,7 +50,7 @@ struct FlakyState {
 /// A hyper HTTP/1.1 server on `127.0.0.1:0`:
 /// - `/health`: 200 `{"status": "ok", "version": ...}`, or 503 once
 ///   [`Flaky::set_healthy`]`(false)`;
-/// - `/hold`: waits until [`Flaky::release`] gives it a permit, then answers;
+/// - `/hold` (or any path ending so): waits until [`Flaky::release`] gives it a permit, then answers;
 /// - any other path: 200 `{"upstream": NAME, "path": ...}`, or 500 with the
 ///   same body once [`Flaky::set_failing`]`(true)`;
 /// - every answer but `/health` comes after [`Flaky::set_delay`].
@@ -144,7 +144,7 @@ async fn answer(req: Request<Incoming>, state: &FlakyState) -> Response<TestBody
         return json(status, &body);
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
-    if path == "/hold" {
+    if path.ends_with("/hold") {
         state
             .gate
             .acquire()

@@ -67,8 +67,16 @@ impl Proxy {
     }
 
     /// Writes `text` (a whole config) to `DIR/proxy.toml` and starts cutover
-    /// on it, keeping whatever state file `dir` already holds.
+    /// on it, keeping whatever state file `dir` already holds; returns once
+    /// `/readyz` answers 200.
     pub async fn start_in(dir: tempfile::TempDir, text: &str) -> Proxy {
+        let proxy = Proxy::spawn_in(dir, text).await;
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// [`Proxy::start_in`] without waiting for readiness.
+    pub async fn spawn_in(dir: tempfile::TempDir, text: &str) -> Proxy {
         init_tracing();
         let path = dir.path().join(CONFIG_FILE);
         std::fs::write(&path, text).expect("write config");
@@ -82,16 +90,14 @@ impl Proxy {
             // Bound on every interface: talk to it over loopback.
             admin.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let proxy = Proxy {
+        Proxy {
             addr: running.http_addr,
             admin,
             socket: running.socket.clone().expect("admin.socket is set"),
             control: running.control.clone(),
             dir,
             running: Some(running),
-        };
-        proxy.wait_ready().await;
-        proxy
+        }
     }
 
     /// Waits until `/readyz` answers 200 (the first round of checks is done).

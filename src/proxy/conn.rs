@@ -1,0 +1,415 @@
+//! One client connection's own clock and eyes: `header_read_timeout`,
+//! `idle_timeout`, and the raw-byte view that hyper's parsed requests lack.
+//!
+//! [`ClientIo`] wraps the client's stream. It reads like the stream it wraps
+//! and, on HTTP/1.1, also:
+//!
+//! - runs the head timer: from accept, and on a kept-alive connection from
+//!   the first byte of the next head, until that head is complete. When it
+//!   fires, the client gets a 408 (if it had sent part of a head) and the
+//!   connection closes. hyper's own `header_read_timeout` cannot be used: it
+//!   also runs while a kept-alive connection waits for its next request,
+//!   which is `idle_timeout`'s job;
+//! - follows the request framing with [`FrameScan`] to flag heads that
+//!   carried both `Content-Length` and `Transfer-Encoding`, and answers 431
+//!   to a head over `max_header_bytes` (hyper's own check is its read
+//!   buffer, which is never under 8 KiB).
+//!
+//! HTTP/2 is told apart by its connection preface; from then on only the
+//! idle timer applies (h2 bounds its own frames and header blocks).
+//!
+//! [`ConnTrack`] is what the reader, the requests ([`Active`], held by the
+//! response body until it ends) and the idle timer ([`idle`]) share: a few
+//! atomics, touched a handful of times per request. After an HTTP/1.1
+//! upgrade the stream is a tunnel and none of this applies.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::error::ProxyError;
+use super::h1scan::{Flag, FrameScan};
+use crate::metrics::PoolMetrics;
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// "No request flagged".
+const NONE: u64 = u64::MAX;
+
+/// What a connection's reader, its requests and its idle timer share.
+#[derive(Debug)]
+pub struct ConnTrack {
+    epoch: Instant,
+    /// Requests (HTTP/2: streams) whose response has not ended.
+    inflight: AtomicUsize,
+    /// Requests started so far (heads complete).
+    heads: AtomicU64,
+    /// When the last request ended (µs since `epoch`), or 0.
+    idle_since: AtomicU64,
+    /// Bytes of a request head have arrived and the head is not complete.
+    head_pending: AtomicBool,
+    /// An HTTP/1.1 upgrade was answered: the stream is a tunnel now.
+    upgraded: AtomicBool,
+    /// The first request the framing scan flagged: index × 2 + 1 for a bad
+    /// chunked body, index × 2 for Content-Length with Transfer-Encoding.
+    flagged: AtomicU64,
+}
+
+impl ConnTrack {
+    /// A connection accepted now.
+    pub fn new() -> Arc<ConnTrack> {
+        Arc::new(ConnTrack {
+            epoch: Instant::now(),
+            inflight: AtomicUsize::new(0),
+            heads: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            head_pending: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
+            flagged: AtomicU64::new(NONE),
+        })
+    }
+
+    /// Counts a request whose head is complete, until the guard drops.
+    pub fn start(self: &Arc<Self>) -> Active {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.head_pending.store(false, Ordering::Release);
+        let index = self.heads.fetch_add(1, Ordering::AcqRel);
+        Active {
+            track: self.clone(),
+            index,
+        }
+    }
+
+    /// The connection was upgraded (101): no timers or scans from now on.
+    pub fn mark_upgraded(&self) {
+        self.upgraded.store(true, Ordering::Release);
+    }
+
+    fn busy(&self) -> bool {
+        self.inflight.load(Ordering::Acquire) > 0 || self.head_pending.load(Ordering::Acquire)
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.epoch + Duration::from_micros(self.idle_since.load(Ordering::Acquire))
+    }
+}
+
+/// One request in flight on its connection; dropped when its response ends.
+#[derive(Debug)]
+pub struct Active {
+    track: Arc<ConnTrack>,
+    index: u64,
+}
+
+impl Active {
+    /// Why the client's raw bytes make this request one to refuse, when they
+    /// do: a head with both `Content-Length` and `Transfer-Encoding` (hyper
+    /// hides one of them), or a chunked body hyper will refuse that arrived
+    /// with the head.
+    pub fn refusal(&self) -> Option<&'static str> {
+        let flagged = self.track.flagged.load(Ordering::Acquire);
+        if flagged == NONE || flagged / 2 != self.index {
+            None
+        } else if flagged % 2 == 0 {
+            Some("content-length with transfer-encoding")
+        } else {
+            Some("invalid chunked body")
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let track = &self.track;
+        // The time first, then the count: whoever sees the count at zero
+        // also sees when it got there.
+        let since = track.epoch.elapsed().as_micros();
+        track
+            .idle_since
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Release);
+        track.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Resolves once the connection has had no request in flight (and no head
+/// arriving) for `timeout`. Never resolves while a request or stream runs.
+pub async fn idle(track: &ConnTrack, timeout: Duration) {
+    loop {
+        let now = Instant::now();
+        let deadline = if track.busy() {
+            // Nothing can end sooner than `timeout` after the request ends.
+            now + timeout
+        } else {
+            track.idle_since() + timeout
+        };
+        if deadline <= now {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// A response body that keeps its request counted until it ends.
+#[derive(Debug)]
+pub struct Tracked<B> {
+    inner: B,
+    active: Option<Active>,
+}
+
+impl<B> Tracked<B> {
+    /// Wraps `inner`, releasing `active` when it ends or is dropped.
+    pub fn new(inner: B, active: Active) -> Tracked<B> {
+        Tracked {
+            inner,
+            active: Some(active),
+        }
+    }
+}
+
+impl<B> Body for Tracked<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.active = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the client speaks, as far as its first bytes tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    /// This many bytes of the HTTP/2 preface matched so far.
+    Sniffing(usize),
+    Http1,
+    Http2,
+}
+
+/// The client's stream, with the HTTP/1.1 head timer and framing scan.
+#[derive(Debug)]
+pub struct ClientIo<I> {
+    inner: I,
+    track: Arc<ConnTrack>,
+    head_timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+    /// While the head timer runs: how many requests had started when it was
+    /// armed (a change means the head completed).
+    armed: Option<u64>,
+    /// Part of a head arrived since the timer was armed.
+    head_bytes: bool,
+    proto: Proto,
+    scan: FrameScan,
+    /// The last write or flush did not complete.
+    write_blocked: bool,
+    /// The stream was ended for hyper (head timeout, oversized head).
+    ended: bool,
+    /// Where the 408 is counted.
+    unrouted: Arc<PoolMetrics>,
+}
+
+impl<I> ClientIo<I> {
+    /// Wraps a client stream accepted now; the head timer starts at once.
+    pub fn new(
+        inner: I,
+        track: Arc<ConnTrack>,
+        head_timeout: Duration,
+        max_head: usize,
+        unrouted: Arc<PoolMetrics>,
+    ) -> ClientIo<I> {
+        ClientIo {
+            inner,
+            track,
+            head_timeout,
+            deadline: Box::pin(tokio::time::sleep(head_timeout)),
+            armed: Some(0),
+            head_bytes: false,
+            proto: Proto::Sniffing(0),
+            scan: FrameScan::new(max_head),
+            write_blocked: false,
+            ended: false,
+            unrouted,
+        }
+    }
+
+    fn watching(&self) -> bool {
+        self.proto != Proto::Http2 && !self.track.upgraded.load(Ordering::Acquire)
+    }
+
+    /// Looks at bytes the client sent, before hyper does.
+    fn observe(&mut self, read: &[u8]) {
+        if let Proto::Sniffing(n) = self.proto {
+            let want = &H2_PREFACE[n..];
+            let k = want.len().min(read.len());
+            self.proto = if read[..k] != want[..k] {
+                Proto::Http1
+            } else if n + k == H2_PREFACE.len() {
+                Proto::Http2
+            } else {
+                Proto::Sniffing(n + k)
+            };
+            if self.proto == Proto::Http2 {
+                self.armed = None;
+                self.track.head_pending.store(false, Ordering::Release);
+                return;
+            }
+        }
+        if self.armed.is_none() && self.track.inflight.load(Ordering::Acquire) == 0 {
+            // The first byte of the next head on a kept-alive connection.
+            self.armed = Some(self.track.heads.load(Ordering::Acquire));
+            self.head_bytes = false;
+            self.deadline
+                .as_mut()
+                .reset(Instant::now() + self.head_timeout);
+        }
+        if self.armed.is_some() && !self.head_bytes {
+            self.head_bytes = true;
+            self.track.head_pending.store(true, Ordering::Release);
+        }
+        if self.scan.following() {
+            if let Some((index, flag)) = self.scan.feed(read) {
+                let code = index.saturating_mul(2) + u64::from(flag == Flag::BadChunk);
+                let _ = self.track.flagged.compare_exchange(
+                    NONE,
+                    code,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
+    /// Ends the stream for hyper, which then closes the connection. When the
+    /// client was sending an HTTP/1.1 head and no response is under way, it
+    /// first gets `err`'s answer: one best-effort write, never interleaved
+    /// with a response.
+    fn end(&mut self, cx: &mut Context<'_>, err: ProxyError) {
+        self.ended = true;
+        self.armed = None;
+        let answer = self.head_bytes
+            && self.proto == Proto::Http1
+            && !self.write_blocked
+            && self.track.inflight.load(Ordering::Acquire) == 0;
+        let status = err.status();
+        tracing::debug!(status = status.as_u16(), answered = answer, error = %err, "client connection ended");
+        if !answer {
+            return;
+        }
+        let reason = err.reason();
+        let bytes = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            reason.len() + 1,
+        );
+        if let Poll::Ready(Ok(_)) = Pin::new(&mut self.inner).poll_write(cx, bytes.as_bytes()) {
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        }
+        let armed_at = self.deadline.deadline() - self.head_timeout;
+        let elapsed = Instant::now().saturating_duration_since(armed_at);
+        self.unrouted.record(status.as_u16(), elapsed);
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(Ok(()));
+        }
+        let watching = this.watching();
+        if watching {
+            if let Some(at) = this.armed {
+                if this.track.heads.load(Ordering::Acquire) != at {
+                    this.armed = None;
+                }
+            }
+            if this.armed.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
+                this.end(cx, ProxyError::HeadTimeout);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if watching && buf.filled().len() > before {
+            this.observe(&buf.filled()[before..]);
+            if this.scan.oversized() {
+                // hyper never sees the head.
+                buf.set_filled(before);
+                this.end(cx, ProxyError::HeaderTooLarge);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.write_blocked = polled.is_pending();
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.write_blocked = polled.is_pending();
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.write_blocked = polled.is_pending();
+        polled
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

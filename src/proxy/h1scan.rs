@@ -1,0 +1,513 @@
+//! Follows the HTTP/1.1 request framing of one client connection over the
+//! bytes it sends, to see what hyper's parser hides from the service (pure).
+//!
+//! hyper answers a request carrying both `Content-Length` and
+//! `Transfer-Encoding` the way RFC 9112 §6.1 allows: it drops the length,
+//! reads the body as chunked and closes the connection afterwards. That is
+//! safe, but such a request is the classic smuggling probe, so cutover
+//! rejects it with 400 before anything reaches an upstream; the service can
+//! only do that if it knows, because the parsed head no longer shows it.
+//!
+//! [`FrameScan`] walks heads and bodies exactly as hyper frames them (heads up
+//! to their empty line, bodies by `Content-Length` or by hyper's chunked
+//! grammar) and reports the index of each head that had both, and of each
+//! head whose chunked body hyper will refuse (an invalid chunk size or
+//! line end): when those bytes came in with the head, the request can be
+//! refused before anything of it is forwarded. It never
+//! buffers and does constant work per head byte; `Content-Length` bodies and
+//! chunk data are skipped by counting. On anything hyper would refuse it
+//! stops following (hyper closes such a connection anyway), so it can miss a
+//! head but never blames one that hyper frames differently.
+//!
+//! It also measures each head against `max_header_bytes` to the byte, which
+//! hyper's read buffer (8 KiB at least) cannot do for smaller limits.
+
+/// `content-length`, lowercase.
+const CONTENT_LENGTH: &[u8] = b"content-length";
+/// `transfer-encoding`, lowercase.
+const TRANSFER_ENCODING: &[u8] = b"transfer-encoding";
+/// `chunked`, lowercase.
+const CHUNKED: &[u8] = b"chunked";
+
+/// Where the scan is in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Empty lines before a request line (httparse skips them).
+    Start,
+    /// Inside the request line.
+    RequestLine,
+    /// At the start of a header line (or of the empty line ending the head).
+    LineStart,
+    /// Inside a header name.
+    Name,
+    /// Inside a header value.
+    Value,
+    /// A CR was read; an LF must follow.
+    Lf,
+    /// `Content-Length` body bytes still to come.
+    Fixed(u64),
+    /// The first hex digit of a chunk size.
+    ChunkStart,
+    /// More hex digits of a chunk size.
+    ChunkSize,
+    /// Blanks after a chunk size.
+    ChunkLws,
+    /// A chunk extension, up to CR.
+    ChunkExt,
+    /// The LF after a chunk-size line.
+    ChunkSizeLf,
+    /// Chunk data bytes still to come.
+    ChunkData(u64),
+    /// The CR after chunk data.
+    ChunkDataCr,
+    /// The LF after chunk data.
+    ChunkDataLf,
+    /// After the last chunk: CR of the final empty line, or a trailer.
+    EndCr,
+    /// The LF of the final empty line.
+    EndLf,
+    /// Inside a trailer line.
+    Trailer,
+    /// The LF of a trailer line.
+    TrailerLf,
+    /// No longer following: the stream is no longer framed the way hyper
+    /// frames an accepted request.
+    Lost,
+}
+
+/// Why a request is flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// Its head carried both `Content-Length` and `Transfer-Encoding`.
+    LengthAndChunked,
+    /// Its chunked body breaks hyper's chunked grammar.
+    BadChunk,
+}
+
+/// Which header the current line is, as far as the name has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    Other,
+}
+
+/// What one head says about its body.
+#[derive(Debug, Clone, Copy, Default)]
+struct Head {
+    /// The value of the first `Content-Length` line read before any
+    /// `Transfer-Encoding` (hyper ignores later ones).
+    length: Option<u64>,
+    /// A `Content-Length` line was seen at all.
+    has_length: bool,
+    /// A `Transfer-Encoding` line was seen.
+    has_te: bool,
+    /// The last `Transfer-Encoding` line ends in `chunked`.
+    chunked: bool,
+}
+
+/// Per-line parse state of a header name or value.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    /// Bytes of the name so far.
+    name_len: usize,
+    /// The name could still be `content-length` / `transfer-encoding`.
+    maybe_cl: bool,
+    maybe_te: bool,
+    field: Field,
+    /// Content-Length: digits so far (`None` once invalid).
+    digits: Option<u64>,
+    /// Any non-blank value byte seen.
+    value_started: bool,
+    /// Blank seen after value bytes (only trailing blanks may follow).
+    value_blank: bool,
+    /// Transfer-Encoding: bytes of `chunked` matched in the current token,
+    /// or more than its length when the token is something else.
+    token: usize,
+    /// The current token was followed by a blank.
+    token_ended: bool,
+}
+
+impl Line {
+    fn new() -> Line {
+        Line {
+            name_len: 0,
+            maybe_cl: true,
+            maybe_te: true,
+            field: Field::Other,
+            digits: Some(0),
+            value_started: false,
+            value_blank: false,
+            token: 0,
+            token_ended: false,
+        }
+    }
+}
+
+/// The framing follower of one HTTP/1.1 client connection.
+#[derive(Debug, Clone)]
+pub struct FrameScan {
+    state: State,
+    /// Heads completed so far; the index of the head being read.
+    heads: u64,
+    head: Head,
+    line: Line,
+    /// Chunk size being read.
+    size: u64,
+    /// Where `Lf` goes on: the empty line ends the head; else next line.
+    lf_ends_head: bool,
+    /// Bytes of the current head so far.
+    head_len: usize,
+    /// Largest head allowed.
+    limit: usize,
+    /// A head went over `limit`.
+    oversized: bool,
+}
+
+impl FrameScan {
+    /// A scan at the start of a connection whose heads may be `limit` bytes.
+    pub fn new(limit: usize) -> FrameScan {
+        FrameScan {
+            state: State::Start,
+            heads: 0,
+            head: Head::default(),
+            line: Line::new(),
+            size: 0,
+            lf_ends_head: false,
+            head_len: 0,
+            limit,
+            oversized: false,
+        }
+    }
+
+    /// Whether the scan still follows the stream.
+    pub fn following(&self) -> bool {
+        self.state != State::Lost
+    }
+
+    /// Whether a head went over the limit (the scan stops there).
+    pub fn oversized(&self) -> bool {
+        self.oversized
+    }
+
+    /// Reads `bytes`, the next bytes the client sent. Returns the first
+    /// request flagged in them: its index (0 for the connection's first
+    /// request) and why.
+    pub fn feed(&mut self, bytes: &[u8]) -> Option<(u64, Flag)> {
+        let mut found = None;
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.state {
+                State::Lost => return found,
+                State::Fixed(left) => {
+                    let take = left.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    self.state = if take == left {
+                        self.next_message()
+                    } else {
+                        State::Fixed(left - take)
+                    };
+                }
+                State::ChunkData(left) => {
+                    let take = left.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    self.state = if take == left {
+                        State::ChunkDataCr
+                    } else {
+                        State::ChunkData(left - take)
+                    };
+                }
+                _ => {
+                    let in_body = self.in_chunked_body();
+                    if let Some(index) = self.byte(bytes[i]) {
+                        found = found.or(Some((index, Flag::LengthAndChunked)));
+                    }
+                    if in_body && self.state == State::Lost {
+                        // Only a completed head starts a body: heads >= 1.
+                        found = found.or(Some((self.heads - 1, Flag::BadChunk)));
+                    }
+                    i += 1;
+                    if self.in_head() {
+                        self.head_len += 1;
+                        if self.head_len > self.limit {
+                            self.oversized = true;
+                            self.state = State::Lost;
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn in_chunked_body(&self) -> bool {
+        matches!(
+            self.state,
+            State::ChunkStart
+                | State::ChunkSize
+                | State::ChunkLws
+                | State::ChunkExt
+                | State::ChunkSizeLf
+                | State::ChunkDataCr
+                | State::ChunkDataLf
+                | State::EndCr
+                | State::EndLf
+                | State::Trailer
+                | State::TrailerLf
+        )
+    }
+
+    fn in_head(&self) -> bool {
+        matches!(
+            self.state,
+            State::RequestLine | State::LineStart | State::Name | State::Value | State::Lf
+        )
+    }
+
+    fn next_message(&mut self) -> State {
+        self.head = Head::default();
+        State::Start
+    }
+
+    /// One byte outside of counted body data. Returns a flagged head index
+    /// when this byte completed such a head.
+    fn byte(&mut self, b: u8) -> Option<u64> {
+        self.state = match self.state {
+            State::Start => match b {
+                b'\r' | b'\n' => State::Start,
+                _ => State::RequestLine,
+            },
+            State::RequestLine => match b {
+                b'\r' => self.expect_lf(false),
+                b'\n' => State::LineStart,
+                _ => State::RequestLine,
+            },
+            State::LineStart => match b {
+                b'\r' => self.expect_lf(true),
+                b'\n' => return self.end_of_head(),
+                _ => {
+                    self.line = Line::new();
+                    self.name_byte(b)
+                }
+            },
+            State::Name => self.name_byte(b),
+            State::Value => match b {
+                b'\r' | b'\n' => {
+                    if !self.end_of_line() {
+                        State::Lost
+                    } else if b == b'\r' {
+                        self.expect_lf(false)
+                    } else {
+                        State::LineStart
+                    }
+                }
+                _ => {
+                    self.value_byte(b);
+                    State::Value
+                }
+            },
+            State::Lf => match (b, self.lf_ends_head) {
+                (b'\n', true) => return self.end_of_head(),
+                (b'\n', false) => State::LineStart,
+                _ => State::Lost,
+            },
+            State::ChunkStart => match hex(b) {
+                Some(d) => {
+                    self.size = u64::from(d);
+                    State::ChunkSize
+                }
+                None => State::Lost,
+            },
+            State::ChunkSize => match b {
+                b'\t' | b' ' => State::ChunkLws,
+                b';' => State::ChunkExt,
+                b'\r' => State::ChunkSizeLf,
+                _ => match hex(b).and_then(|d| {
+                    self.size
+                        .checked_mul(16)
+                        .and_then(|s| s.checked_add(u64::from(d)))
+                }) {
+                    Some(size) => {
+                        self.size = size;
+                        State::ChunkSize
+                    }
+                    None => State::Lost,
+                },
+            },
+            State::ChunkLws => match b {
+                b'\t' | b' ' => State::ChunkLws,
+                b';' => State::ChunkExt,
+                b'\r' => State::ChunkSizeLf,
+                _ => State::Lost,
+            },
+            State::ChunkExt => match b {
+                b'\r' => State::ChunkSizeLf,
+                b'\n' => State::Lost,
+                _ => State::ChunkExt,
+            },
+            State::ChunkSizeLf => match (b, self.size) {
+                (b'\n', 0) => State::EndCr,
+                (b'\n', size) => State::ChunkData(size),
+                _ => State::Lost,
+            },
+            State::ChunkDataCr => match b {
+                b'\r' => State::ChunkDataLf,
+                _ => State::Lost,
+            },
+            State::ChunkDataLf => match b {
+                b'\n' => State::ChunkStart,
+                _ => State::Lost,
+            },
+            State::EndCr => match b {
+                b'\r' => State::EndLf,
+                _ => State::Trailer,
+            },
+            State::EndLf => match b {
+                b'\n' => self.next_message(),
+                _ => State::Lost,
+            },
+            State::Trailer => match b {
+                b'\r' => State::TrailerLf,
+                _ => State::Trailer,
+            },
+            State::TrailerLf => match b {
+                b'\n' => State::EndCr,
+                _ => State::Lost,
+            },
+            // Counted in `feed`.
+            State::Fixed(_) | State::ChunkData(_) | State::Lost => self.state,
+        };
+        None
+    }
+
+    fn expect_lf(&mut self, ends_head: bool) -> State {
+        self.lf_ends_head = ends_head;
+        State::Lf
+    }
+
+    fn name_byte(&mut self, b: u8) -> State {
+        let line = &mut self.line;
+        match b {
+            b':' => {
+                line.field = if line.maybe_cl && line.name_len == CONTENT_LENGTH.len() {
+                    Field::ContentLength
+                } else if line.maybe_te && line.name_len == TRANSFER_ENCODING.len() {
+                    Field::TransferEncoding
+                } else {
+                    Field::Other
+                };
+                State::Value
+            }
+            // httparse refuses a line without a colon; hyper closes.
+            b'\r' | b'\n' => State::Lost,
+            _ => {
+                let lower = b.to_ascii_lowercase();
+                let n = line.name_len;
+                line.maybe_cl &= CONTENT_LENGTH.get(n) == Some(&lower);
+                line.maybe_te &= TRANSFER_ENCODING.get(n) == Some(&lower);
+                line.name_len = n.saturating_add(1);
+                State::Name
+            }
+        }
+    }
+
+    fn value_byte(&mut self, b: u8) {
+        let line = &mut self.line;
+        let blank = b == b' ' || b == b'\t';
+        match line.field {
+            Field::Other => {}
+            Field::ContentLength => {
+                if blank {
+                    line.value_blank |= line.value_started;
+                } else if line.value_blank || !b.is_ascii_digit() {
+                    line.digits = None;
+                } else {
+                    line.value_started = true;
+                    line.digits = line
+                        .digits
+                        .and_then(|d| d.checked_mul(10))
+                        .and_then(|d| d.checked_add(u64::from(b - b'0')));
+                }
+            }
+            Field::TransferEncoding => {
+                if b == b',' {
+                    line.token = 0;
+                    line.token_ended = false;
+                } else if blank {
+                    line.token_ended |= line.token > 0;
+                } else if line.token_ended || line.token >= CHUNKED.len() {
+                    line.token = CHUNKED.len() + 1;
+                } else if CHUNKED[line.token] == b.to_ascii_lowercase() {
+                    line.token += 1;
+                } else {
+                    line.token = CHUNKED.len() + 1;
+                }
+            }
+        }
+    }
+
+    /// The end of a header line: what it says about the body, as hyper
+    /// reads it. False when hyper refuses the line.
+    fn end_of_line(&mut self) -> bool {
+        let line = self.line;
+        let head = &mut self.head;
+        match line.field {
+            Field::Other => true,
+            Field::TransferEncoding => {
+                head.has_te = true;
+                head.chunked = line.token == CHUNKED.len();
+                true
+            }
+            Field::ContentLength => {
+                head.has_length = true;
+                if head.has_te {
+                    // hyper skips a length after Transfer-Encoding.
+                    return true;
+                }
+                match (line.value_started, line.digits, head.length) {
+                    (true, Some(n), None) => {
+                        head.length = Some(n);
+                        true
+                    }
+                    (true, Some(n), Some(prev)) => n == prev,
+                    // Invalid: hyper answers 400 and closes.
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn end_of_head(&mut self) -> Option<u64> {
+        self.head_len = 0;
+        let index = self.heads;
+        self.heads += 1;
+        let head = self.head;
+        let flagged = (head.has_te && head.has_length).then_some(index);
+        self.state = if head.has_te {
+            if head.chunked {
+                State::ChunkStart
+            } else {
+                // hyper refuses a final encoding other than chunked.
+                State::Lost
+            }
+        } else {
+            match head.length {
+                Some(n) if n > 0 => State::Fixed(n),
+                _ => self.next_message(),
+            }
+        };
+        flagged
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+//! The framing follower against hyper's framing: flags, limits, what stops it.
+
+use super::*;
+
+/// Feeds `stream` whole, then byte by byte: both must agree.
+fn scan(stream: &[u8]) -> (Vec<(u64, Flag)>, FrameScan) {
+    let mut whole = FrameScan::new(usize::MAX);
+    let mut found = Vec::new();
+    // Whole-buffer feeds report only the first flag; split on heads.
+    found.extend(whole.feed(stream));
+    let mut bytewise = FrameScan::new(usize::MAX);
+    let mut each = Vec::new();
+    for b in stream {
+        each.extend(bytewise.feed(std::slice::from_ref(b)));
+    }
+    assert_eq!(whole.heads, bytewise.heads, "heads differ");
+    assert_eq!(whole.state, bytewise.state, "states differ");
+    assert_eq!(found.first(), each.first());
+    (each, bytewise)
+}
+
+#[test]
+fn content_length_with_transfer_encoding_is_flagged_in_either_order() {
+    let (flags, s) =
+        scan(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert_eq!(flags, vec![(0, Flag::LengthAndChunked)]);
+    assert_eq!(s.heads, 1);
+    assert_eq!(s.state, State::Start);
+    let (flags, _) = scan(
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ncontent-length: x\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(flags, vec![(0, Flag::LengthAndChunked)]);
+}
+
+#[test]
+fn keep_alive_requests_are_followed_through_bodies() {
+    let stream = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 46\r\n\r\n\
+        GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+        POST /b HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked \r\n\r\n\
+        5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: 1\r\n\r\n\
+        \r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n\
+        POST /d HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // The first body hides a head that must not be counted.
+    let (flags, s) = scan(stream);
+    assert_eq!(flags, vec![(3, Flag::LengthAndChunked)]);
+    assert_eq!(s.heads, 4);
+    assert_eq!(s.state, State::ChunkStart);
+}
+
+#[test]
+fn bare_lf_line_ends_are_followed_like_httparse() {
+    let (flags, s) =
+        scan(b"GET / HTTP/1.1\nHost: a\nContent-Length: 1\n\nxGET / HTTP/1.1\nTransfer-Encoding: chunked\nContent-Length: 1\n\n");
+    assert_eq!(flags, vec![(1, Flag::LengthAndChunked)]);
+    assert_eq!(s.heads, 2);
+}
+
+#[test]
+fn what_hyper_refuses_in_a_head_stops_the_scan() {
+    for stream in [
+        &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+        b"GET / HTTP/1.1\rX",
+    ] {
+        let (flags, s) = scan(stream);
+        assert!(flags.is_empty(), "{stream:?}");
+        assert!(!s.following(), "{:?}", String::from_utf8_lossy(stream));
+    }
+}
+
+#[test]
+fn a_chunked_body_hyper_refuses_flags_its_request() {
+    for body in [
+        &b"zz\r\n"[..],
+        b"1\r\nab\r\n",
+        b"fffffffffffffffff\r\n",
+        b"5\nhello\r\n",
+        b"5;a\nhello",
+        b"0\r\nX: 1\rY",
+    ] {
+        let mut stream =
+            b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        stream.extend_from_slice(body);
+        let (flags, s) = scan(&stream);
+        assert_eq!(
+            flags,
+            vec![(1, Flag::BadChunk)],
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(!s.following());
+    }
+}
+
+#[test]
+fn same_length_twice_is_accepted_like_hyper() {
+    let (flags, s) =
+        scan(b"POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length:3 \r\n\r\nabcGET / HTTP/1.1\r\n\r\n");
+    assert!(flags.is_empty());
+    assert_eq!(s.heads, 2);
+    assert!(s.following());
+}
+
+#[test]
+fn a_head_over_the_limit_is_reported_to_the_byte() {
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789\r\n\r\n";
+    let mut at = FrameScan::new(head.len() - 1);
+    at.feed(head);
+    assert!(
+        !at.oversized() && at.heads == 1,
+        "the final LF is not counted"
+    );
+    let mut over = FrameScan::new(head.len() - 3);
+    for b in head {
+        over.feed(std::slice::from_ref(b));
+    }
+    assert!(over.oversized() && !over.following());
+    // Bodies do not count.
+    let mut body = FrameScan::new(64);
+    body.feed(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n");
+    body.feed(&[b'x'; 100]);
+    assert!(!body.oversized() && body.state == State::Start);
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    fn prop(chunks: Vec<Vec<u8>>) -> bool {
+        let mut s = FrameScan::new(usize::MAX);
+        for c in &chunks {
+            let _ = s.feed(c);
+        }
+        true
+    }
+    quickcheck::QuickCheck::new()
+        .tests(500)
+        .quickcheck(prop as fn(Vec<Vec<u8>>) -> bool);
+}

@@ -1,0 +1,310 @@
+//! Header rewriting: examples and properties.
+
+use super::*;
+
+fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    h
+}
+
+#[test]
+fn hop_by_hop_and_connection_named_headers_are_removed() {
+    let mut h = map(&[
+        ("connection", "keep-alive, x-secret"),
+        ("keep-alive", "timeout=5"),
+        ("x-secret", "1"),
+        ("te", "trailers"),
+        ("trailer", "x"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("proxy-authorization", "basic x"),
+        ("proxy-connection", "keep-alive"),
+        ("x-kept", "yes"),
+    ]);
+    remove_hop_by_hop(&mut h, false);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h["x-kept"], "yes");
+}
+
+#[test]
+fn upgrade_keeps_upgrade_and_sets_connection() {
+    let mut h = map(&[
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("te", "x"),
+    ]);
+    assert!(is_upgrade(&h));
+    remove_hop_by_hop(&mut h, true);
+    assert_eq!(h["upgrade"], "websocket");
+    assert_eq!(h["connection"], "upgrade");
+    assert!(!h.contains_key("te"));
+}
+
+#[test]
+fn forwarded_headers_cannot_be_dropped_through_connection() {
+    let mut h = map(&[
+        ("connection", "x-forwarded-for, host, X-Forwarded-Host"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("host", "a.example"),
+    ]);
+    let host = h.get("host").cloned();
+    rewrite_request(
+        &mut h,
+        "192.0.2.7".parse().unwrap(),
+        "http",
+        host.as_ref(),
+        false,
+    );
+    assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+    assert_eq!(h["host"], "a.example");
+    assert_eq!(h["x-forwarded-host"], "a.example");
+    assert_eq!(h["x-forwarded-proto"], "http");
+}
+
+#[test]
+fn forwarded_for_joins_several_prior_lines() {
+    let mut h = map(&[
+        ("x-forwarded-for", "1.1.1.1"),
+        ("x-forwarded-for", "2.2.2.2"),
+    ]);
+    rewrite_request(&mut h, "::1".parse().unwrap(), "https", None, false);
+    assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, ::1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+}
+
+#[test]
+fn host_values_are_checked_byte_by_byte() {
+    for ok in [
+        &b""[..],
+        b"a.example",
+        b"a.example:8080",
+        b"agent_1",
+        b"127.0.0.1:80",
+        b"[::1]",
+        b"[::1]:443",
+        b"A-B.c",
+    ] {
+        assert!(valid_host(ok), "{:?}", String::from_utf8_lossy(ok));
+    }
+    for bad in [
+        &b"a b"[..],
+        b"a.example:80:81",
+        b"a.example:port",
+        b"a.example:123456",
+        b"user@a.example",
+        b"a.example/path",
+        b"a.example?q",
+        b"a%2eexample",
+        b"a,b",
+        b"[::1",
+        b"[]",
+        b"[::1]x",
+        b":80",
+        b"a\tb",
+    ] {
+        assert!(!valid_host(bad), "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn underscore_spellings_of_sensitive_headers_are_ambiguous() {
+    for name in [
+        "content_length",
+        "transfer_encoding",
+        "x_forwarded_for",
+        "x-forwarded_for",
+        "proxy_authorization",
+    ] {
+        assert!(ambiguous_name(name), "{name}");
+    }
+    for name in [
+        "x_custom",
+        "content-length",
+        "x-forwarded-for",
+        "host_name",
+        "te_",
+    ] {
+        assert!(!ambiguous_name(name), "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Properties.
+
+use quickcheck::{Arbitrary, Gen, QuickCheck};
+use std::net::IpAddr;
+
+/// Names the generator draws from: every hop-by-hop header, the protected
+/// ones, and a few ordinary ones, in mixed case.
+const NAMES: [&str; 18] = [
+    "Connection",
+    "keep-alive",
+    "Proxy-Connection",
+    "proxy-authenticate",
+    "Proxy-Authorization",
+    "TE",
+    "trailer",
+    "Transfer-Encoding",
+    "Upgrade",
+    "Host",
+    "X-Forwarded-For",
+    "x-forwarded-proto",
+    "X-Forwarded-Host",
+    "x-secret",
+    "X-Custom",
+    "content-type",
+    "cookie",
+    "x-a",
+];
+
+/// An arbitrary request or response header map, as a client or upstream
+/// could send it: any of [`NAMES`] (or an arbitrary token) with arbitrary
+/// valid values, and `Connection` lines that name arbitrary headers.
+#[derive(Debug, Clone)]
+struct Headers(HeaderMap);
+
+fn token(g: &mut Gen) -> String {
+    if bool::arbitrary(g) {
+        (*g.choose(&NAMES).expect("NAMES is not empty")).to_string()
+    } else {
+        let s: String = String::arbitrary(g)
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        if s.is_empty() {
+            "x".into()
+        } else {
+            s
+        }
+    }
+}
+
+fn value(g: &mut Gen, connection: bool) -> HeaderValue {
+    let raw = if connection {
+        let n = usize::arbitrary(g) % 4;
+        let seps = [",", ", ", " ,", ",,", " "];
+        (0..n)
+            .map(|_| token(g))
+            .collect::<Vec<_>>()
+            .join(g.choose(&seps).expect("seps is not empty"))
+    } else {
+        String::arbitrary(g)
+    };
+    HeaderValue::from_str(&raw)
+        .or_else(|_| {
+            HeaderValue::from_bytes(
+                &raw.bytes()
+                    .filter(|b| b.is_ascii_graphic())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .expect("visible ASCII is a valid header value")
+}
+
+impl Arbitrary for Headers {
+    fn arbitrary(g: &mut Gen) -> Headers {
+        let mut map = HeaderMap::new();
+        let n = usize::arbitrary(g) % 12;
+        for _ in 0..n {
+            let name = token(g);
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            let v = value(g, name == header::CONNECTION);
+            map.append(name, v);
+        }
+        Headers(map)
+    }
+}
+
+/// Every name a `Connection` line of `h` lists that rewriting must remove.
+fn named_by_connection(h: &HeaderMap) -> Vec<HeaderName> {
+    connection_tokens(h)
+        .filter(|t| removable(t))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect()
+}
+
+fn no_hop_by_hop_left(before: &HeaderMap, after: &HeaderMap, upgrade: bool) -> bool {
+    let fixed = HOP_BY_HOP
+        .iter()
+        .all(|n| !after.contains_key(*n) || (upgrade && *n == "connection"));
+    let named = named_by_connection(before).iter().all(|n| {
+        !after.contains_key(n) || (upgrade && (n == header::UPGRADE || n == header::CONNECTION))
+    });
+    let upgrade_header = upgrade || !after.contains_key(header::UPGRADE);
+    let connection = !upgrade
+        || after
+            .get_all(header::CONNECTION)
+            .iter()
+            .eq([HeaderValue::from_static("upgrade")].iter());
+    fixed && named && upgrade_header && connection
+}
+
+#[test]
+fn rewritten_requests_keep_no_hop_by_hop_header_and_end_forwarded_for_with_the_client() {
+    fn prop(h: Headers, client: IpAddr, https: bool, upgrade: bool) -> bool {
+        let before = h.0;
+        let mut after = before.clone();
+        let host = after.get(header::HOST).cloned();
+        let proto = if https { "https" } else { "http" };
+        rewrite_request(&mut after, client, proto, host.as_ref(), upgrade);
+        let xff: Vec<_> = after.get_all(&X_FORWARDED_FOR).iter().collect();
+        let xff_ok = xff.len() == 1 && xff[0].as_bytes().ends_with(client.to_string().as_bytes());
+        let prior_kept = before.get_all(&X_FORWARDED_FOR).iter().all(|v| {
+            v.is_empty()
+                || xff[0]
+                    .as_bytes()
+                    .windows(v.len())
+                    .any(|w| w == v.as_bytes())
+        });
+        let host_kept = after.get(header::HOST) == before.get(header::HOST);
+        no_hop_by_hop_left(&before, &after, upgrade)
+            && xff_ok
+            && prior_kept
+            && host_kept
+            && after[&X_FORWARDED_PROTO] == proto
+    }
+    QuickCheck::new()
+        .tests(2000)
+        .quickcheck(prop as fn(Headers, IpAddr, bool, bool) -> bool);
+}
+
+#[test]
+fn cleaned_responses_keep_no_hop_by_hop_header() {
+    fn prop(h: Headers) -> bool {
+        let before = h.0;
+        let mut after = before.clone();
+        remove_hop_by_hop(&mut after, false);
+        // End-to-end headers not named in Connection are all kept.
+        let named = named_by_connection(&before);
+        let kept = before.keys().all(|k| {
+            HOP_BY_HOP.contains(&k.as_str())
+                || k == header::UPGRADE
+                || named.contains(k)
+                || after.get_all(k).iter().eq(before.get_all(k).iter())
+        });
+        no_hop_by_hop_left(&before, &after, false) && kept
+    }
+    QuickCheck::new()
+        .tests(2000)
+        .quickcheck(prop as fn(Headers) -> bool);
+}
+
+#[test]
+fn header_checks_never_panic_on_arbitrary_bytes() {
+    fn prop(bytes: Vec<u8>, name: String) -> bool {
+        let _ = valid_host(&bytes);
+        let _ = ambiguous_name(&name);
+        true
+    }
+    QuickCheck::new()
+        .tests(2000)
+        .quickcheck(prop as fn(Vec<u8>, String) -> bool);
+}
