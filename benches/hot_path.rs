@@ -132,7 +132,7 @@ fn metrics_record(c: &mut Criterion) {
             &threads,
             |b, &threads| {
                 // CPU time per recorded request while every thread records into
-            // the same pool at once (elapsed × threads / requests).
+                // the same pool at once (elapsed × threads / requests).
                 b.iter_custom(|iters| {
                     let per_thread = iters.div_ceil(threads as u64);
                     let start = Instant::now();
