@@ -216,7 +216,7 @@ async fn serve(
     let reload = tokio::spawn(reload_on_sighup(control.clone()));
     let grace = drain_grace(&config);
     tracing::info!(listen = %listeners.http.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
-    let metrics = control.metrics().await;
+    let metrics = control.metrics().clone();
     let http = tokio::spawn(proxy::serve(
         listeners.http,
         control.routing(),

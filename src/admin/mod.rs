@@ -103,7 +103,7 @@ async fn serve_conn<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let metrics = control.metrics().await;
+    let metrics = control.metrics().clone();
     let open = crate::proxy::OpenConnection::new(&metrics.connections("admin"));
     let service = service_fn(move |req: Request<Incoming>| {
         let control = control.clone();

@@ -150,6 +150,9 @@ pub struct ControlPlane {
     health_tx: mpsc::Sender<HealthReport>,
     ready: AtomicBool,
     stopping: AtomicBool,
+    /// The same handle `Objects` records into; kept here so readers never
+    /// wait on the control mutex.
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -232,7 +235,7 @@ impl ControlPlane {
     ) -> Arc<ControlPlane> {
         let state = read_state(&config.state.path);
         let (services, events) = runtime_from_state(&config, state);
-        let (objects, failures) = Objects::new(metrics);
+        let (objects, failures) = Objects::new(metrics.clone());
         let mut health = HashMap::new();
         for sc in &config.services {
             for pool in PoolName::ALL {
@@ -264,6 +267,7 @@ impl ControlPlane {
             health_tx,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            metrics,
         });
         tokio::spawn(control.clone().apply_reports(health_rx, failures));
         tokio::spawn(control.clone().run_analysis());
@@ -271,14 +275,14 @@ impl ControlPlane {
     }
 
     /// The metrics everything records into.
-    pub async fn metrics(&self) -> Arc<Metrics> {
-        self.inner.lock().await.objects.metrics().clone()
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The metrics in the Prometheus text format, with the in-flight gauges
     /// read now.
     pub async fn render_metrics(&self) -> String {
-        let metrics = self.metrics().await;
+        let metrics = &self.metrics;
         let snapshot = self.routing.load();
         for svc in &snapshot.services {
             for view in &svc.pools {
