@@ -133,12 +133,21 @@ fn serve(path: &Path) -> ExitCode {
     })
 }
 
+/// The runtime for `workers` threads (default: one per core). One worker
+/// gets the current-thread scheduler: the same single thread, without the
+/// work-stealing machinery it would never use (measured cheaper per request
+/// by `benches/e2e.py`).
 fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = workers {
-        builder.worker_threads(n);
-    }
     builder.build().map_err(|e| {
         eprintln!("cutover: cannot start the runtime: {e}");
         ExitCode::FAILURE
