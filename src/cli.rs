@@ -74,6 +74,11 @@ pub fn run(cli: Cli) -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
+            // The certificates are read as `run` would read them.
+            if let Some(Err(e)) = cfg.server.tls.as_ref().map(crate::tls::server_config) {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: ok ({} services, {} routes)",
                 path.display(),

@@ -229,3 +229,26 @@ async fn ctl_switch_exits_0_and_a_refused_switch_exits_1() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn check_reads_the_certificates_and_names_a_missing_file() {
+    within(BOUND, async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(
+            &path,
+            "[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"nope.pem\"\nkey = \"nope-key.pem\"\n\n[[route]]\nservice = \"app\"\n[service.app.pools.blue]\nservers = [\"127.0.0.1:1\"]\n[service.app.pools.green]\nservers = [\"127.0.0.1:2\"]\n",
+        )
+        .unwrap();
+
+        let out = run_cutover(&["check", "-c", path.to_str().unwrap()]).await;
+
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("server.tls.cert") && stderr.contains("nope.pem"),
+            "{stderr}"
+        );
+    })
+    .await;
+}

@@ -323,3 +323,55 @@ async fn slow_answers_land_in_the_upper_duration_buckets() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_hyper_gives_to_unparsable_requests_are_counted() {
+    within(BOUND, async {
+        let (blue, green) = (
+            Flaky::start("blue", "1").await,
+            Flaky::start("green", "2").await,
+        );
+        let proxy = start(&blue, &green).await;
+        let before = scrape(&proxy).await;
+
+        for bad in [
+            &b"GET / HTTP/1.1\r\nBad Header: x\r\nHost: a\r\n\r\n"[..],
+            b"G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut stream, bad)
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer)
+                .await
+                .unwrap();
+            assert!(
+                answer.starts_with(b"HTTP/1.1 400"),
+                "{:?}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let many: String = (0..150).map(|i| format!("X-{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, many.as_bytes())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer)
+            .await
+            .unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 431"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+
+        let after = scrape(&proxy).await;
+        let moved = |code: &str| count(&after, code, "") - count(&before, code, "");
+        assert_eq!(moved("400"), 2.0, "{}", after.text);
+        assert_eq!(moved("431"), 1.0, "{}", after.text);
+    })
+    .await;
+}

@@ -1,5 +1,6 @@
 //! HTTPS: a certificate generated in the test, HTTP/1.1 and HTTP/2 chosen
-//! by ALPN, and certificates re-read on reload (a bad pair keeps the old one).
+//! by ALPN, certificates chosen by SNI, and certificates re-read on reload (a
+//! bad pair keeps the old one).
 
 mod support;
 
@@ -23,13 +24,38 @@ fn write_pair(dir: &Path) -> CertificateDer<'static> {
     pair.cert.der().clone()
 }
 
+/// Writes a self-signed pair for `names` as `{stem}.pem` and `{stem}-key.pem`.
+fn write_named(dir: &Path, stem: &str, names: &[&str]) -> CertificateDer<'static> {
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let pair = rcgen::generate_simple_self_signed(names).unwrap();
+    std::fs::write(dir.join(format!("{stem}.pem")), pair.cert.pem()).unwrap();
+    std::fs::write(
+        dir.join(format!("{stem}-key.pem")),
+        pair.key_pair.serialize_pem(),
+    )
+    .unwrap();
+    pair.cert.der().clone()
+}
+
 async fn connect(
     addr: std::net::SocketAddr,
     trust: &CertificateDer<'static>,
     alpn: &[u8],
 ) -> std::io::Result<TlsStream<TcpStream>> {
+    connect_as(addr, &[trust], alpn, "localhost").await
+}
+
+/// A TLS connection asking for `name` by SNI, trusting `trust`.
+async fn connect_as(
+    addr: std::net::SocketAddr,
+    trust: &[&CertificateDer<'static>],
+    alpn: &[u8],
+    name: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(trust.clone()).unwrap();
+    for cert in trust {
+        roots.add((*cert).clone()).unwrap();
+    }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -40,7 +66,7 @@ async fn connect(
     config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(addr).await?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
         .await
 }
 
@@ -89,6 +115,11 @@ async fn get_h2(stream: TlsStream<TcpStream>) -> String {
 }
 
 async fn start(dir: &Path, blue: &Upstream, green: &Upstream) -> cutover::Running {
+    start_with(dir, blue, green, "").await
+}
+
+/// The proxy with `[server.tls]` from `cert.pem`/`key.pem` and `sni` after it.
+async fn start_with(dir: &Path, blue: &Upstream, green: &Upstream, sni: &str) -> cutover::Running {
     let text = format!(
         r#"
 [server]
@@ -97,6 +128,7 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 cert = "cert.pem"
 key = "key.pem"
+{sni}
 [state]
 path = "state.json"
 [[route]]
@@ -172,6 +204,92 @@ async fn reload_with_a_bad_pair_keeps_the_old_certificate_and_a_good_one_replace
             connect(addr, &old, b"http/1.1").await.is_err(),
             "the old certificate is no longer presented"
         );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_by_exact_name_then_wildcard_then_default() {
+    within(BOUND, async {
+        let dir = tempfile::tempdir().unwrap();
+        let default = write_pair(dir.path());
+        let agent = write_named(dir.path(), "agent", &["agent.test"]);
+        let apps = write_named(dir.path(), "apps", &["*.apps.test"]);
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
+        let sni = r#"
+[[server.tls.certificates]]
+names = ["Agent.test"]
+cert = "agent.pem"
+key = "agent-key.pem"
+[[server.tls.certificates]]
+names = ["*.apps.test"]
+cert = "apps.pem"
+key = "apps-key.pem"
+"#;
+        let proxy = start_with(dir.path(), &blue, &green, sni).await;
+        let addr = proxy.https_addr.unwrap();
+        let all = [&default, &agent, &apps];
+
+        for (name, expected) in [
+            ("agent.test", &agent),
+            ("chat.apps.test", &apps),
+            ("localhost", &default),
+        ] {
+            let stream = connect_as(addr, &all, b"http/1.1", name).await.unwrap();
+            let presented = &stream.get_ref().1.peer_certificates().unwrap()[0];
+            assert_eq!(presented, expected, "certificate presented for {name}");
+            assert!(get_h1(stream).await.contains("blue"));
+        }
+        // A name no entry covers gets the default certificate, which the
+        // client then refuses for that name.
+        let err = connect_as(addr, &all, b"http/1.1", "other.test")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{err}");
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_certificate_that_does_not_cover_its_names_fails_the_reload() {
+    within(BOUND, async {
+        let dir = tempfile::tempdir().unwrap();
+        let default = write_pair(dir.path());
+        write_named(dir.path(), "agent", &["agent.test"]);
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
+        let proxy = start(dir.path(), &blue, &green).await;
+        let addr = proxy.https_addr.unwrap();
+
+        let path = dir.path().join("proxy.toml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "[state]",
+            "[[server.tls.certificates]]\nnames = [\"billing.test\"]\ncert = \"agent.pem\"\nkey = \"agent-key.pem\"\n[state]",
+        );
+        std::fs::write(&path, text).unwrap();
+        let err = proxy
+            .control
+            .reload(cutover::control::events::Actor::Api)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.tls.certificates[0].names")
+                && err.contains("agent.pem")
+                && err.contains("billing.test"),
+            "{err}"
+        );
+        // The running certificates keep serving.
+        assert!(get_h1(connect(addr, &default, b"http/1.1").await.unwrap())
+            .await
+            .contains("blue"));
         proxy.shutdown().await;
     })
     .await;

@@ -123,6 +123,21 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key (absolute, resolved against the config's directory).
     pub key: PathBuf,
+    /// More certificates, chosen by the server name a client asks for (SNI);
+    /// `cert`/`key` answer every other name and clients that send none.
+    pub certificates: Vec<SniCert>,
+}
+
+/// One `[[server.tls.certificates]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SniCert {
+    /// Lower-case server names: exact (`agent.example.com`) or one wildcard
+    /// label (`*.example.com`, which matches `a.example.com` only).
+    pub names: Vec<String>,
+    /// PEM certificate chain (absolute).
+    pub cert: PathBuf,
+    /// PEM private key (absolute).
+    pub key: PathBuf,
 }
 
 /// `[admin]`. The section is optional; without it there is no admin listener

@@ -77,6 +77,20 @@ pub(super) struct RawTls {
     pub cert: Option<Spanned<String>>,
     /// PEM private key path. Required.
     pub key: Option<Spanned<String>>,
+    /// `[[server.tls.certificates]]`: more certificates, chosen by SNI.
+    pub certificates: Option<Vec<Located<RawTlsCert>>>,
+}
+
+/// One `[[server.tls.certificates]]`: all three keys required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawTlsCert {
+    /// Server names (exact, or `*.example.com`) this certificate answers.
+    pub names: Option<Spanned<Vec<Spanned<String>>>>,
+    /// PEM certificate chain path.
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key path.
+    pub key: Option<Spanned<String>>,
 }
 
 /// `[admin]`: every key optional.

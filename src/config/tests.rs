@@ -340,6 +340,7 @@ max_per_hour = 1"#,
     );
     assert_eq!((limits.idle_timeout, limits.max_connections), (secs(90), 5));
     let tls = server.tls.as_ref().unwrap();
+    assert!(tls.certificates.is_empty());
     assert_eq!(tls.cert, PathBuf::from("/abs/cert.pem"));
     assert_eq!(tls.key, PathBuf::from("/etc/cutover/certs/key.pem"));
     assert_eq!(
@@ -969,4 +970,74 @@ fn no_input_panics() {
     ] {
         let _ = parse(text, Path::new(PATH));
     }
+}
+
+const TLS: &str = "[server.tls]\nlisten = \"0.0.0.0:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"";
+
+#[test]
+fn sni_certificates_parse_with_lower_case_names_and_resolved_paths() {
+    let text = with(&format!(
+        "{TLS}\n[[server.tls.certificates]]\nnames = [\"Agent.Example.com\", \"*.apps.example.com\"]\ncert = \"certs/agent.pem\"\nkey = \"/abs/agent-key.pem\""
+    ));
+    let config = parse_ok(&text);
+    let tls = config.server.tls.unwrap();
+    assert_eq!(tls.certificates.len(), 1);
+    let sni = &tls.certificates[0];
+    assert_eq!(sni.names, ["agent.example.com", "*.apps.example.com"]);
+    assert_eq!(sni.cert, PathBuf::from("/etc/cutover/certs/agent.pem"));
+    assert_eq!(sni.key, PathBuf::from("/abs/agent-key.pem"));
+}
+
+#[test]
+fn bad_sni_certificates_name_the_entry_and_the_name() {
+    let entry = |names: &str| {
+        format!("{TLS}\n[[server.tls.certificates]]\nnames = {names}\ncert = \"a.pem\"\nkey = \"a-key.pem\"")
+    };
+    let key = "server.tls.certificates[0].names";
+    check(&entry("[]"), "[]", key, &["empty"]);
+    check(
+        &entry("[\"https://a.example\"]"),
+        "\"https://a.example\"",
+        key,
+        &["no scheme"],
+    );
+    check(
+        &entry("[\"10.0.0.1\"]"),
+        "\"10.0.0.1\"",
+        key,
+        &["IP address"],
+    );
+    check(
+        &entry("[\"a b.example\"]"),
+        "\"a b.example\"",
+        key,
+        &["not a DNS name"],
+    );
+    check(&entry("[\"*.com\"]"), "\"*.com\"", key, &["too wide"]);
+    check(
+        &entry("[\"a.*.example\"]"),
+        "\"a.*.example\"",
+        key,
+        &["not a DNS name"],
+    );
+
+    let missing =
+        format!("{TLS}\n[[server.tls.certificates]]\ncert = \"a.pem\"\nkey = \"a-key.pem\"");
+    check(
+        &missing,
+        "[[server.tls.certificates]]",
+        key,
+        &["missing", "names = "],
+    );
+
+    let twice = format!(
+        "{}\n[[server.tls.certificates]]\nnames = [\"A.example\"]\ncert = \"b.pem\"\nkey = \"b-key.pem\"",
+        entry("[\"a.example\"]")
+    );
+    check(
+        &twice,
+        "\"A.example\"",
+        "server.tls.certificates[1].names",
+        &["already named by server.tls.certificates[0]"],
+    );
 }

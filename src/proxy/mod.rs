@@ -210,7 +210,7 @@ impl Conn {
         } = self;
         let track = ConnTrack::new();
         let unrouted = routing.load().unrouted.clone();
-        let io = ClientIo::new(io, track.clone(), head_timeout, max_head, unrouted);
+        let io = ClientIo::new(io, track.clone(), head_timeout, max_head, unrouted.clone());
         let requests = track.clone();
         let service = service_fn(move |req| {
             let routing = routing.clone();
@@ -258,9 +258,36 @@ impl Conn {
             }
         };
         if let Err(e) = done {
+            if let Some(status) = hyper_answer(&*e) {
+                // hyper answered on its own; it happens before the head is
+                // complete, so it is counted as answered at once.
+                unrouted.record(status, Duration::ZERO);
+            }
             tracing::debug!(client.addr = %client.addr, error = %e, "client connection closed");
         }
     }
+}
+
+/// The status hyper wrote itself before failing the connection with `e`,
+/// when it wrote one: 400 for a malformed request line or header, 431 for a
+/// head with too many header lines, 414 for an overlong URI (hyper's
+/// `on_error` for the server role).
+fn hyper_answer(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let e = e.downcast_ref::<hyper::Error>()?;
+    if !e.is_parse() || e.is_parse_version_h2() || e.is_parse_status() {
+        return None;
+    }
+    let text = e.to_string();
+    if text.contains("internal error") {
+        return None;
+    }
+    Some(if !e.is_parse_too_large() {
+        400
+    } else if text.contains("URI too long") {
+        414
+    } else {
+        431
+    })
 }
 
 /// Counts one open connection in a gauge until dropped.

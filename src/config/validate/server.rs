@@ -1,13 +1,16 @@
 //! `[server]` (with `limits` and `tls`), `[admin]` and `[state]`.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::Path;
 
 use super::{at, Checker, NONZERO, POSITIVE};
-use crate::config::raw::{Located, RawAdmin, RawLimits, RawServer, RawState, RawTls};
+use crate::config::raw::{Located, RawAdmin, RawLimits, RawServer, RawState, RawTls, RawTlsCert};
 use crate::config::{
-    AdminConfig, Limits, ServerConfig, StateConfig, TlsConfig, DEFAULT_LISTEN, DEFAULT_STATE_PATH,
+    AdminConfig, Limits, ServerConfig, SniCert, StateConfig, TlsConfig, DEFAULT_LISTEN,
+    DEFAULT_STATE_PATH,
 };
 
 impl Checker<'_> {
@@ -113,10 +116,90 @@ impl Checker<'_> {
                 "key = \"certs/key.pem\"",
             )
             .and_then(|v| self.file_path(v, "server.tls.key"));
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let certificates: Vec<Option<SniCert>> = t
+            .certificates
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, c)| self.sni_cert(c, i, &mut seen))
+            .collect();
         Some(TlsConfig {
             listen: listen?,
             cert: cert?,
             key: key?,
+            certificates: certificates.into_iter().collect::<Option<_>>()?,
+        })
+    }
+
+    /// One `[[server.tls.certificates]]`; `seen` maps each name already
+    /// claimed to the index of the certificate that claimed it.
+    fn sni_cert(
+        &mut self,
+        raw: &Located<RawTlsCert>,
+        index: usize,
+        seen: &mut HashMap<String, usize>,
+    ) -> Option<SniCert> {
+        let key = format!("server.tls.certificates[{index}]");
+        let table = raw.start();
+        let c = &raw.value;
+        let cert = self
+            .required(
+                c.cert.as_ref(),
+                table,
+                &format!("{key}.cert"),
+                "cert = \"certs/agent.pem\"",
+            )
+            .and_then(|v| self.file_path(v, &format!("{key}.cert")));
+        let private = self
+            .required(
+                c.key.as_ref(),
+                table,
+                &format!("{key}.key"),
+                "key = \"certs/agent-key.pem\"",
+            )
+            .and_then(|v| self.file_path(v, &format!("{key}.key")));
+        let names_key = format!("{key}.names");
+        let names = self.required(
+            c.names.as_ref(),
+            table,
+            &names_key,
+            "names = [\"agent.example.com\"]",
+        )?;
+        if names.get_ref().is_empty() {
+            let message =
+                "[] is empty (expected the server names this certificate answers, e.g. [\"agent.example.com\"])";
+            self.issue(at(names), &names_key, message.to_string());
+        }
+        let mut valid = Vec::with_capacity(names.get_ref().len());
+        for name in names.get_ref() {
+            let text = name.get_ref();
+            if let Some(why) = sni_name_problem(text) {
+                self.issue(at(name), &names_key, why);
+                continue;
+            }
+            let lower = text.to_ascii_lowercase();
+            match seen.entry(lower.clone()) {
+                Entry::Occupied(first) => {
+                    let message = format!(
+                        "{text:?} is already named by server.tls.certificates[{}] (expected each server name once)",
+                        first.get()
+                    );
+                    self.issue(at(name), &names_key, message);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(index);
+                    valid.push(lower);
+                }
+            }
+        }
+        if valid.len() != names.get_ref().len() {
+            return None;
+        }
+        Some(SniCert {
+            names: valid,
+            cert: cert?,
+            key: private?,
         })
     }
 
@@ -158,4 +241,39 @@ impl Checker<'_> {
         };
         StateConfig { path }
     }
+}
+
+/// Why `text` cannot be an SNI name, if it cannot: a DNS name, or `*.` and a
+/// DNS name with at least two labels.
+fn sni_name_problem(text: &str) -> Option<String> {
+    let expected = "expected a DNS name such as \"agent.example.com\" or \"*.example.com\"";
+    let bare = text.strip_prefix("*.").unwrap_or(text);
+    if text.contains("://") || text.contains(['/', ':']) {
+        return Some(format!(
+            "{text:?} is not a server name: no scheme, port or path ({expected})"
+        ));
+    }
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Some(format!(
+            "{text:?} is an IP address; clients send SNI for DNS names only ({expected})"
+        ));
+    }
+    let labels_ok = !bare.is_empty()
+        && bare.len() <= 253
+        && bare.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !labels_ok {
+        return Some(format!("{text:?} is not a DNS name ({expected})"));
+    }
+    if text.starts_with("*.") && !bare.contains('.') {
+        return Some(format!(
+            "{text:?} is too wide: a wildcard needs at least two labels after \"*.\" ({expected})"
+        ));
+    }
+    None
 }
