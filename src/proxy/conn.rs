@@ -27,13 +27,14 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use super::error::ProxyError;
@@ -42,8 +43,31 @@ use crate::metrics::PoolMetrics;
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How much the protocol sniff reads at most at a time.
+const SNIFF_BUF: usize = 4096;
 /// "No request flagged".
 const NONE: u64 = u64::MAX;
+
+/// A client stream, boxed for the tunnel.
+pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
+
+/// The client's side of an upgraded HTTP/1.1 connection, handed by the
+/// connection to the tunnel once the 101 is written.
+pub struct Upgraded {
+    /// The client stream.
+    pub io: Box<dyn ClientStream>,
+    /// Bytes the client sent behind its upgrade request, already read.
+    pub read_ahead: Bytes,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("read_ahead", &self.read_ahead.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// What a connection's reader, its requests and its idle timer share.
 #[derive(Debug)]
@@ -62,6 +86,8 @@ pub struct ConnTrack {
     /// The first request the framing scan flagged: index × 2 + 1 for a bad
     /// chunked body, index × 2 for Content-Length with Transfer-Encoding.
     flagged: AtomicU64,
+    /// Where the client stream goes if the request in flight is upgraded.
+    upgrade: Mutex<Option<oneshot::Sender<Upgraded>>>,
 }
 
 impl ConnTrack {
@@ -75,7 +101,24 @@ impl ConnTrack {
             head_pending: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
             flagged: AtomicU64::new(NONE),
+            upgrade: Mutex::new(None),
         })
+    }
+
+    /// A request asks for an upgrade: returns where the client stream will
+    /// arrive if the upgrade happens.
+    pub fn expect_upgrade(&self) -> oneshot::Receiver<Upgraded> {
+        let (tx, rx) = oneshot::channel();
+        *self.upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// Takes the sender registered by [`ConnTrack::expect_upgrade`].
+    pub fn take_upgrade(&self) -> Option<oneshot::Sender<Upgraded>> {
+        self.upgrade
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Counts a request whose head is complete, until the guard drops.
@@ -232,6 +275,9 @@ pub struct ClientIo<I> {
     ended: bool,
     /// Where the 408 is counted.
     unrouted: Arc<PoolMetrics>,
+    /// Bytes already read (and observed) that the next reader gets first:
+    /// the sniffed preface, or what hyper had read when it let go.
+    replay: Bytes,
 }
 
 impl<I> ClientIo<I> {
@@ -255,7 +301,19 @@ impl<I> ClientIo<I> {
             write_blocked: false,
             ended: false,
             unrouted,
+            replay: Bytes::new(),
         }
+    }
+
+    /// Gives `bytes`, already read through this stream, to the next reader.
+    pub fn replay(&mut self, bytes: Bytes) {
+        debug_assert!(self.replay.is_empty());
+        self.replay = bytes;
+    }
+
+    /// Whether the connection was upgraded (it is a tunnel now).
+    pub fn upgraded(&self) -> bool {
+        self.track.upgraded.load(Ordering::Acquire)
     }
 
     fn watching(&self) -> bool {
@@ -339,6 +397,86 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
     }
 }
 
+impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
+    /// Reads until the first bytes tell the HTTP/2 preface from an HTTP/1.1
+    /// head, and keeps them for the next reader. `Ok(None)`: the stream
+    /// ended first (closed, or cut by the head timer).
+    pub async fn sniff(&mut self) -> io::Result<Option<bool>> {
+        // Everything that has arrived is taken: the next reader gets it
+        // whole (a malformed head is then refused with nothing left unread).
+        let mut seen = vec![0u8; SNIFF_BUF];
+        let mut filled = 0;
+        while let Proto::Sniffing(_) = self.proto {
+            if filled == seen.len() {
+                seen.resize(filled + SNIFF_BUF, 0);
+            }
+            let n = std::future::poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut seen[filled..]);
+                ready!(Pin::new(&mut *self).poll_read(cx, &mut buf))?;
+                Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+            })
+            .await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            filled += n;
+        }
+        seen.truncate(filled);
+        self.replay = Bytes::from(seen);
+        Ok(Some(self.proto == Proto::Http2))
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
+    /// Reads from the client stream, running the head timer and the scans.
+    fn read_inner(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let watching = self.watching();
+        if watching {
+            if let Some(at) = self.armed {
+                if self.track.heads.load(Ordering::Acquire) != at {
+                    self.armed = None;
+                }
+            }
+            if self.armed.is_some() && self.deadline.as_mut().poll(cx).is_ready() {
+                self.end(cx, ProxyError::HeadTimeout);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if watching && buf.filled().len() > before {
+            self.observe(&buf.filled()[before..]);
+            if self.scan.oversized() {
+                // hyper never sees the head.
+                buf.set_filled(before);
+                self.end(cx, ProxyError::HeaderTooLarge);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
+    /// `first`, the byte a parked connection woke up with, and whatever
+    /// else has already arrived, for the next reader: hyper then gets the
+    /// client's first segment whole, as on a new connection.
+    pub async fn replay_with_available(&mut self, first: u8) {
+        let mut more = vec![0u8; SNIFF_BUF];
+        more[0] = first;
+        let filled = std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut more[1..]);
+            Poll::Ready(match self.read_inner(cx, &mut buf) {
+                Poll::Ready(Ok(())) => buf.filled().len(),
+                // Nothing more yet, or an error the next read will see.
+                Poll::Ready(Err(_)) | Poll::Pending => 0,
+            })
+        })
+        .await;
+        more.truncate(1 + filled);
+        self.replay = Bytes::from(more);
+    }
+}
+
 impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -349,28 +487,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<I> {
         if this.ended {
             return Poll::Ready(Ok(()));
         }
-        let watching = this.watching();
-        if watching {
-            if let Some(at) = this.armed {
-                if this.track.heads.load(Ordering::Acquire) != at {
-                    this.armed = None;
-                }
-            }
-            if this.armed.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
-                this.end(cx, ProxyError::HeadTimeout);
-                return Poll::Ready(Ok(()));
-            }
+        if this.replay.is_empty() {
+            return this.read_inner(cx, buf);
         }
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if watching && buf.filled().len() > before {
-            this.observe(&buf.filled()[before..]);
-            if this.scan.oversized() {
-                // hyper never sees the head.
-                buf.set_filled(before);
-                this.end(cx, ProxyError::HeaderTooLarge);
-            }
-        }
+        let n = this.replay.len().min(buf.remaining());
+        buf.put_slice(&this.replay.split_to(n));
         Poll::Ready(Ok(()))
     }
 }

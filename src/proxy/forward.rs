@@ -15,7 +15,10 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
 
+use super::conn::Upgraded;
 use super::error::ProxyError;
 use super::headers;
 use crate::balance;
@@ -35,10 +38,15 @@ pub struct ClientInfo {
 }
 
 /// Proxies one request and always produces a response.
+///
+/// `client_upgrade` is where the client's side of an HTTP/1.1 upgrade will
+/// arrive, when the request asks for one: the connection hands its stream
+/// over once the 101 is written.
 pub async fn forward(
     routing: &Routing,
     req: Request<Incoming>,
     client: ClientInfo,
+    client_upgrade: Option<oneshot::Receiver<Upgraded>>,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     // A request without a body leaves nothing unread: its connection can
@@ -56,7 +64,7 @@ pub async fn forward(
             return resp;
         }
     };
-    let resp = match try_forward(&target, req, client).await {
+    let resp = match try_forward(&target, req, client, client_upgrade).await {
         Ok(resp) => resp,
         Err((err, body_unread)) => answer(err, body_unread),
     };
@@ -171,8 +179,9 @@ fn select(
 
 async fn try_forward(
     target: &Target,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     client: ClientInfo,
+    client_upgrade: Option<oneshot::Receiver<Upgraded>>,
 ) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
     if let (Some(limit), Some(len)) = (target.max_body, content_length(&req)) {
         if len > limit {
@@ -180,7 +189,8 @@ async fn try_forward(
         }
     }
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = client_upgrade.filter(|_| upgrade);
+    let upgrade = client_upgrade.is_some();
     let upstream_req = rewrite(req, client, upgrade, target.max_body);
 
     let (mut resp, conn, guard) = send(target, upstream_req).await?;
@@ -341,19 +351,32 @@ fn body_error(e: &hyper::Error) -> Option<&RequestBodyError> {
 /// Copies bytes both ways between an upgraded client and upstream until one
 /// side closes. The in-flight guard lives as long as the tunnel.
 async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
+    client: oneshot::Receiver<Upgraded>,
     upstream: hyper::upgrade::OnUpgrade,
     guard: InflightGuard,
 ) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(client), Ok(upstream)) => (client, upstream),
+        (Err(_), _) => {
+            tracing::debug!(
+                "upgrade failed: the client connection ended before the 101 was written"
+            );
+            return;
+        }
+        (_, Err(e)) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
-    let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
+    // What the client sent right behind its upgrade request goes first.
+    if !client.read_ahead.is_empty() {
+        if let Err(e) = upstream.write_all(&client.read_ahead).await {
+            tracing::debug!(error = %e, "tunnel closed");
+            return;
+        }
+    }
+    let mut client = client.io;
     let mut cut = guard.pool().cut_signal();
     let server = guard.server().upstream.label();
     tokio::select! {

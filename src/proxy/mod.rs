@@ -1,6 +1,12 @@
-//! The data-plane listener: accepts client connections, serves HTTP/1.1 and
-//! HTTP/2 (h2c with prior knowledge) on each with hyper-util's auto builder,
-//! and hands every request to [`forward::forward`].
+//! The data-plane listener: accepts client connections, tells HTTP/2 (h2c
+//! with prior knowledge, or h2 by ALPN) from HTTP/1.1 by the first bytes,
+//! serves each with hyper, and hands every request to [`forward::forward`].
+//!
+//! An HTTP/1.1 connection idle for a second is parked: hyper's state (read
+//! and write buffers, the request future) is dropped and the connection waits
+//! for its next byte holding only the stream; the next request starts a new
+//! hyper connection with the bytes already read. Upgrades (101) hand the
+//! stream and any bytes read behind the request to the tunnel.
 //!
 //! Each connection runs under the `[server.limits]`: at most
 //! `max_connections` are open (more wait in the accept queue), a request head
@@ -20,14 +26,19 @@ pub mod h1scan;
 pub mod headers;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
+use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -54,6 +65,10 @@ const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const H1_MAX_HEADERS: usize = 100;
 /// hyper's smallest allowed read buffer.
 const H1_MIN_BUF: usize = 8192;
+/// An HTTP/1.1 connection idle this long lets go of hyper's state.
+const PARK_AFTER: Duration = Duration::from_secs(1);
+/// How long closing a client stream may take (TLS close_notify, FIN).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// A listener ready to serve.
 #[derive(Debug)]
@@ -79,26 +94,33 @@ pub struct ProxyListener {
 ///   CONTINUATION frames against that size, sends GOAWAY after too many
 ///   pending-accept resets or locally caused resets, and bounds the
 ///   connection window (1 MiB) so unread request data is capped.
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+fn builder(limits: &Limits) -> Builders {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(H1_MIN_BUF))
         .max_headers(H1_MAX_HEADERS)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_header_list_size(header_list)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
         .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
         .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
-    builder
+    Builders { h1, h2 }
+}
+
+/// What the service answers.
+type Reply = http::Response<Tracked<crate::body::ResponseBody>>;
+
+/// hyper's connection builders, one per protocol.
+#[derive(Debug)]
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
 }
 
 /// Serves `listener` until `shutdown` turns true, then waits (at most
@@ -166,7 +188,7 @@ pub async fn serve(
 struct Conn {
     client: ClientInfo,
     routing: Arc<Routing>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     /// Turns true when the listener drains.
     drain: watch::Receiver<bool>,
     head_timeout: Duration,
@@ -197,51 +219,191 @@ impl Conn {
 
     async fn serve_io<I>(self, io: I)
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn {
-            client,
-            routing,
-            builder,
-            mut drain,
-            head_timeout,
-            idle_timeout,
-            max_head,
-        } = self;
         let track = ConnTrack::new();
-        let unrouted = routing.load().unrouted.clone();
-        let io = ClientIo::new(io, track.clone(), head_timeout, max_head, unrouted.clone());
-        let requests = track.clone();
-        let service = service_fn(move |req| {
+        let unrouted = self.routing.load().unrouted.clone();
+        let mut io = ClientIo::new(
+            io,
+            track.clone(),
+            self.head_timeout,
+            self.max_head,
+            unrouted.clone(),
+        );
+        let result = match io.sniff().await {
+            Ok(Some(true)) => self.serve_h2(io, &track).await,
+            Ok(Some(false)) => self.serve_h1(io, &track).await,
+            // Closed, or cut by the head timer, before a request began.
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::debug!(client.addr = %self.client.addr, error = %e, "client connection failed");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            if let Some(status) = hyper_answer(&e) {
+                // hyper answered on its own; it happens before the head is
+                // complete, so it is counted as answered at once.
+                unrouted.record(status, Duration::ZERO);
+            }
+            tracing::debug!(client.addr = %self.client.addr, error = %e, "client connection closed");
+        }
+    }
+
+    /// The service hyper calls for each request on this connection.
+    fn service(
+        &self,
+        track: &Arc<ConnTrack>,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Reply,
+        Error = Infallible,
+        Future = Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>,
+    > + Clone
+           + Send
+           + Unpin
+           + 'static {
+        let routing = self.routing.clone();
+        let client = self.client;
+        let track = track.clone();
+        service_fn(move |req: Request<Incoming>| {
             let routing = routing.clone();
-            let track = requests.clone();
+            let track = track.clone();
             let active = track.start();
-            async move {
+            let upgrade = (req.version() == http::Version::HTTP_11
+                && headers::is_upgrade(req.headers()))
+            .then(|| track.expect_upgrade());
+            // Boxed: hyper hands the stream back only with an `Unpin` future.
+            Box::pin(async move {
                 let resp = if let Some(why) = active.refusal() {
                     forward::refuse(&routing, ProxyError::BadRequest(why))
                 } else {
-                    forward::forward(&routing, req, client).await
+                    forward::forward(&routing, req, client, upgrade).await
                 };
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     track.mark_upgraded();
+                } else {
+                    track.take_upgrade();
                 }
                 Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, active)))
+            }) as Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>
+        })
+    }
+
+    /// HTTP/1.1. A connection idle for [`PARK_AFTER`] lets go of hyper's
+    /// state (its buffers and the request future, some 20 KiB) and waits
+    /// for its next byte with only the stream; the next request starts a
+    /// fresh hyper connection with the bytes already read.
+    async fn serve_h1<I>(&self, mut io: ClientIo<I>, track: &Arc<ConnTrack>) -> hyper::Result<()>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut drain = self.drain.clone();
+        let mut draining = *drain.borrow();
+        loop {
+            let mut conn = Box::new(
+                self.builder
+                    .h1
+                    .serve_connection(TokioIo::new(io), self.service(track)),
+            );
+            let (mut parking, mut closing) = (false, false);
+            loop {
+                tokio::select! {
+                    biased;
+                    done = std::future::poll_fn(|cx| Pin::new(&mut *conn).poll_without_shutdown(cx)) => {
+                        done?;
+                        break;
+                    }
+                    _ = drain.changed(), if !draining => {
+                        draining = true;
+                        closing = true;
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                    _ = conn::idle(track, self.idle_timeout), if !closing => {
+                        tracing::debug!(client.addr = %self.client.addr, timeout = ?self.idle_timeout, "idle connection: closing");
+                        closing = true;
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                    _ = conn::idle(track, PARK_AFTER), if !closing && !parking => {
+                        parking = true;
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                }
             }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let parts = conn.into_parts();
+            tracing::debug!(
+                parking,
+                closing,
+                read_buf = parts.read_buf.len(),
+                "PARKDBG hyper let go"
+            );
+            io = parts.io.into_inner();
+            if io.upgraded() {
+                // The 101 is written: the stream belongs to the tunnel now.
+                if let Some(tx) = track.take_upgrade() {
+                    let _ = tx.send(conn::Upgraded {
+                        io: Box::new(io),
+                        read_ahead: parts.read_buf,
+                    });
+                }
+                return Ok(());
+            }
+            if closing || draining || !parking {
+                // Drained, idle, or hyper closed it (the client did, or a
+                // request or response said `Connection: close`).
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
+                return Ok(());
+            }
+            // Parked: only the stream is held.
+            drop(parts.service);
+            if parts.read_buf.is_empty() {
+                let mut first = [0u8; 1];
+                tokio::select! {
+                    read = io.read(&mut first) => match read {
+                        Ok(0) | Err(_) => return Ok(()),
+                        Ok(_) => io.replay_with_available(first[0]).await,
+                    },
+                    _ = drain.changed(), if !draining => {
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
+                        return Ok(());
+                    }
+                    _ = conn::idle(track, self.idle_timeout) => {
+                        tracing::debug!(client.addr = %self.client.addr, timeout = ?self.idle_timeout, "idle connection: closing");
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
+                        return Ok(());
+                    }
+                }
+            } else {
+                io.replay(parts.read_buf);
+            }
+        }
+    }
+
+    /// HTTP/2 (prior knowledge, or by ALPN).
+    async fn serve_h2<I>(&self, io: ClientIo<I>, track: &Arc<ConnTrack>) -> hyper::Result<()>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut drain = self.drain.clone();
+        let conn = self
+            .builder
+            .h2
+            .serve_connection(TokioIo::new(io), self.service(track));
         tokio::pin!(conn);
-        let (mut draining, mut idle_closing) = (false, false);
-        let done = loop {
+        let (mut draining, mut idle_closing) = (*drain.borrow(), false);
+        if draining {
+            conn.as_mut().graceful_shutdown();
+        }
+        loop {
             tokio::select! {
-                done = conn.as_mut() => break done,
+                done = conn.as_mut() => return done,
                 _ = drain.changed(), if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                // HTTP/1.1 closes at once; HTTP/2 sends GOAWAY and closes
-                // when the peer has answered its PING.
-                _ = conn::idle(&track, idle_timeout), if !idle_closing => {
-                    tracing::debug!(client.addr = %client.addr, timeout = ?idle_timeout, "idle connection: closing");
+                // GOAWAY, then close when the peer has answered its PING.
+                _ = conn::idle(track, self.idle_timeout), if !idle_closing => {
+                    tracing::debug!(client.addr = %self.client.addr, timeout = ?self.idle_timeout, "idle connection: closing");
                     idle_closing = true;
                     if !draining {
                         conn.as_mut().graceful_shutdown();
@@ -249,21 +411,13 @@ impl Conn {
                 }
                 // A peer that ignores GOAWAY and stays idle is dropped.
                 _ = async {
-                    tokio::time::sleep(idle_timeout).await;
-                    conn::idle(&track, idle_timeout).await;
+                    tokio::time::sleep(self.idle_timeout).await;
+                    conn::idle(track, self.idle_timeout).await;
                 }, if idle_closing => {
-                    tracing::debug!(client.addr = %client.addr, "idle connection did not close: dropped");
-                    break Ok(());
+                    tracing::debug!(client.addr = %self.client.addr, "idle connection did not close: dropped");
+                    return Ok(());
                 }
             }
-        };
-        if let Err(e) = done {
-            if let Some(status) = hyper_answer(&*e) {
-                // hyper answered on its own; it happens before the head is
-                // complete, so it is counted as answered at once.
-                unrouted.record(status, Duration::ZERO);
-            }
-            tracing::debug!(client.addr = %client.addr, error = %e, "client connection closed");
         }
     }
 }
@@ -272,8 +426,7 @@ impl Conn {
 /// when it wrote one: 400 for a malformed request line or header, 431 for a
 /// head with too many header lines, 414 for an overlong URI (hyper's
 /// `on_error` for the server role).
-fn hyper_answer(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
-    let e = e.downcast_ref::<hyper::Error>()?;
+fn hyper_answer(e: &hyper::Error) -> Option<u16> {
     if !e.is_parse() || e.is_parse_version_h2() || e.is_parse_status() {
         return None;
     }
