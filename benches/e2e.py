@@ -18,7 +18,8 @@ What it does, in one run on this machine:
   a full-load run (64 connections) and a paced run at about 5,000 req/s,
   reading the proxy's CPU time from /proc around each run;
 - measures peak RSS, and RSS per idle keep-alive connection by holding 5,000
-  connections open after one request each;
+  connections open after one request each (read once the RSS has settled:
+  two readings a second apart within 1 %);
 - runs cutover with and without 100 blue/green switches under load;
 - prints one table of medians with ratios to nginx and HAProxy, and writes it
   to target/e2e-bench/report.md.
@@ -386,7 +387,7 @@ def start_all(args, binary, workdir):
     for t in targets.values():
         check_ok(t)
     check_ok(origins[0])
-    return origins, targets, cfg
+    return origins, targets, cfg, p_admin
 
 
 def check_ok(target):
@@ -497,8 +498,16 @@ def idle_rss(args, target, workdir):
         time.sleep(0.2)
     else:
         fail(f"idle client for {target.name} did not get ready")
-    time.sleep(2.0)
-    after = rss_kib(target.pids)
+    # Settled: a proxy may let go of per-connection state once connections
+    # are idle, and its allocator return the pages a moment later.
+    after, deadline = rss_kib(target.pids), time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = rss_kib(target.pids)
+        if abs(now - after) <= max(256, after // 100):
+            after = now
+            break
+        after = now
     client.stdin.close()
     try:
         client.wait(timeout=10)
@@ -510,37 +519,48 @@ def idle_rss(args, target, workdir):
 # --------------------------------------------------------------- switching
 
 
-def switching(args, binary, target, cfg, workdir):
-    """p99 under load without and with blue/green switches, interleaved."""
-    plain, switched, done = [], [], 0
-    for _ in range(args.rounds):
+SWITCHER = r"""
+import http.client, json, sys, time
+port, n, interval = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+ok = 0
+for i in range(n):
+    body = json.dumps({"to": "green" if i % 2 == 0 else "blue"})
+    conn.request("POST", "/api/v1/services/bench/switch", body=body,
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    ok += resp.status == 200
+    time.sleep(interval)
+print(f"switched {ok}", flush=True)
+"""
+
+
+def switching(args, target, admin_port, workdir):
+    """p99 under load without and with blue/green switches, interleaved.
+
+    The switches go through the admin API on one kept-alive connection, the
+    way a deploy script would, from the load CPU.
+    """
+    plain, switched, done = [], [], []
+    for r in range(args.rounds):
         plain.append(wrk(args, target.url, args.conns, args.duration)["p99"])
         interval = args.duration / (args.switches + 1)
         switcher = spawn(
-            [
-                "sh", "-c",
-                f"i=0; while [ $i -lt {args.switches} ]; do "
-                f"if [ $((i % 2)) -eq 0 ]; then to=green; else to=blue; fi; "
-                f"'{binary}' ctl -c '{cfg}' switch bench --to $to >/dev/null && echo ok; "
-                f"sleep {interval:.3f}; i=$((i + 1)); done",
-            ],
+            [sys.executable, "-c", SWITCHER, str(admin_port), str(args.switches), f"{interval:.4f}"],
             args.load_cpu,
-            "switcher",
+            f"switcher-{r}",
             workdir,
         )
         res = wrk(args, target.url, args.conns, args.duration)
         switcher.wait(timeout=args.duration + 60)
-        ok = (workdir / "switcher.log").read_text().count("ok")
-        done = min(done, ok) if done else ok
+        out = (workdir / f"switcher-{r}.log").read_text()
+        m = re.search(r"switched (\d+)", out)
+        done.append(int(m.group(1)) if m else 0)
         if res["errors"]:
             log(f"switching run had {res['errors']} failed requests")
         switched.append(res["p99"])
-        # Leave blue active for the next round.
-        subprocess.run(
-            [str(binary), "ctl", "-c", str(cfg), "switch", "bench", "--to", "blue"],
-            capture_output=True,
-        )
-    return statistics.median(plain), statistics.median(switched), done
+    return statistics.median(plain), statistics.median(switched), min(done)
 
 
 # ------------------------------------------------------------------ report
@@ -581,7 +601,8 @@ def render(med, origin_rps, switch, args, machine):
     out.append("")
     out.append(
         f"cutover p99 under load: {plain:,.0f} µs without switches, {switched:,.0f} µs "
-        f"with {done} blue/green switches per run ({ratio(switched, plain)}×)."
+        f"with {done} blue/green switches per run ({ratio(switched, plain)}×; medians of "
+        f"{args.rounds} interleaved pairs of runs)."
     )
     return "\n".join(out)
 
@@ -648,7 +669,7 @@ def main():
     binary = build_cutover()
     workdir = Path(tempfile.mkdtemp(prefix="cutover-e2e-"))
     log(f"work directory {workdir}")
-    origins, targets, cfg = start_all(args, binary, workdir)
+    origins, targets, cfg, admin_port = start_all(args, binary, workdir)
     names = [args.only] if args.only else list(PROXIES)
     if args.serve:
         for t in [*origins, *targets.values()]:
@@ -704,11 +725,14 @@ def main():
     switch = (float("nan"), float("nan"), 0)
     if "cutover" in names:
         log(f"cutover with {args.switches} switches under load")
-        switch = switching(args, binary, targets["cutover"], cfg, workdir)
+        switch = switching(args, targets["cutover"], admin_port, workdir)
 
     if args.only:
         for k, v in med[args.only].items():
             print(f"{args.only} {k}: {v:,.2f}")
+        if args.only == "cutover":
+            plain, switched, done = switch
+            print(f"cutover p99 without / with {done} switches: {plain:,.0f} / {switched:,.0f} µs")
         return
     report = render(med, statistics.median(origin_rps), switch, args, machine_line())
     print(report)

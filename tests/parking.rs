@@ -1,4 +1,4 @@
-//! An HTTP/1.1 connection idle for a second lets go of hyper's state and
+//! An HTTP/1.1 connection idle for 250 ms lets go of hyper's state and
 //! waits with only its stream ("parked"). Everything a kept-alive connection
 //! does must work the same across that: the next request (with a body, or
 //! arriving a byte at a time, or pipelined), an upgrade, the head timer,
@@ -15,8 +15,8 @@ use support::*;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Longer than the proxy's park delay (1 s).
-const PARKED: Duration = Duration::from_millis(1400);
+/// Longer than the proxy's park delay (250 ms).
+const PARKED: Duration = Duration::from_millis(600);
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
 

@@ -421,8 +421,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
             }
             filled += n;
         }
-        seen.truncate(filled);
-        self.replay = Bytes::from(seen);
+        self.replay = Bytes::copy_from_slice(&seen[..filled]);
         Ok(Some(self.proto == Proto::Http2))
     }
 }
@@ -472,8 +471,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
             })
         })
         .await;
-        more.truncate(1 + filled);
-        self.replay = Bytes::from(more);
+        self.replay = Bytes::copy_from_slice(&more[..1 + filled]);
     }
 }
 
@@ -491,7 +489,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<I> {
             return this.read_inner(cx, buf);
         }
         let n = this.replay.len().min(buf.remaining());
-        buf.put_slice(&this.replay.split_to(n));
+        buf.put_slice(&this.replay[..n]);
+        if n == this.replay.len() {
+            // An empty `Bytes` split off a buffer would keep it alive.
+            this.replay = Bytes::new();
+        } else {
+            bytes::Buf::advance(&mut this.replay, n);
+        }
         Poll::Ready(Ok(()))
     }
 }

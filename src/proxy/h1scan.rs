@@ -217,27 +217,60 @@ impl FrameScan {
                         State::ChunkData(left - take)
                     };
                 }
+                State::RequestLine | State::Value if self.skips_to_eol() => {
+                    // Nothing in this line matters until its end: jump there.
+                    let rest = &bytes[i..];
+                    let skip = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    if skip == 0 {
+                        self.step(bytes[i], &mut found);
+                        i += 1;
+                        continue;
+                    }
+                    i += skip;
+                    self.head_len += skip;
+                    if self.head_len > self.limit {
+                        // Counted as byte by byte: it stops one past the limit.
+                        self.head_len = self.limit + 1;
+                        self.oversized = true;
+                        self.state = State::Lost;
+                    }
+                }
                 _ => {
-                    let in_body = self.in_chunked_body();
-                    if let Some(index) = self.byte(bytes[i]) {
-                        found = found.or(Some((index, Flag::LengthAndChunked)));
-                    }
-                    if in_body && self.state == State::Lost {
-                        // Only a completed head starts a body: heads >= 1.
-                        found = found.or(Some((self.heads - 1, Flag::BadChunk)));
-                    }
+                    self.step(bytes[i], &mut found);
                     i += 1;
-                    if self.in_head() {
-                        self.head_len += 1;
-                        if self.head_len > self.limit {
-                            self.oversized = true;
-                            self.state = State::Lost;
-                        }
-                    }
                 }
             }
         }
         found
+    }
+
+    /// In the request line, or in the value of a header that does not
+    /// decide the framing: every byte up to the line's end is skipped alike.
+    fn skips_to_eol(&self) -> bool {
+        match self.state {
+            State::RequestLine => true,
+            State::Value => self.line.field == Field::Other,
+            _ => false,
+        }
+    }
+
+    /// One byte of a head or of chunked framing.
+    fn step(&mut self, b: u8, found: &mut Option<(u64, Flag)>) {
+        let in_body = self.in_chunked_body();
+        if let Some(index) = self.byte(b) {
+            *found = found.or(Some((index, Flag::LengthAndChunked)));
+        }
+        if in_body && self.state == State::Lost {
+            // Only a completed head starts a body: heads >= 1.
+            *found = found.or(Some((self.heads - 1, Flag::BadChunk)));
+        }
+        if self.in_head() {
+            self.head_len += 1;
+            if self.head_len > self.limit {
+                self.oversized = true;
+                self.state = State::Lost;
+            }
+        }
     }
 
     fn in_chunked_body(&self) -> bool {

@@ -15,15 +15,16 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that never cross a hop.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Parsed once: removing by `&str` would parse each name on every request.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
 
 /// `X-Forwarded-For`.
@@ -74,7 +75,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if upgrade {
@@ -108,22 +109,59 @@ pub fn rewrite_request(
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    let client = client.to_string();
+    let mut text = [0u8; 64];
+    let client = ip_text(client, &mut text);
     let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
     let value = if prior.peek().is_none() {
-        HeaderValue::from_str(&client)
+        HeaderValue::from_bytes(client)
     } else {
         let mut list = Vec::with_capacity(64);
         for v in prior {
             list.extend_from_slice(v.as_bytes());
             list.extend_from_slice(b", ");
         }
-        list.extend_from_slice(client.as_bytes());
+        list.extend_from_slice(client);
         HeaderValue::from_bytes(&list)
     };
     // An IP address and the bytes of valid header values make a valid value.
     if let Ok(value) = value {
         headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+}
+
+/// `ip` as text in `buf`: IPv4 by hand (the per-request case; the
+/// formatting machinery costs more than the rest of the rewrite), IPv6
+/// through `Display`.
+fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            &buf[..n]
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            // 39 characters at most: it fits.
+            let _ = write!(cursor, "{v6}");
+            let n = usize::try_from(cursor.position()).unwrap_or(0);
+            &buf[..n]
+        }
     }
 }
 

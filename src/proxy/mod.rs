@@ -2,7 +2,7 @@
 //! with prior knowledge, or h2 by ALPN) from HTTP/1.1 by the first bytes,
 //! serves each with hyper, and hands every request to [`forward::forward`].
 //!
-//! An HTTP/1.1 connection idle for a second is parked: hyper's state (read
+//! An HTTP/1.1 connection idle for 250 ms is parked: hyper's state (read
 //! and write buffers, the request future) is dropped and the connection waits
 //! for its next byte holding only the stream; the next request starts a new
 //! hyper connection with the bytes already read. Upgrades (101) hand the
@@ -65,8 +65,11 @@ const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const H1_MAX_HEADERS: usize = 100;
 /// hyper's smallest allowed read buffer.
 const H1_MIN_BUF: usize = 8192;
-/// An HTTP/1.1 connection idle this long lets go of hyper's state.
-const PARK_AFTER: Duration = Duration::from_secs(1);
+/// An HTTP/1.1 connection idle this long lets go of hyper's state (some
+/// 30 KiB of buffers and futures). Short, so that a burst of connections
+/// that go idle does not hold that memory for long; a request on a parked
+/// connection costs a new hyper connection (a few microseconds).
+const PARK_AFTER: Duration = Duration::from_millis(250);
 /// How long closing a client stream may take (TLS close_notify, FIN).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -198,10 +201,17 @@ struct Conn {
 
 impl Conn {
     /// Serves the connection, after a TLS handshake on the HTTPS listener.
+    ///
+    /// The task's future stays small (it is what a parked connection
+    /// holds): the TLS and HTTP/2 paths, much larger, are boxed.
     async fn serve(self, stream: TcpStream) {
         if self.client.proto != "https" {
             return self.serve_io(stream).await;
         }
+        Box::pin(self.serve_tls(stream)).await;
+    }
+
+    async fn serve_tls(self, stream: TcpStream) {
         // The TLS config of the current snapshot: a reload with a new
         // certificate applies to the next handshake.
         let Some(tls) = self.routing.load().tls.clone() else {
@@ -231,7 +241,7 @@ impl Conn {
             unrouted.clone(),
         );
         let result = match io.sniff().await {
-            Ok(Some(true)) => self.serve_h2(io, &track).await,
+            Ok(Some(true)) => Box::pin(self.serve_h2(io, &track)).await,
             Ok(Some(false)) => self.serve_h1(io, &track).await,
             // Closed, or cut by the head timer, before a request began.
             Ok(None) => Ok(()),
@@ -291,7 +301,7 @@ impl Conn {
     }
 
     /// HTTP/1.1. A connection idle for [`PARK_AFTER`] lets go of hyper's
-    /// state (its buffers and the request future, some 20 KiB) and waits
+    /// state (its buffers and the request future, some 30 KiB) and waits
     /// for its next byte with only the stream; the next request starts a
     /// fresh hyper connection with the bytes already read.
     async fn serve_h1<I>(&self, mut io: ClientIo<I>, track: &Arc<ConnTrack>) -> hyper::Result<()>
@@ -330,20 +340,21 @@ impl Conn {
                     }
                 }
             }
-            let parts = conn.into_parts();
-            tracing::debug!(
-                parking,
-                closing,
-                read_buf = parts.read_buf.len(),
-                "PARKDBG hyper let go"
-            );
-            io = parts.io.into_inner();
+            // The service and hyper's buffers go here; an empty `read_buf`
+            // would keep hyper's read buffer alive, so only bytes are kept.
+            let http1::Parts {
+                io: stream,
+                read_buf,
+                ..
+            } = conn.into_parts();
+            io = stream.into_inner();
+            let read_ahead = (!read_buf.is_empty()).then_some(read_buf);
             if io.upgraded() {
                 // The 101 is written: the stream belongs to the tunnel now.
                 if let Some(tx) = track.take_upgrade() {
                     let _ = tx.send(conn::Upgraded {
                         io: Box::new(io),
-                        read_ahead: parts.read_buf,
+                        read_ahead: read_ahead.unwrap_or_default(),
                     });
                 }
                 return Ok(());
@@ -354,27 +365,27 @@ impl Conn {
                 let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
                 return Ok(());
             }
+            if let Some(bytes) = read_ahead {
+                // A request began as hyper let go.
+                io.replay(bytes);
+                continue;
+            }
             // Parked: only the stream is held.
-            drop(parts.service);
-            if parts.read_buf.is_empty() {
-                let mut first = [0u8; 1];
-                tokio::select! {
-                    read = io.read(&mut first) => match read {
-                        Ok(0) | Err(_) => return Ok(()),
-                        Ok(_) => io.replay_with_available(first[0]).await,
-                    },
-                    _ = drain.changed(), if !draining => {
-                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
-                        return Ok(());
-                    }
-                    _ = conn::idle(track, self.idle_timeout) => {
-                        tracing::debug!(client.addr = %self.client.addr, timeout = ?self.idle_timeout, "idle connection: closing");
-                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
-                        return Ok(());
-                    }
+            let mut first = [0u8; 1];
+            tokio::select! {
+                read = io.read(&mut first) => match read {
+                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(_) => io.replay_with_available(first[0]).await,
+                },
+                _ = drain.changed(), if !draining => {
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
+                    return Ok(());
                 }
-            } else {
-                io.replay(parts.read_buf);
+                _ = conn::idle(track, self.idle_timeout) => {
+                    tracing::debug!(client.addr = %self.client.addr, timeout = ?self.idle_timeout, "idle connection: closing");
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
+                    return Ok(());
+                }
             }
         }
     }

@@ -137,3 +137,65 @@ fn arbitrary_bytes_never_panic() {
         .tests(500)
         .quickcheck(prop as fn(Vec<Vec<u8>>) -> bool);
 }
+
+#[test]
+fn whole_bytewise_and_split_feeds_agree_on_request_like_streams() {
+    const PARTS: [&[u8]; 12] = [
+        b"GET / HTTP/1.1\r\n",
+        b"POST /x?y=1 HTTP/1.1\r\n",
+        b"Host: a\r\n",
+        b"Content-Length: 5\r\n",
+        b"Content-Length: 5 \r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        b"X-Bare: lf\n",
+        b"\r\n",
+        b"hello",
+        b"5\r\nhello\r\n0\r\n\r\n",
+        b"\n",
+    ];
+    /// heads, head_len, oversized, state, first flag.
+    type Seen = (usize, usize, bool, State, Option<(u64, Flag)>);
+    fn run(picks: &[u8], limit: usize, split: &[u8]) -> Vec<Seen> {
+        let stream: Vec<u8> = picks
+            .iter()
+            .flat_map(|p| PARTS[usize::from(*p) % PARTS.len()].iter().copied())
+            .collect();
+        let mut feeds = Vec::new();
+        // Whole, byte by byte, and cut at the given offsets.
+        let mut cuts: Vec<Vec<&[u8]>> = vec![vec![&stream[..]], stream.chunks(1).collect()];
+        let mut pieces = Vec::new();
+        let mut rest = &stream[..];
+        for s in split {
+            let at = usize::from(*s).min(rest.len());
+            let (a, b) = rest.split_at(at);
+            pieces.push(a);
+            rest = b;
+        }
+        pieces.push(rest);
+        cuts.push(pieces);
+        for cut in cuts {
+            let mut scan = FrameScan::new(limit);
+            let mut first = None;
+            for piece in cut {
+                first = first.or(scan.feed(piece));
+            }
+            feeds.push((
+                scan.heads as usize,
+                scan.head_len,
+                scan.oversized,
+                scan.state,
+                first,
+            ));
+        }
+        feeds
+    }
+    fn prop(picks: Vec<u8>, small: bool, split: Vec<u8>) -> bool {
+        let limit = if small { 40 } else { usize::MAX };
+        let feeds = run(&picks, limit, &split);
+        feeds.windows(2).all(|w| w[0] == w[1])
+    }
+    quickcheck::QuickCheck::new()
+        .tests(2000)
+        .quickcheck(prop as fn(Vec<u8>, bool, Vec<u8>) -> bool);
+}

@@ -234,7 +234,7 @@ fn named_by_connection(h: &HeaderMap) -> Vec<HeaderName> {
 fn no_hop_by_hop_left(before: &HeaderMap, after: &HeaderMap, upgrade: bool) -> bool {
     let fixed = HOP_BY_HOP
         .iter()
-        .all(|n| !after.contains_key(*n) || (upgrade && *n == "connection"));
+        .all(|n| !after.contains_key(n) || (upgrade && n == header::CONNECTION));
     let named = named_by_connection(before).iter().all(|n| {
         !after.contains_key(n) || (upgrade && (n == header::UPGRADE || n == header::CONNECTION))
     });
@@ -285,7 +285,7 @@ fn cleaned_responses_keep_no_hop_by_hop_header() {
         // End-to-end headers not named in Connection are all kept.
         let named = named_by_connection(&before);
         let kept = before.keys().all(|k| {
-            HOP_BY_HOP.contains(&k.as_str())
+            HOP_BY_HOP.contains(k)
                 || k == header::UPGRADE
                 || named.contains(k)
                 || after.get_all(k).iter().eq(before.get_all(k).iter())
@@ -307,4 +307,31 @@ fn header_checks_never_panic_on_arbitrary_bytes() {
     QuickCheck::new()
         .tests(2000)
         .quickcheck(prop as fn(Vec<u8>, String) -> bool);
+}
+
+#[test]
+fn ip_text_matches_display_for_v4_and_v6() {
+    let cases: [IpAddr; 6] = [
+        "0.0.0.0".parse().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        "10.20.100.255".parse().unwrap(),
+        "9.99.199.200".parse().unwrap(),
+        "::1".parse().unwrap(),
+        "2001:db8:85a3::8a2e:370:7334".parse().unwrap(),
+    ];
+    for ip in cases {
+        let mut buf = [0u8; 64];
+        assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes(), "{ip}");
+    }
+}
+
+quickcheck::quickcheck! {
+    fn ip_text_is_display(a: u8, b: u8, c: u8, d: u8, six: u128) -> bool {
+        let v4 = IpAddr::from([a, b, c, d]);
+        let v6 = IpAddr::from(std::net::Ipv6Addr::from(six));
+        let mut buf = [0u8; 64];
+        let ok4 = ip_text(v4, &mut buf) == v4.to_string().as_bytes();
+        let ok6 = ip_text(v6, &mut buf) == v6.to_string().as_bytes();
+        ok4 && ok6
+    }
 }
