@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end load benchmark: cutover, nginx and HAProxy on one core each.
 
-    python3 benches/e2e.py            # the full run (about 6 minutes)
+    python3 benches/e2e.py            # the full run (about 9 minutes)
     python3 benches/e2e.py --quick    # one short round, to try the setup
 
 What it does, in one run on this machine:
@@ -543,7 +543,7 @@ def switching(args, target, admin_port, workdir):
     way a deploy script would, from the load CPU.
     """
     plain, switched, done = [], [], []
-    for r in range(args.rounds):
+    for r in range(args.switch_rounds):
         plain.append(wrk(args, target.url, args.conns, args.duration)["p99"])
         interval = args.duration / (args.switches + 1)
         switcher = spawn(
@@ -602,7 +602,7 @@ def render(med, origin_rps, switch, args, machine):
     out.append(
         f"cutover p99 under load: {plain:,.0f} µs without switches, {switched:,.0f} µs "
         f"with {done} blue/green switches per run ({ratio(switched, plain)}×; medians of "
-        f"{args.rounds} interleaved pairs of runs)."
+        f"{args.switch_rounds} interleaved pairs of {args.duration} s runs)."
     )
     return "\n".join(out)
 
@@ -635,6 +635,7 @@ def main():
     ap.add_argument("--rate", type=int, default=5000, help="paced run, req/s")
     ap.add_argument("--idle-conns", type=int, default=5000)
     ap.add_argument("--switches", type=int, default=100)
+    ap.add_argument("--switch-rounds", type=int, default=5, help="pairs of runs without/with switches")
     ap.add_argument("--proxy-cpu", type=int, default=1)
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--only", choices=PROXIES, help="measure one proxy (no ratios)")
@@ -648,6 +649,7 @@ def main():
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration, args.idle_conns, args.switches = 1, 3, 1000, 20
+        args.switch_rounds = 1
     if os.cpu_count() < 2 and args.proxy_cpu != args.load_cpu:
         fail("needs two CPUs (or --proxy-cpu equal to --load-cpu)")
 
