@@ -4,6 +4,7 @@
 //! Bounded in memory (oldest dropped first) and persisted with the state.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -129,9 +130,13 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// The bounded history, oldest first.
+///
+/// Each event is kept with its JSON, made once when it is pushed: the audit
+/// log line and every later state file write reuse it, so a write costs a
+/// copy of the history, not a serialization of it.
 #[derive(Debug, Clone, Default)]
 pub struct EventLog {
-    events: VecDeque<Event>,
+    events: VecDeque<(Event, Arc<str>)>,
 }
 
 impl EventLog {
@@ -144,24 +149,30 @@ impl EventLog {
         log
     }
 
-    /// Appends an event, dropping the oldest beyond [`MAX_EVENTS`].
-    pub fn push(&mut self, event: Event) {
+    /// Appends an event, dropping the oldest beyond [`MAX_EVENTS`], and
+    /// returns its JSON (one line).
+    pub fn push(&mut self, event: Event) -> Arc<str> {
+        let json: Arc<str> = serde_json::to_string(&event)
+            .expect("events serialize: plain data")
+            .into();
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();
         }
-        self.events.push_back(event);
+        self.events.push_back((event, json.clone()));
+        json
     }
 
     /// Events, oldest first, optionally of one service.
     pub fn list<'a>(&'a self, service: Option<&'a str>) -> impl Iterator<Item = &'a Event> + 'a {
         self.events
             .iter()
+            .map(|(e, _)| e)
             .filter(move |e| service.is_none_or(|s| e.service.as_deref() == Some(s)))
     }
 
-    /// Every event, oldest first.
-    pub fn all(&self) -> Vec<Event> {
-        self.events.iter().cloned().collect()
+    /// Every event's JSON, oldest first (for the state file).
+    pub fn json(&self) -> Vec<Arc<str>> {
+        self.events.iter().map(|(_, j)| j.clone()).collect()
     }
 }
 
@@ -183,7 +194,8 @@ mod tests {
                 serde_json::Value::Null,
             ));
         }
-        assert_eq!(log.all().len(), MAX_EVENTS);
+        assert_eq!(log.json().len(), MAX_EVENTS);
+        assert_eq!(log.list(None).count(), MAX_EVENTS);
         assert!(log
             .list(Some("a"))
             .all(|e| e.service.as_deref() == Some("a")));

@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::snapshot::{Objects, Routing, ServerFailure, ServiceRuntime, Snapshot};
 use analysis::{Budget, Canary, Watch};
 use events::{Actor, Event, EventLog, Reason};
-use persist::{ServiceState, StateFile, STATE_VERSION};
+use persist::{Saved, ServiceState, StateFile};
 use status::{Applied, Drained, PoolStatus, ServerStatus, ServiceStatus, Status};
 
 /// Without active health checks, a server marked down by a failed connection
@@ -966,7 +966,7 @@ fn export_gauges(inner: &Inner, snapshot: &Snapshot) {
 /// file (JSON lines), so what happened can be read after the fact.
 fn record_event(inner: &mut Inner, event: Event) {
     let path = audit_path(&inner.config.state.path);
-    let line = serde_json::to_string(&event).expect("events serialize: plain data");
+    let line = inner.events.push(event);
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -975,7 +975,6 @@ fn record_event(inner: &mut Inner, event: Event) {
     if let Err(e) = written {
         tracing::error!(path = %path.display(), error = %e, "audit log not written");
     }
-    inner.events.push(event);
 }
 
 /// `cutover-state.json` → `cutover-audit.jsonl` in the same directory.
@@ -988,9 +987,8 @@ pub fn audit_path(state: &std::path::Path) -> PathBuf {
     state.with_file_name(format!("{stem}-audit.jsonl"))
 }
 
-fn state_file(inner: &Inner) -> StateFile {
-    StateFile {
-        version: STATE_VERSION,
+fn state_file(inner: &Inner) -> Saved {
+    Saved {
         services: inner
             .services
             .iter()
@@ -1006,7 +1004,7 @@ fn state_file(inner: &Inner) -> StateFile {
                 )
             })
             .collect(),
-        events: inner.events.all(),
+        events: inner.events.json(),
     }
 }
 

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +79,51 @@ pub struct StateFile {
     pub events: Vec<Event>,
 }
 
+/// What a write keeps: each service's state, and the history as the JSON
+/// each event was given when it happened (see [`super::events::EventLog`]).
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// Per service.
+    pub services: BTreeMap<String, ServiceState>,
+    /// The event history, oldest first, one JSON object each.
+    pub events: Vec<Arc<str>>,
+}
+
+impl Saved {
+    /// The file's bytes: a [`StateFile`] in JSON, the services pretty-printed
+    /// and each event on a line of its own, copied rather than serialized
+    /// again (a history of a thousand events is a quarter megabyte).
+    pub fn encode(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Head<'a> {
+            version: u32,
+            services: &'a BTreeMap<String, ServiceState>,
+        }
+        let head = Head {
+            version: STATE_VERSION,
+            services: &self.services,
+        };
+        let mut out = serde_json::to_vec_pretty(&head).expect("state serializes: plain data");
+        // `{ ... \n}` → `{ ..., "events": [ ... ]\n}`
+        debug_assert_eq!(out.last(), Some(&b'}'));
+        out.truncate(out.len() - 2);
+        out.reserve(self.events.iter().map(|e| e.len() + 6).sum::<usize>() + 32);
+        out.extend_from_slice(b",\n  \"events\": [");
+        for (i, event) in self.events.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\n    ");
+            out.extend_from_slice(event.as_bytes());
+        }
+        if !self.events.is_empty() {
+            out.extend_from_slice(b"\n  ");
+        }
+        out.extend_from_slice(b"]\n}\n");
+        out
+    }
+}
+
 /// Reads the state file; `Ok(None)` when there is none yet.
 ///
 /// # Errors
@@ -113,7 +159,7 @@ pub fn load(path: &Path) -> Result<Option<StateFile>, PersistError> {
 /// # Errors
 ///
 /// [`PersistError::Io`] naming the file that could not be written.
-pub fn save(path: &Path, state: &StateFile) -> Result<(), PersistError> {
+pub fn save(path: &Path, state: &Saved) -> Result<(), PersistError> {
     let io = |source| PersistError::Io {
         path: path.to_path_buf(),
         source,
@@ -123,11 +169,9 @@ pub fn save(path: &Path, state: &StateFile) -> Result<(), PersistError> {
         _ => PathBuf::from("."),
     };
     let tmp = tmp_path(path);
-    let bytes =
-        serde_json::to_vec_pretty(state).expect("state serializes: plain data, string keys");
+    let bytes = state.encode();
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
     file.write_all(&bytes).map_err(io)?;
-    file.write_all(b"\n").map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(io)?;
@@ -169,32 +213,78 @@ pub fn set_aside(path: &Path) -> Result<PathBuf, PersistError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn save_then_load_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        assert!(load(&path).unwrap().is_none());
-        let mut state = StateFile {
-            version: STATE_VERSION,
-            services: BTreeMap::new(),
-            events: vec![],
-        };
-        state.services.insert(
+    use crate::control::events::{Actor, EventLog, Reason};
+
+    fn event(service: &str, detail: serde_json::Value) -> Event {
+        Event::now(
+            Some(service),
+            Some(PoolName::Blue),
+            Some(PoolName::Green),
+            Reason::Manual,
+            Actor::Api,
+            detail,
+        )
+    }
+
+    fn saved(events: &[Event]) -> Saved {
+        let mut log = EventLog::default();
+        for e in events {
+            log.push(e.clone());
+        }
+        let mut services = BTreeMap::new();
+        services.insert(
             "agent".into(),
             ServiceState {
                 active: PoolName::Green,
                 standby_weight: 10,
                 previous: Some(PoolName::Blue),
-                last_switch: None,
+                last_switch: events.last().cloned(),
             },
         );
+        Saved {
+            services,
+            events: log.json(),
+        }
+    }
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert!(load(&path).unwrap().is_none());
+        let events = vec![
+            event("agent", serde_json::json!({"weight": 10})),
+            event("other \"quoted\"\n", serde_json::json!({"error": "a}\n]b"})),
+        ];
+        let state = saved(&events);
         save(&path, &state).unwrap();
-        assert_eq!(load(&path).unwrap(), Some(state));
+        assert_eq!(
+            load(&path).unwrap(),
+            Some(StateFile {
+                version: STATE_VERSION,
+                services: state.services.clone(),
+                events,
+            })
+        );
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn an_empty_history_encodes_as_valid_json() {
+        let state = saved(&[]);
+        let back: StateFile = serde_json::from_slice(&state.encode()).unwrap();
+        assert!(back.events.is_empty());
+        assert_eq!(back.services, state.services);
+        let state = Saved {
+            services: BTreeMap::new(),
+            events: vec![],
+        };
+        let back: StateFile = serde_json::from_slice(&state.encode()).unwrap();
+        assert!(back.services.is_empty() && back.events.is_empty());
     }
 
     #[test]
