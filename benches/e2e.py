@@ -20,7 +20,8 @@ What it does, in one run on this machine:
 - measures peak RSS, and RSS per idle keep-alive connection by holding 5,000
   connections open after one request each (read once the RSS has settled:
   two readings a second apart within 1 %);
-- runs cutover with and without 100 blue/green switches under load;
+- runs cutover alone, with a switcher asking for 100 no-op switches, and with 100
+  blue/green switches under load;
 - prints one table of medians with ratios to nginx and HAProxy, and writes it
   to target/e2e-bench/report.md.
 
@@ -521,12 +522,18 @@ def idle_rss(args, target, workdir):
 
 SWITCHER = r"""
 import http.client, json, sys, time
-port, n, interval = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+port, n, interval, mode = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+conn.request("GET", "/api/v1/services/bench")
+resp = conn.getresponse()
+active = json.loads(resp.read())["active"]
+other = "green" if active == "blue" else "blue"
 ok = 0
 for i in range(n):
-    body = json.dumps({"to": "green" if i % 2 == 0 else "blue"})
-    conn.request("POST", "/api/v1/services/bench/switch", body=body,
+    # "noop" asks for the pool already active: the same request, answered
+    # the same way, with nothing switched.
+    to = active if mode == "noop" else (other if i % 2 == 0 else active)
+    conn.request("POST", "/api/v1/services/bench/switch", body=json.dumps({"to": to}),
                  headers={"Content-Type": "application/json"})
     resp = conn.getresponse()
     resp.read()
@@ -537,30 +544,47 @@ print(f"switched {ok}", flush=True)
 
 
 def switching(args, target, admin_port, workdir):
-    """p99 under load without and with blue/green switches, interleaved.
+    """p99 under load with no switcher, with a switcher asking for no-op
+    switches, and with one switching blue/green; interleaved rounds.
 
     The switches go through the admin API on one kept-alive connection, the
-    way a deploy script would, from the load CPU.
+    way a deploy script would, from the load CPU. The no-op run carries the
+    same switcher (the same requests from the same CPU, answered the same
+    way) without a switch, so comparing it with the switching run measures
+    what switching itself costs; the switcher's own work on the load CPU
+    shows as the difference between the plain and the no-op runs.
     """
-    plain, switched, done = [], [], []
+    runs = {"plain": [], "noop": [], "switch": []}
+    done = []
     for r in range(args.switch_rounds):
-        plain.append(wrk(args, target.url, args.conns, args.duration)["p99"])
-        interval = args.duration / (args.switches + 1)
-        switcher = spawn(
-            [sys.executable, "-c", SWITCHER, str(admin_port), str(args.switches), f"{interval:.4f}"],
-            args.load_cpu,
-            f"switcher-{r}",
-            workdir,
+        order = list(runs)[r % 3:] + list(runs)[: r % 3]
+        for mode in order:
+            if mode == "plain":
+                runs[mode].append(wrk(args, target.url, args.conns, args.duration)["p99"])
+                continue
+            interval = args.duration / (args.switches + 1)
+            switcher = spawn(
+                [sys.executable, "-c", SWITCHER, str(admin_port), str(args.switches),
+                 f"{interval:.4f}", mode],
+                args.load_cpu,
+                f"switcher-{mode}-{r}",
+                workdir,
+            )
+            res = wrk(args, target.url, args.conns, args.duration)
+            switcher.wait(timeout=args.duration + 60)
+            out = (workdir / f"switcher-{mode}-{r}.log").read_text()
+            m = re.search(r"switched (\d+)", out)
+            if mode == "switch":
+                done.append(int(m.group(1)) if m else 0)
+            if res["errors"]:
+                log(f"{mode} run had {res['errors']} failed requests")
+            runs[mode].append(res["p99"])
+        log(
+            f"switching round {r + 1}: p99 {runs['plain'][-1]:,.0f} µs plain, "
+            f"{runs['noop'][-1]:,.0f} µs with no-op switches, {runs['switch'][-1]:,.0f} µs switching"
         )
-        res = wrk(args, target.url, args.conns, args.duration)
-        switcher.wait(timeout=args.duration + 60)
-        out = (workdir / f"switcher-{r}.log").read_text()
-        m = re.search(r"switched (\d+)", out)
-        done.append(int(m.group(1)) if m else 0)
-        if res["errors"]:
-            log(f"switching run had {res['errors']} failed requests")
-        switched.append(res["p99"])
-    return statistics.median(plain), statistics.median(switched), min(done)
+    med = {mode: statistics.median(v) for mode, v in runs.items()}
+    return med["plain"], med["noop"], med["switch"], min(done)
 
 
 # ------------------------------------------------------------------ report
@@ -597,12 +621,14 @@ def render(med, origin_rps, switch, args, machine):
             f"| {label} | {fmt.format(c)} | {fmt.format(n)} | {fmt.format(h)} "
             f"| {ratio(c, n)} | {ratio(c, h)} |"
         )
-    plain, switched, done = switch
+    plain, noop, switched, done = switch
     out.append("")
     out.append(
-        f"cutover p99 under load: {plain:,.0f} µs without switches, {switched:,.0f} µs "
-        f"with {done} blue/green switches per run ({ratio(switched, plain)}×; medians of "
-        f"{args.switch_rounds} interleaved pairs of {args.duration} s runs)."
+        f"cutover p99 under load, medians of {args.switch_rounds} interleaved rounds of "
+        f"{args.duration} s runs: {plain:,.0f} µs alone; {noop:,.0f} µs with a switcher "
+        f"asking for {args.switches} no-op switches; {switched:,.0f} µs with {done} "
+        f"blue/green switches. Switching ÷ no-op: {ratio(switched, noop)}×; "
+        f"switching ÷ alone: {ratio(switched, plain)}×."
     )
     return "\n".join(out)
 
@@ -635,7 +661,7 @@ def main():
     ap.add_argument("--rate", type=int, default=5000, help="paced run, req/s")
     ap.add_argument("--idle-conns", type=int, default=5000)
     ap.add_argument("--switches", type=int, default=100)
-    ap.add_argument("--switch-rounds", type=int, default=5, help="pairs of runs without/with switches")
+    ap.add_argument("--switch-rounds", type=int, default=5, help="rounds of runs alone, with no-op switches, switching")
     ap.add_argument("--proxy-cpu", type=int, default=1)
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--only", choices=PROXIES, help="measure one proxy (no ratios)")
@@ -724,7 +750,7 @@ def main():
         med[name]["idle_kib"] = idle_rss(args, targets[name], workdir)
         log(f"{name}: {med[name]['idle_kib']:.2f} KiB per idle connection")
 
-    switch = (float("nan"), float("nan"), 0)
+    switch = (float("nan"), float("nan"), float("nan"), 0)
     if "cutover" in names:
         log(f"cutover with {args.switches} switches under load")
         switch = switching(args, targets["cutover"], admin_port, workdir)
@@ -733,8 +759,11 @@ def main():
         for k, v in med[args.only].items():
             print(f"{args.only} {k}: {v:,.2f}")
         if args.only == "cutover":
-            plain, switched, done = switch
-            print(f"cutover p99 without / with {done} switches: {plain:,.0f} / {switched:,.0f} µs")
+            plain, noop, switched, done = switch
+            print(
+                f"cutover p99 alone / no-op switches / {done} switches: "
+                f"{plain:,.0f} / {noop:,.0f} / {switched:,.0f} µs"
+            )
         return
     report = render(med, statistics.median(origin_rps), switch, args, machine_line())
     print(report)

@@ -12,6 +12,7 @@ pub mod events;
 pub mod persist;
 mod progressive;
 pub mod status;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -141,6 +142,7 @@ struct Inner {
     health: HashMap<ServerKey, ServerHealth>,
     events: EventLog,
     checkers: Vec<JoinHandle<()>>,
+    writer: writer::Writer,
 }
 
 /// The control plane of one proxy.
@@ -256,6 +258,7 @@ impl ControlPlane {
             health,
             events,
             checkers: Vec::new(),
+            writer: writer::Writer::start(),
         };
         let snapshot = build(&mut inner, 1);
         inner.generation = 1;
@@ -498,8 +501,7 @@ impl ControlPlane {
             .with_label_values(&[service, reason.as_str()])
             .inc();
         tracing::info!(service, from = %from, to = %to, reason = reason.as_str(), actor = actor.as_str(), generation, "switched");
-        record_event(inner, event);
-        let persisted = persist_now(inner).await;
+        let persisted = commit(inner, event).await;
         let control = self.clone();
         let service_name = service.to_string();
         tokio::spawn(async move {
@@ -606,8 +608,7 @@ impl ControlPlane {
             generation,
             "weight changed"
         );
-        record_event(inner, event);
-        let persisted = persist_now(inner).await;
+        let persisted = commit(inner, event).await;
         Applied {
             generation,
             changed: true,
@@ -689,9 +690,8 @@ impl ControlPlane {
             serde_json::json!({"path": path.display().to_string()}),
         );
         event.generation = generation;
-        record_event(&mut inner, event);
         tracing::info!(path = %path.display(), actor = actor.as_str(), generation, "config reloaded");
-        let persisted = persist_now(&inner).await;
+        let persisted = commit(&mut inner, event).await;
         Ok(Applied {
             generation,
             changed: true,
@@ -962,19 +962,13 @@ fn export_gauges(inner: &Inner, snapshot: &Snapshot) {
     }
 }
 
-/// Appends an event to the history and to the audit log beside the state
-/// file (JSON lines), so what happened can be read after the fact.
-fn record_event(inner: &mut Inner, event: Event) {
-    let path = audit_path(&inner.config.state.path);
+/// Appends an event to the history and writes it, with the state it leaves,
+/// to the audit log beside the state file (JSON lines, so what happened can
+/// be read after the fact) and to the state file. False (and an error log)
+/// when the state file could not be written.
+async fn commit(inner: &mut Inner, event: Event) -> bool {
     let line = inner.events.push(event);
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
-    if let Err(e) = written {
-        tracing::error!(path = %path.display(), error = %e, "audit log not written");
-    }
+    persist(inner, vec![line]).await
 }
 
 /// `cutover-state.json` → `cutover-audit.jsonl` in the same directory.
@@ -1008,22 +1002,18 @@ fn state_file(inner: &Inner) -> Saved {
     }
 }
 
-/// Writes the state file; false (and an error log) when it could not be written.
-async fn persist_now(inner: &Inner) -> bool {
-    let path: PathBuf = inner.config.state.path.clone();
-    let state = state_file(inner);
-    let result = tokio::task::spawn_blocking(move || persist::save(&path, &state)).await;
-    match result {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "state not persisted");
-            false
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "state not persisted");
-            false
-        }
+/// Writes `audit` lines and the state file (on the writer thread); false
+/// (and an error log) when the state file could not be written.
+async fn persist(inner: &Inner, audit: Vec<Arc<str>>) -> bool {
+    let state = inner.config.state.path.clone();
+    let result = inner
+        .writer
+        .write(audit_path(&state), audit, state, state_file(inner))
+        .await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "state not persisted");
     }
+    result.is_ok()
 }
 
 fn warn_on_restart_keys(old: &Config, new: &Config) {

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::analysis::{Canary, Step, Verdict, Watch};
 use super::events::{Actor, Event, Reason};
 use super::status::Applied;
-use super::{check_target, persist_now, record_event, runtime, ControlError, ControlPlane, Inner};
+use super::{check_target, commit, runtime, ControlError, ControlPlane, Inner};
 use crate::config::PoolName;
 
 /// How often the analysis runs.
@@ -221,8 +221,7 @@ impl ControlPlane {
                     json!({"action": "auto_rollback", "why": why, "criterion": verdict.criterion, "measured": verdict.detail}),
                 );
                 event.generation = inner.generation;
-                record_event(inner, event);
-                persist_now(inner).await;
+                commit(inner, event).await;
             }
         }
     }
