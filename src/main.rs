@@ -7,10 +7,33 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: faster than the system allocator for the many short-lived
-/// allocations of a request, and it returns freed pages to the system, so
-/// memory held by connections that have gone idle does not linger.
+/// allocations of a request, and it returns freed pages to the system (see
+/// [`return_freed_memory`]).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How often the allocator is asked to give freed pages back.
+const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// mimalloc gives a freed page back to the system only after a short delay,
+/// and only from a later call into the allocator. When connections go idle
+/// and park, the proxy stops allocating, so without this the pages their
+/// state was freed from would stay resident (7.3 KiB per idle connection
+/// instead of 4.1 in the e2e benchmark). A thread of its own asks every
+/// [`COLLECT_EVERY`]; the workers never wait for it.
+fn return_freed_memory() {
+    let spawned = std::thread::Builder::new()
+        .name("cutover-memory".into())
+        .spawn(|| loop {
+            std::thread::sleep(COLLECT_EVERY);
+            // SAFETY: mi_collect takes no pointers and may be called from
+            // any thread at any time; `false` asks only for what is due.
+            unsafe { libmimalloc_sys::mi_collect(false) };
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "freed memory is given back only while requests arrive");
+    }
+}
 
 fn main() -> ExitCode {
     let cli = cutover::cli::Cli::parse();
@@ -22,5 +45,6 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    return_freed_memory();
     cutover::cli::run(cli)
 }
