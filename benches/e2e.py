@@ -19,7 +19,8 @@ What it does, in one run on this machine:
   reading the proxy's CPU time from /proc around each run;
 - measures peak RSS, and RSS per idle keep-alive connection by holding 5,000
   connections open after one request each (read once the RSS has settled:
-  two readings a second apart within 1 %);
+  3 s after the last connection opened, three readings a second apart
+  within 1 %);
 - runs cutover alone, with a switcher asking for 100 no-op switches, and with 100
   blue/green switches under load;
 - prints one table of medians with ratios to nginx and HAProxy, and writes it
@@ -500,15 +501,18 @@ def idle_rss(args, target, workdir):
     else:
         fail(f"idle client for {target.name} did not get ready")
     # Settled: a proxy may let go of per-connection state once connections
-    # are idle, and its allocator return the pages a moment later.
-    after, deadline = rss_kib(target.pids), time.monotonic() + 15
+    # are idle, and its allocator return the pages a moment later; so the
+    # reading is taken no sooner than 3 s after the last connection opened,
+    # once three readings a second apart agree within 1 %.
+    time.sleep(2.0)
+    readings, deadline = [rss_kib(target.pids)], time.monotonic() + 20
     while time.monotonic() < deadline:
         time.sleep(1.0)
-        now = rss_kib(target.pids)
-        if abs(now - after) <= max(256, after // 100):
-            after = now
+        readings.append(rss_kib(target.pids))
+        last = readings[-3:]
+        if len(last) == 3 and max(last) - min(last) <= max(256, max(last) // 100):
             break
-        after = now
+    after = readings[-1]
     client.stdin.close()
     try:
         client.wait(timeout=10)
