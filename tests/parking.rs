@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use raw::{closes_within, read_answer, write};
+use raw::{closes_within, read_answer, read_answers, write};
 use support::*;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -138,21 +138,28 @@ async fn shutdown_closes_parked_connections_at_once() {
     .await;
 }
 
-/// Known hang, parked or not: a request pipelined behind one whose head
-/// arrived in two reads is proxied, but its response is never flushed to the
-/// client. Ignored until fixed; run it with `cargo test -- --ignored`.
+/// A request pipelined behind one whose head arrived in two reads gets its
+/// own answer, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known hang: the response to a request pipelined behind a split head is not flushed"]
 async fn a_request_pipelined_behind_a_split_head_is_answered() {
     within(BOUND, async {
         let (_blue, _green, proxy) = proxy("").await;
         let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
         get_ok(&mut stream, "first").await;
-        write(&mut stream, b"G", false).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        write(&mut stream, &[&GET[1..], GET].concat(), false).await;
-        assert_eq!(read_answer(&mut stream).await.status(), Some(200));
-        assert_eq!(read_answer(&mut stream).await.status(), Some(200));
+        // Kept alive, then parked.
+        for pause in [Duration::ZERO, PARKED] {
+            tokio::time::sleep(pause).await;
+            write(&mut stream, b"G", false).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            write(&mut stream, &[&GET[1..], GET].concat(), false).await;
+            let answers = read_answers(&mut stream, 2).await;
+            let statuses: Vec<_> = answers.iter().map(|a| a.status()).collect();
+            assert_eq!(
+                statuses,
+                [Some(200), Some(200)],
+                "after {pause:?}: {answers:?}"
+            );
+        }
     })
     .await;
 }

@@ -96,6 +96,51 @@ pub async fn read_answer(stream: &mut TcpStream) -> Answer {
     }
 }
 
+/// Reads `n` pipelined answers, each a head and its `Content-Length` body,
+/// however the server's writes were split or joined on the way (two
+/// responses often arrive in one read). Stops early when the server closes.
+pub async fn read_answers(stream: &mut TcpStream, n: usize) -> Vec<Answer> {
+    let mut got = Vec::new();
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 8192];
+    while answers.len() < n {
+        // Split off every complete answer already in `got`.
+        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() < end + 4 + length {
+                break;
+            }
+            let rest = got.split_off(end + 4 + length);
+            answers.push(Answer {
+                text: String::from_utf8_lossy(&got).into_owned(),
+                closed: false,
+            });
+            got = rest;
+        }
+        if answers.len() >= n {
+            break;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                if !got.is_empty() {
+                    answers.push(Answer {
+                        text: String::from_utf8_lossy(&got).into_owned(),
+                        closed: true,
+                    });
+                }
+                break;
+            }
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    answers
+}
+
 /// Whether the server closes `stream` (EOF or reset) within `bound`;
 /// bytes read meanwhile are discarded.
 pub async fn closes_within(stream: &mut TcpStream, bound: Duration) -> bool {
