@@ -65,40 +65,16 @@ impl Answer {
 }
 
 /// Reads one answer: until a head and its `Content-Length` body are in, or
-/// the server closes. A reset counts as a close.
+/// the server closes (then `closed`, with whatever came). A reset counts as
+/// a close.
 pub async fn read_answer(stream: &mut TcpStream) -> Answer {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                return Answer {
-                    text: String::from_utf8_lossy(&got).into_owned(),
-                    closed: true,
-                }
-            }
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if got.len() >= end + 4 + length {
-                return Answer {
-                    text: String::from_utf8_lossy(&got).into_owned(),
-                    closed: false,
-                };
-            }
-        }
-    }
+    read_answers(stream, 1).await.remove(0)
 }
 
 /// Reads `n` pipelined answers, each a head and its `Content-Length` body,
 /// however the server's writes were split or joined on the way (two
-/// responses often arrive in one read). Stops early when the server closes.
+/// responses often arrive in one read). When the server closes first, the
+/// last answer is `closed` and holds whatever came after the complete ones.
 pub async fn read_answers(stream: &mut TcpStream, n: usize) -> Vec<Answer> {
     let mut got = Vec::new();
     let mut answers = Vec::new();
@@ -127,12 +103,10 @@ pub async fn read_answers(stream: &mut TcpStream, n: usize) -> Vec<Answer> {
         }
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => {
-                if !got.is_empty() {
-                    answers.push(Answer {
-                        text: String::from_utf8_lossy(&got).into_owned(),
-                        closed: true,
-                    });
-                }
+                answers.push(Answer {
+                    text: String::from_utf8_lossy(&got).into_owned(),
+                    closed: true,
+                });
                 break;
             }
             Ok(k) => got.extend_from_slice(&buf[..k]),
