@@ -751,15 +751,24 @@ impl Client {
     ///
     /// HTTP/1.1: a missing Host is set to the address. HTTP/2: an
     /// origin-form URI is made absolute (`http://addr/...`).
-    pub async fn send(&mut self, mut req: Request<TestBody>) -> Response<Incoming> {
+    pub async fn send(&mut self, req: Request<TestBody>) -> Response<Incoming> {
+        self.try_send(req).await.expect("request")
+    }
+
+    /// As [`Client::send`], with the error (a reset stream, a closed
+    /// connection) returned rather than a panic.
+    pub async fn try_send(
+        &mut self,
+        mut req: Request<TestBody>,
+    ) -> hyper::Result<Response<Incoming>> {
         match &mut self.sender {
             Sender::H1(sender) => {
                 if !req.headers().contains_key(header::HOST) {
                     let host = HeaderValue::from_str(&self.addr.to_string()).expect("addr");
                     req.headers_mut().insert(header::HOST, host);
                 }
-                sender.ready().await.expect("connection ready");
-                sender.send_request(req).await.expect("http1 request")
+                sender.ready().await?;
+                sender.send_request(req).await
             }
             Sender::H2(sender) => {
                 if req.uri().authority().is_none() {
@@ -773,8 +782,8 @@ impl Client {
                         .expect("absolute uri");
                 }
                 *req.version_mut() = Version::HTTP_2;
-                sender.ready().await.expect("connection ready");
-                sender.send_request(req).await.expect("h2 request")
+                sender.ready().await?;
+                sender.send_request(req).await
             }
         }
     }
