@@ -45,6 +45,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    return_freed_memory();
+    if matches!(
+        cli.command,
+        cutover::cli::Command::Run { .. } | cutover::cli::Command::Demo { .. }
+    ) {
+        return_freed_memory();
+    }
     cutover::cli::run(cli)
 }

@@ -964,11 +964,16 @@ fn export_gauges(inner: &Inner, snapshot: &Snapshot) {
 
 /// Appends an event to the history and writes it, with the state it leaves,
 /// to the audit log beside the state file (JSON lines, so what happened can
-/// be read after the fact) and to the state file. False (and an error log)
-/// when the state file could not be written.
+/// be read after the fact) and to the state file, on the writer thread.
+/// False (and an error log) when the state file could not be written.
 async fn commit(inner: &mut Inner, event: Event) -> bool {
     let line = inner.events.push(event);
-    persist(inner, vec![line]).await
+    let state = inner.config.state.path.clone();
+    let result = inner.writer.write(line, state, state_file(inner)).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "state not persisted");
+    }
+    result.is_ok()
 }
 
 /// `cutover-state.json` → `cutover-audit.jsonl` in the same directory.
@@ -1000,20 +1005,6 @@ fn state_file(inner: &Inner) -> Saved {
             .collect(),
         events: inner.events.json(),
     }
-}
-
-/// Writes `audit` lines and the state file (on the writer thread); false
-/// (and an error log) when the state file could not be written.
-async fn persist(inner: &Inner, audit: Vec<Arc<str>>) -> bool {
-    let state = inner.config.state.path.clone();
-    let result = inner
-        .writer
-        .write(audit_path(&state), audit, state, state_file(inner))
-        .await;
-    if let Err(e) = &result {
-        tracing::error!(error = %e, "state not persisted");
-    }
-    result.is_ok()
 }
 
 fn warn_on_restart_keys(old: &Config, new: &Config) {

@@ -81,7 +81,7 @@ pub struct StateFile {
 
 /// What a write keeps: each service's state, and the history as the JSON
 /// each event was given when it happened (see [`super::events::EventLog`]).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Saved {
     /// Per service.
     pub services: BTreeMap<String, ServiceState>,

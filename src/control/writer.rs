@@ -21,8 +21,7 @@ use super::persist::{self, PersistError, Saved};
 pub const NICENESS: i32 = 10;
 
 struct Job {
-    audit: PathBuf,
-    lines: Vec<Arc<str>>,
+    line: Arc<str>,
     state: PathBuf,
     saved: Saved,
     done: oneshot::Sender<Result<(), PersistError>>,
@@ -48,7 +47,7 @@ impl Writer {
             .spawn(move || {
                 lower_priority();
                 for job in rx {
-                    append_audit(&job.audit, &job.lines);
+                    append_audit(&super::audit_path(&job.state), &job.line);
                     // The caller may have gone (its task was cancelled); the
                     // write is done all the same.
                     let _ = job.done.send(persist::save(&job.state, &job.saved));
@@ -58,17 +57,16 @@ impl Writer {
         Writer { jobs }
     }
 
-    /// Appends `lines` to the audit log at `audit` (an error there is
-    /// logged, not returned), then writes `saved` to the state file at
-    /// `state` atomically, and resolves when both are done.
+    /// Appends `line` to the audit log beside the state file at `state`
+    /// (an error there is logged, not returned), then writes `saved` to the
+    /// state file atomically, and resolves when both are done.
     ///
     /// # Errors
     ///
     /// The state file could not be written, or the writer thread is gone.
     pub async fn write(
         &self,
-        audit: PathBuf,
-        lines: Vec<Arc<str>>,
+        line: Arc<str>,
         state: PathBuf,
         saved: Saved,
     ) -> Result<(), PersistError> {
@@ -78,8 +76,7 @@ impl Writer {
         };
         let (done, result) = oneshot::channel();
         let job = Job {
-            audit,
-            lines,
+            line,
             state: state.clone(),
             saved,
             done,
@@ -91,15 +88,8 @@ impl Writer {
     }
 }
 
-fn append_audit(path: &Path, lines: &[Arc<str>]) {
-    if lines.is_empty() {
-        return;
-    }
-    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-    for line in lines {
-        text.push_str(line);
-        text.push('\n');
-    }
+fn append_audit(path: &Path, line: &str) {
+    let text = format!("{line}\n");
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -128,7 +118,8 @@ mod tests {
     #[tokio::test]
     async fn writes_the_audit_lines_then_the_state_file() {
         let dir = tempfile::tempdir().unwrap();
-        let (audit, state) = (dir.path().join("a.jsonl"), dir.path().join("s.json"));
+        let state = dir.path().join("cutover-state.json");
+        let audit = dir.path().join("cutover-audit.jsonl");
         let writer = Writer::start();
         for n in 0..2 {
             let saved = Saved {
@@ -136,10 +127,7 @@ mod tests {
                 events: vec![],
             };
             let line: Arc<str> = format!("{{\"n\":{n}}}").into();
-            writer
-                .write(audit.clone(), vec![line], state.clone(), saved)
-                .await
-                .unwrap();
+            writer.write(line, state.clone(), saved).await.unwrap();
         }
         assert_eq!(
             std::fs::read_to_string(&audit).unwrap(),
@@ -157,7 +145,7 @@ mod tests {
             events: vec![],
         };
         let err = Writer::start()
-            .write(dir.path().join("a.jsonl"), vec![], state, saved)
+            .write("{}".into(), state, saved)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("missing-dir"), "{err}");
