@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::config::{Balance, Config, KeySource, PoolName, ServerAddr, ServiceConfig};
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::route::Router;
-use crate::upstream::{Timeouts, Upstream};
+use crate::upstream::{Cutter, Timeouts, Upstream};
 
 /// A connection to a server failed while serving a request (passive health).
 #[derive(Debug, Clone)]
@@ -77,23 +77,24 @@ pub struct PoolState {
     pub name: PoolName,
     inflight: AtomicU64,
     next: AtomicUsize,
-    /// Bumped to cut what is still open on the pool at the end of a drain.
-    cut: watch::Sender<u64>,
+    /// What is still open on the pool at the end of a drain: upstream
+    /// connections and tunnels.
+    cutter: Arc<Cutter>,
     /// The pool's metric handles.
     pub metrics: PoolMetrics,
 }
 
 impl PoolState {
-    /// A receiver that changes when the pool's open requests are cut.
-    pub fn cut_signal(&self) -> watch::Receiver<u64> {
-        self.cut.subscribe()
+    /// Where the pool's connection and tunnel tasks register to be cut.
+    pub fn cutter(&self) -> &Arc<Cutter> {
+        &self.cutter
     }
 
     /// Closes every upstream connection and tunnel open on this pool (the end
     /// of a drain). Returns how many requests were in flight.
     pub fn cut(&self) -> u64 {
         let inflight = self.inflight();
-        self.cut.send_modify(|n| *n += 1);
+        self.cutter.cut();
         inflight
     }
 
@@ -228,7 +229,7 @@ impl Objects {
                     name,
                     inflight: AtomicU64::new(0),
                     next: AtomicUsize::new(0),
-                    cut: watch::channel(0).0,
+                    cutter: Arc::default(),
                     metrics: metrics.pool(service, name.as_str()),
                 })
             })
@@ -236,13 +237,13 @@ impl Objects {
     }
 
     fn server(&mut self, service: &Arc<str>, pool: PoolName, addr: &ServerAddr) -> Arc<Server> {
-        let cut = self.pool(service, pool).cut_signal();
+        let cutter = self.pool(service, pool).cutter.clone();
         let failures = self.failures.clone();
         self.servers
             .entry((service.clone(), pool, addr.clone()))
             .or_insert_with(|| {
                 Arc::new(Server {
-                    upstream: Upstream::new(addr.clone(), cut),
+                    upstream: Upstream::new(addr.clone(), cutter),
                     inflight: AtomicU64::new(0),
                     service: service.clone(),
                     pool,

@@ -20,7 +20,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::task::AbortHandle;
 
 use crate::body::RequestBody;
 use crate::config::ServerAddr;
@@ -79,6 +79,46 @@ pub enum UpstreamError {
     },
 }
 
+/// The tasks holding a pool's upstream connections and tunnels, aborted
+/// together at the end of a drain.
+///
+/// Aborting is what cuts them: a task's future, and with it the connection,
+/// is dropped. Nothing in those tasks polls a signal per wake-up, so the cut
+/// costs the request path nothing until it happens.
+#[derive(Debug, Default)]
+pub struct Cutter {
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl Cutter {
+    /// Adds a task to cut. Handles of tasks that have ended are dropped
+    /// whenever the list would otherwise grow.
+    pub fn register(&self, task: AbortHandle) {
+        let mut tasks = self.lock();
+        if tasks.len() == tasks.capacity() {
+            tasks.retain(|t| !t.is_finished());
+        }
+        tasks.push(task);
+    }
+
+    /// Aborts every task registered so far; later ones are not affected.
+    pub fn cut(&self) {
+        for task in self.lock().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Tasks registered and not seen to end (for tests).
+    pub fn open(&self) -> usize {
+        self.lock().iter().filter(|t| !t.is_finished()).count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AbortHandle>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent.
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A failed send: the error, and the request when it never left (so it may be
 /// retried elsewhere).
 #[derive(Debug)]
@@ -107,8 +147,8 @@ pub struct Upstream {
     /// Pre-parsed when the host is an IP literal; names are resolved at each connect.
     ip: Option<SocketAddr>,
     idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
-    /// Changes when the pool's open connections must be cut (end of a drain).
-    cut: watch::Receiver<u64>,
+    /// The pool's open connections, cut together at the end of a drain.
+    cutter: Arc<Cutter>,
     /// Failed requests since the last good response head.
     strikes: AtomicU32,
 }
@@ -126,13 +166,13 @@ impl std::fmt::Debug for Conn {
 
 impl Upstream {
     /// A pool for `addr`; connects lazily.
-    pub fn new(addr: ServerAddr, cut: watch::Receiver<u64>) -> Upstream {
+    pub fn new(addr: ServerAddr, cutter: Arc<Cutter>) -> Upstream {
         Upstream {
             label: addr.to_string(),
             ip: addr.ip(),
             addr,
             idle: Mutex::new(Vec::new()),
-            cut,
+            cutter,
             strikes: AtomicU32::new(0),
         }
     }
@@ -288,19 +328,14 @@ impl Upstream {
                 source,
             })?;
         let label = self.label.clone();
-        let mut cut = self.cut.clone();
-        cut.mark_unchanged();
-        tokio::spawn(async move {
-            tokio::select! {
-                done = connection.with_upgrades() => {
-                    if let Err(e) = done {
-                        tracing::debug!(server = %label, error = %e, "upstream connection closed");
-                    }
-                }
-                // Dropping the connection closes it: the end of a drain.
-                _ = cut.changed() => tracing::debug!(server = %label, "upstream connection cut at drain deadline"),
+        // Nothing else is polled beside the connection: a drain deadline
+        // aborts the task (see [`Cutter`]), which drops and so closes it.
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(server = %label, error = %e, "upstream connection closed");
             }
         });
+        self.cutter.register(task.abort_handle());
         Ok(Conn { sender })
     }
 
@@ -318,5 +353,48 @@ impl Upstream {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cut_aborts_the_tasks_registered_before_it_and_no_later_one() {
+        let cutter = Cutter::default();
+        let before: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(std::future::pending::<()>()))
+            .collect();
+        for task in &before {
+            cutter.register(task.abort_handle());
+        }
+        assert_eq!(cutter.open(), 3);
+        cutter.cut();
+        for task in before {
+            let err = task.await.expect_err("a cut task ran on");
+            assert!(err.is_cancelled(), "{err}");
+        }
+        let after = tokio::spawn(std::future::pending::<()>());
+        cutter.register(after.abort_handle());
+        tokio::task::yield_now().await;
+        assert!(
+            !after.is_finished(),
+            "a task registered after the cut was cut"
+        );
+        assert_eq!(cutter.open(), 1);
+        after.abort();
+    }
+
+    #[tokio::test]
+    async fn handles_of_ended_tasks_do_not_pile_up() {
+        let cutter = Cutter::default();
+        for _ in 0..1000 {
+            let task = tokio::spawn(async {});
+            cutter.register(task.abort_handle());
+            task.await.unwrap();
+        }
+        let kept = cutter.lock().len();
+        assert!(kept <= 4, "{kept} handles kept for tasks that ended");
     }
 }

@@ -157,3 +157,62 @@ async fn stream_still_open_after_drain_timeout_is_cut() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn websocket_still_open_after_drain_timeout_is_cut() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let config = route(None, "/", "app")
+            + &service_with(
+                "app",
+                &[blue.addr],
+                &[green.addr],
+                "drain_timeout = \"300ms\"",
+            );
+        let proxy = Proxy::start(&config).await;
+
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let (mut ws, resp) =
+            tokio_tungstenite::client_async(format!("ws://{}/ws", proxy.addr), stream)
+                .await
+                .unwrap();
+        assert_eq!(resp.status(), 101);
+        ws.send(Message::text("before")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+
+        let switched_at = Instant::now();
+        let switched = proxy.switch("app", json!({"to": "green"})).await;
+        assert_eq!(switched.status, StatusCode::OK, "{}", switched.text());
+        // Still open while draining.
+        ws.send(Message::text("draining")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("draining"));
+        // Then closed by the deadline: the next read ends or fails.
+        let end = tokio::time::timeout(Duration::from_secs(3), ws.next())
+            .await
+            .expect("the tunnel was still open 3 s after the switch");
+        let ended = switched_at.elapsed();
+        assert!(
+            !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+            "the tunnel carried on: {end:?}"
+        );
+        assert!(
+            ended >= Duration::from_millis(250),
+            "cut {ended:?} after the switch, before the drain timeout"
+        );
+        assert!(
+            ended < Duration::from_secs(2),
+            "cut only {ended:?} after the switch"
+        );
+        let admin = proxy.admin;
+        eventually("nothing left in flight on blue", || async move {
+            let status = admin_get(admin, "/api/v1/services/app").await.json();
+            status["pools"]["blue"]["inflight"] == 0
+        })
+        .await;
+    })
+    .await;
+}

@@ -205,7 +205,9 @@ async fn try_forward(
     if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) = (resp.status(), client_upgrade)
     {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+        let cutter = guard.pool().cutter().clone();
+        let task = tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+        cutter.register(task.abort_handle());
         let (mut parts, _) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers, true);
         return Ok(Response::from_parts(parts, ResponseBody::empty()));
@@ -377,14 +379,12 @@ async fn tunnel(
         }
     }
     let mut client = client.io;
-    let mut cut = guard.pool().cut_signal();
     let server = guard.server().upstream.label();
-    tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
-            Ok((up, down)) => tracing::debug!(server, up, down, "tunnel closed"),
-            Err(e) => tracing::debug!(server, error = %e, "tunnel closed"),
-        },
-        _ = cut.changed() => tracing::debug!(server, "tunnel cut at drain deadline"),
+    // A drain deadline aborts this task (the pool's cutter), which drops
+    // both streams and the guard.
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => tracing::debug!(server, up, down, "tunnel closed"),
+        Err(e) => tracing::debug!(server, error = %e, "tunnel closed"),
     }
     drop(guard);
 }
