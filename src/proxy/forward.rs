@@ -188,8 +188,8 @@ async fn try_forward(
             return Err((ProxyError::PayloadTooLarge { limit }, true));
         }
     }
-    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
-    let client_upgrade = client_upgrade.filter(|_| upgrade);
+    // The connection registers for an upgrade only when the request is an
+    // HTTP/1.1 upgrade, so this is the same test, already made.
     let upgrade = client_upgrade.is_some();
     let upstream_req = rewrite(req, client, upgrade, target.max_body);
 
@@ -240,6 +240,8 @@ fn rewrite(
     max_body: Option<u64>,
 ) -> Request<RequestBody> {
     let (mut parts, body) = req.into_parts();
+    // Room for the three `X-Forwarded-*` at once rather than growing twice.
+    parts.headers.reserve(3);
     if !parts.headers.contains_key(HOST) {
         if let Some(authority) = parts.uri.authority() {
             if let Ok(host) = HeaderValue::from_str(authority.as_str()) {

@@ -61,26 +61,72 @@ fn removable(name: &str) -> bool {
         || name.len() > 12 && name[..12].eq_ignore_ascii_case("x-forwarded-"))
 }
 
+/// Whether `name` (lowercase, as [`HeaderName::as_str`] gives it) is one of
+/// [`HOP_BY_HOP`].
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+    )
+}
+
 /// Removes hop-by-hop headers. With `upgrade`, keeps `Upgrade` and sets
 /// `Connection: upgrade` (the handshake must reach the other side).
+///
+/// One pass over the names finds what is there first: most messages carry
+/// none of them but `Connection`, and removing every candidate by hash cost
+/// more than the rest of the rewrite.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    let (mut connection, mut fixed, mut upgrade_header) = (false, false, false);
+    for name in headers.keys() {
+        match name.as_str() {
+            "connection" => connection = true,
+            "upgrade" => upgrade_header = true,
+            other => fixed |= is_hop_by_hop(other),
+        }
+    }
+    // `Connection: keep-alive` (or `close`) alone, the usual case, names
+    // nothing else to remove.
+    let plain = |v: &HeaderValue| {
+        v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+            || v.as_bytes().eq_ignore_ascii_case(b"close")
+    };
+    if connection && headers.get_all(header::CONNECTION).iter().all(plain) {
+        headers.remove(header::CONNECTION);
+    } else if connection {
+        // A token that is itself hop-by-hop (`keep-alive`, `upgrade`) is
+        // dealt with below; only other names present are looked up.
         let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter(|t| removable(t))
+            .filter(|t| {
+                removable(t)
+                    && !t.eq_ignore_ascii_case("upgrade")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+                    && headers.contains_key(*t)
+            })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
-            if !(upgrade && name == header::UPGRADE) {
-                headers.remove(&name);
-            }
+            headers.remove(&name);
         }
+        headers.remove(header::CONNECTION);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if fixed {
+        for name in &HOP_BY_HOP[1..] {
+            headers.remove(name);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if upgrade_header {
         headers.remove(header::UPGRADE);
     }
 }

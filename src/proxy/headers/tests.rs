@@ -335,3 +335,26 @@ quickcheck::quickcheck! {
         ok4 && ok6
     }
 }
+
+#[test]
+fn the_name_scan_knows_exactly_the_hop_by_hop_list() {
+    assert!(HOP_BY_HOP.iter().all(|h| is_hop_by_hop(h.as_str())));
+    for name in NAMES {
+        let listed = HOP_BY_HOP
+            .iter()
+            .any(|h| h.as_str() == name.to_ascii_lowercase());
+        assert_eq!(is_hop_by_hop(&name.to_ascii_lowercase()), listed, "{name}");
+    }
+}
+
+#[test]
+fn a_response_with_only_connection_keep_alive_keeps_everything_else() {
+    let mut h = map(&[
+        ("connection", "keep-alive"),
+        ("content-length", "3"),
+        ("server", "origin"),
+    ]);
+    remove_hop_by_hop(&mut h, false);
+    assert!(!h.contains_key(header::CONNECTION));
+    assert_eq!(h.len(), 2);
+}
