@@ -227,7 +227,9 @@ impl Upstream {
                 },
             }
         }
-        let mut conn = match self.connect(timeouts.connect).await {
+        // Boxed: a new connection is the rare case, and its future would
+        // otherwise make every request's future that much larger.
+        let mut conn = match Box::pin(self.connect(timeouts.connect)).await {
             Ok(conn) => conn,
             Err(error) => {
                 return Err(SendFailure {

@@ -310,6 +310,11 @@ impl Conn {
     {
         let mut drain = self.drain.clone();
         let mut draining = *drain.borrow();
+        // One idle timer while hyper holds the connection: it parks at
+        // PARK_AFTER, or closes if `idle_timeout` comes first. (Every branch
+        // is polled at each wake-up, so one timer less is per request.)
+        let first_idle = PARK_AFTER.min(self.idle_timeout);
+        let closes_first = self.idle_timeout <= PARK_AFTER;
         loop {
             let mut conn = Box::new(
                 self.builder
@@ -329,13 +334,13 @@ impl Conn {
                         closing = true;
                         Pin::new(&mut *conn).graceful_shutdown();
                     }
-                    _ = conn::idle(track, self.idle_timeout), if !closing => {
-                        tracing::debug!(client.addr = %self.client.addr, timeout = ?self.idle_timeout, "idle connection: closing");
-                        closing = true;
-                        Pin::new(&mut *conn).graceful_shutdown();
-                    }
-                    _ = conn::idle(track, PARK_AFTER), if !closing && !parking => {
-                        parking = true;
+                    _ = conn::idle(track, first_idle), if !closing && !parking => {
+                        if closes_first {
+                            tracing::debug!(client.addr = %self.client.addr, timeout = ?self.idle_timeout, "idle connection: closing");
+                            closing = true;
+                        } else {
+                            parking = true;
+                        }
                         Pin::new(&mut *conn).graceful_shutdown();
                     }
                 }
