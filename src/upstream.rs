@@ -17,6 +17,7 @@
 //! per-server critical section (push/pop of an idle connection), and one
 //! atomic strike counter.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -119,16 +120,6 @@ impl Cutter {
     }
 }
 
-/// A failed send: the error, and the request when it never left (so it may be
-/// retried elsewhere).
-#[derive(Debug)]
-pub struct SendFailure {
-    /// What went wrong.
-    pub error: UpstreamError,
-    /// The request, if no byte of it was written to any upstream.
-    pub request: Option<Request<RequestBody>>,
-}
-
 /// The timeouts that apply to one upstream request.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -207,69 +198,73 @@ impl Upstream {
         &self.label
     }
 
-    /// Sends `req` on a pooled or new connection and waits for the response
-    /// head. On success the connection is returned with the response so the
-    /// caller can give it back with [`Upstream::release`] once the body ends.
+    /// Sends the request in `slot` on a pooled or new connection and waits
+    /// for the response head. On success the connection is returned with the
+    /// response so the caller can give it back with [`Upstream::release`]
+    /// once the body ends.
+    ///
+    /// The request stays in `slot` until it is written to a connection: after
+    /// an error, `slot` holds it again exactly when it never left (no
+    /// connection could be made), which is what makes a retry elsewhere safe.
+    /// The caller's slot is the only place the request is kept while
+    /// connections are tried, so the futures stay small.
+    ///
+    /// # Panics
+    ///
+    /// If `slot` is empty: there is nothing to send.
     pub async fn send(
         &self,
-        req: Request<RequestBody>,
+        slot: &mut Option<Request<RequestBody>>,
         timeouts: Timeouts,
-    ) -> Result<(Response<Incoming>, Conn), SendFailure> {
-        let mut req = req;
+    ) -> Result<(Response<Incoming>, Conn), UpstreamError> {
+        assert!(slot.is_some(), "Upstream::send needs a request");
         // A pooled connection may have been closed by the server while idle:
         // hyper then hands the request back unsent and we try the next one.
         while let Some(mut conn) = self.checkout().await {
-            match self.send_on(&mut conn, req, timeouts.response).await {
+            match self.send_on(&mut conn, slot, timeouts.response).await {
                 Ok(resp) => return Ok((resp, conn)),
-                Err(failure) => match failure.request {
-                    Some(back) => req = back,
-                    None => return Err(failure),
-                },
+                Err(error) if slot.is_none() => return Err(error),
+                Err(_) => {}
             }
         }
         // Boxed: a new connection is the rare case, and its future would
         // otherwise make every request's future that much larger.
-        let mut conn = match Box::pin(self.connect(timeouts.connect)).await {
-            Ok(conn) => conn,
-            Err(error) => {
-                return Err(SendFailure {
-                    error,
-                    request: Some(req),
-                })
-            }
-        };
-        let resp = self.send_on(&mut conn, req, timeouts.response).await?;
+        let mut conn = Box::pin(self.connect(timeouts.connect)).await?;
+        let resp = self.send_on(&mut conn, slot, timeouts.response).await?;
         Ok((resp, conn))
     }
 
-    async fn send_on(
-        &self,
+    /// Writes the request in `slot` to `conn` (at once, before any await) and
+    /// waits for the response head; hyper's refusal of a connection that was
+    /// not ready puts the request back.
+    fn send_on<'a>(
+        &'a self,
         conn: &mut Conn,
-        req: Request<RequestBody>,
+        slot: &'a mut Option<Request<RequestBody>>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, SendFailure> {
-        match tokio::time::timeout(timeout, conn.sender.try_send_request(req)).await {
-            Ok(Ok(resp)) => {
-                self.clear_strikes();
-                Ok(resp)
-            }
-            Ok(Err(mut e)) => {
-                let request = e.take_message();
-                Err(SendFailure {
-                    error: UpstreamError::Request {
+    ) -> impl Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'a {
+        let sent = slot.take().map(|req| conn.sender.try_send_request(req));
+        async move {
+            let Some(sent) = sent else {
+                unreachable!("send_on is only called with a request in the slot");
+            };
+            match tokio::time::timeout(timeout, sent).await {
+                Ok(Ok(resp)) => {
+                    self.clear_strikes();
+                    Ok(resp)
+                }
+                Ok(Err(mut e)) => {
+                    *slot = e.take_message();
+                    Err(UpstreamError::Request {
                         addr: self.label.clone(),
                         source: e.into_error(),
-                    },
-                    request,
-                })
-            }
-            Err(_) => Err(SendFailure {
-                error: UpstreamError::ResponseTimeout {
+                    })
+                }
+                Err(_) => Err(UpstreamError::ResponseTimeout {
                     addr: self.label.clone(),
                     timeout,
-                },
-                request: None,
-            }),
+                }),
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! pool's in-flight guard until the response body (or upgraded tunnel) ends,
 //! which is what lets a switched-away pool drain.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,8 +26,8 @@ use crate::balance;
 use crate::body::{Lease, RequestBody, RequestBodyError, ResponseBody};
 use crate::config::PoolName;
 use crate::metrics::PoolMetrics;
-use crate::snapshot::{InflightGuard, Routing, Server, Service};
-use crate::upstream::{SendFailure, Timeouts, UpstreamError};
+use crate::snapshot::{InflightGuard, PoolState, Routing, Server, Service};
+use crate::upstream::{Timeouts, UpstreamError};
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -42,35 +43,142 @@ pub struct ClientInfo {
 /// `client_upgrade` is where the client's side of an HTTP/1.1 upgrade will
 /// arrive, when the request asks for one: the connection hands its stream
 /// over once the 101 is written.
-pub async fn forward(
+///
+/// Routing, the checks and the header rewrite run now, before the returned
+/// future exists; the future then holds the request in one place until it
+/// is written to a connection. (Passed by value through each `async fn`, a
+/// request was copied at every level and made the future, boxed and copied
+/// once per request, three times larger.)
+pub fn forward(
     routing: &Routing,
     req: Request<Incoming>,
     client: ClientInfo,
     client_upgrade: Option<oneshot::Receiver<Upgraded>>,
-) -> Response<ResponseBody> {
+) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+    let mut prepared = prepare(routing, req, client, client_upgrade);
+    async move {
+        // Borrowed where it lies: moving it out would copy it into the future again.
+        match prepared {
+            Prepared::Answer(resp) => resp,
+            Prepared::Send(ref mut exchange) => exchange.run().await,
+        }
+    }
+}
+
+/// A request after routing: answered already, or ready to send.
+// One per request and never stored beside others: the size difference
+// between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Prepared {
+    Answer(Response<ResponseBody>),
+    Send(Exchange),
+}
+
+/// One request on its way to an upstream.
+struct Exchange {
+    target: Target,
+    /// The rewritten request until it is written to a connection; put back
+    /// when it never left (see [`Upstream::send`](crate::upstream::Upstream::send)).
+    req: Option<Request<RequestBody>>,
+    client_upgrade: Option<oneshot::Receiver<Upgraded>>,
+    client: SocketAddr,
+    start: Instant,
+    /// A request without a body leaves nothing unread: its connection can
+    /// stay open after a synthetic answer.
+    has_body: bool,
+}
+
+fn prepare(
+    routing: &Routing,
+    req: Request<Incoming>,
+    client: ClientInfo,
+    client_upgrade: Option<oneshot::Receiver<Upgraded>>,
+) -> Prepared {
     let start = Instant::now();
-    // A request without a body leaves nothing unread: its connection can
-    // stay open after a synthetic answer.
     let has_body = !http_body::Body::is_end_stream(req.body());
-    let answer = |err: ProxyError, body_unread: bool| {
-        tracing::debug!(client.addr = %client.addr, status = err.status().as_u16(), error = %err, "answered by proxy");
-        err.response(body_unread && has_body)
-    };
     let target = match select(routing, &req) {
         Ok(target) => target,
         Err((err, unrouted)) => {
-            let resp = answer(err, true);
+            let resp = answer(err, has_body, client.addr);
             unrouted.record(resp.status().as_u16(), start.elapsed());
-            return resp;
+            return Prepared::Answer(resp);
         }
     };
-    let resp = match try_forward(&target, req, client, client_upgrade).await {
-        Ok(resp) => resp,
-        Err((err, body_unread)) => answer(err, body_unread),
-    };
-    let pool = &target.service.pool(target.pool).state;
-    pool.metrics.record(resp.status().as_u16(), start.elapsed());
-    resp
+    if let (Some(limit), Some(len)) = (target.max_body, content_length(&req)) {
+        if len > limit {
+            let resp = answer(ProxyError::PayloadTooLarge { limit }, has_body, client.addr);
+            target
+                .pool_state()
+                .metrics
+                .record(resp.status().as_u16(), start.elapsed());
+            return Prepared::Answer(resp);
+        }
+    }
+    // The connection registers for an upgrade only when the request is an
+    // HTTP/1.1 upgrade, so this is the same test, already made.
+    let upgrade = client_upgrade.is_some();
+    let req = rewrite(req, client, upgrade, target.max_body);
+    Prepared::Send(Exchange {
+        target,
+        req: Some(req),
+        client_upgrade,
+        client: client.addr,
+        start,
+        has_body,
+    })
+}
+
+/// The proxy's own answer; `body_unread` says the request body was not read.
+fn answer(err: ProxyError, body_unread: bool, client: SocketAddr) -> Response<ResponseBody> {
+    tracing::debug!(client.addr = %client, status = err.status().as_u16(), error = %err, "answered by proxy");
+    err.response(body_unread)
+}
+
+impl Exchange {
+    async fn run(&mut self) -> Response<ResponseBody> {
+        let resp = match self.send().await {
+            Ok(resp) => resp,
+            Err((err, body_unread)) => answer(err, body_unread && self.has_body, self.client),
+        };
+        let pool = self.target.pool_state();
+        pool.metrics
+            .record(resp.status().as_u16(), self.start.elapsed());
+        resp
+    }
+
+    async fn send(&mut self) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
+        let (mut resp, conn, guard) = send(&self.target, &mut self.req).await?;
+        let target = &self.target;
+        tracing::debug!(
+            service = %target.service.name,
+            pool = %guard.pool().name,
+            server = guard.server().upstream.label(),
+            status = resp.status().as_u16(),
+            "proxied"
+        );
+
+        if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) =
+            (resp.status(), self.client_upgrade.take())
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let cutter = guard.pool().cutter().clone();
+            let task = tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+            cutter.register(task.abort_handle());
+            let (mut parts, _) = resp.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers, true);
+            return Ok(Response::from_parts(parts, ResponseBody::empty()));
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers, false);
+        let lease = Lease {
+            guard,
+            conn: Some(conn),
+        };
+        Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, lease),
+        ))
+    }
 }
 
 /// The routing decision for one request, taken from one snapshot.
@@ -79,6 +187,12 @@ struct Target {
     pool: PoolName,
     timeouts: Timeouts,
     max_body: Option<u64>,
+}
+
+impl Target {
+    fn pool_state(&self) -> &PoolState {
+        &self.service.pool(self.pool).state
+    }
 }
 
 /// Answers a request the proxy refuses before routing, counted like any
@@ -177,53 +291,6 @@ fn select(
     })
 }
 
-async fn try_forward(
-    target: &Target,
-    req: Request<Incoming>,
-    client: ClientInfo,
-    client_upgrade: Option<oneshot::Receiver<Upgraded>>,
-) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
-    if let (Some(limit), Some(len)) = (target.max_body, content_length(&req)) {
-        if len > limit {
-            return Err((ProxyError::PayloadTooLarge { limit }, true));
-        }
-    }
-    // The connection registers for an upgrade only when the request is an
-    // HTTP/1.1 upgrade, so this is the same test, already made.
-    let upgrade = client_upgrade.is_some();
-    let upstream_req = rewrite(req, client, upgrade, target.max_body);
-
-    let (mut resp, conn, guard) = send(target, upstream_req).await?;
-    tracing::debug!(
-        service = %target.service.name,
-        pool = %guard.pool().name,
-        server = guard.server().upstream.label(),
-        status = resp.status().as_u16(),
-        "proxied"
-    );
-
-    if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) = (resp.status(), client_upgrade)
-    {
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let cutter = guard.pool().cutter().clone();
-        let task = tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
-        cutter.register(task.abort_handle());
-        let (mut parts, _) = resp.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers, true);
-        return Ok(Response::from_parts(parts, ResponseBody::empty()));
-    }
-    let (mut parts, body) = resp.into_parts();
-    headers::remove_hop_by_hop(&mut parts.headers, false);
-    let lease = Lease {
-        guard,
-        conn: Some(conn),
-    };
-    Ok(Response::from_parts(
-        parts,
-        ResponseBody::upstream(body, lease),
-    ))
-}
-
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
     req.headers()
         .get(CONTENT_LENGTH)
@@ -271,9 +338,11 @@ fn rewrite(
 
 /// Sends to a healthy server of the target pool; a request whose connection
 /// could not be made is retried once on another server of the same pool.
+/// `req` holds the request until it is written to a connection. The error
+/// says whether the request body is still unread.
 async fn send(
     target: &Target,
-    req: Request<RequestBody>,
+    req: &mut Option<Request<RequestBody>>,
 ) -> Result<(Response<Incoming>, crate::upstream::Conn, InflightGuard), (ProxyError, bool)> {
     let view = target.service.pool(target.pool);
     let no_server = || ProxyError::NoHealthyServer {
@@ -283,42 +352,38 @@ async fn send(
     let mut server: Arc<Server> = balance::pick_server(view, target.service.balance, None)
         .ok_or_else(|| (no_server(), true))?
         .clone();
-    let mut req = req;
     let mut retried = false;
     loop {
         let guard = InflightGuard::new(view.state.clone(), server.clone());
-        match server.upstream.send(req, target.timeouts).await {
+        let error = match server.upstream.send(req, target.timeouts).await {
             Ok((resp, conn)) => return Ok((resp, conn, guard)),
-            Err(SendFailure {
-                error,
-                request: Some(back),
-            }) if !retried => {
-                let next = balance::pick_server(view, target.service.balance, Some(&server))
-                    .filter(|next| !Arc::ptr_eq(next, &server))
-                    .cloned();
-                tracing::debug!(server = server.upstream.label(), error = %error, retry = next.is_some(), "upstream connect failed");
-                server.report_failure(error.to_string());
-                match next {
-                    Some(next) => {
-                        server = next;
-                        req = back;
-                        retried = true;
-                    }
-                    None => return Err((classify(error), true)),
+            Err(error) => error,
+        };
+        if req.is_some() && !retried {
+            // The request never left: another server may take it.
+            let next = balance::pick_server(view, target.service.balance, Some(&server))
+                .filter(|next| !Arc::ptr_eq(next, &server))
+                .cloned();
+            tracing::debug!(server = server.upstream.label(), error = %error, retry = next.is_some(), "upstream connect failed");
+            server.report_failure(error.to_string());
+            match next {
+                Some(next) => {
+                    server = next;
+                    retried = true;
+                    continue;
                 }
-            }
-            Err(failure) => {
-                let unread = failure.request.is_some();
-                let err = classify(failure.error);
-                if matches!(err, ProxyError::Upstream(_) | ProxyError::Timeout(_))
-                    && server.upstream.strike()
-                {
-                    tracing::debug!(server = server.upstream.label(), error = %err, "upstream keeps failing");
-                    server.report_failure(err.to_string());
-                }
-                return Err((err, unread));
+                None => return Err((classify(error), true)),
             }
         }
+        let unread = req.is_some();
+        let err = classify(error);
+        if matches!(err, ProxyError::Upstream(_) | ProxyError::Timeout(_))
+            && server.upstream.strike()
+        {
+            tracing::debug!(server = server.upstream.label(), error = %err, "upstream keeps failing");
+            server.report_failure(err.to_string());
+        }
+        return Err((err, unread));
     }
 }
 
