@@ -32,6 +32,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
+use futures_util::FutureExt;
 use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -277,26 +279,31 @@ impl Conn {
         let client = self.client;
         let track = track.clone();
         service_fn(move |req: Request<Incoming>| {
-            let routing = routing.clone();
-            let track = track.clone();
             let active = track.start();
             let upgrade = (req.version() == http::Version::HTTP_11
                 && headers::is_upgrade(req.headers()))
             .then(|| track.expect_upgrade());
-            // Boxed: hyper hands the stream back only with an `Unpin` future.
-            Box::pin(async move {
-                let resp = if let Some(why) = active.refusal() {
-                    forward::refuse(&routing, ProxyError::BadRequest(why))
-                } else {
-                    forward::forward(&routing, req, client, upgrade).await
-                };
+            let asked_upgrade = upgrade.is_some();
+            let resp = match active.refusal() {
+                Some(why) => Either::Left(std::future::ready(forward::refuse(
+                    &routing,
+                    ProxyError::BadRequest(why),
+                ))),
+                None => Either::Right(forward::forward(&routing, req, client, upgrade)),
+            };
+            let track = track.clone();
+            // A combinator rather than an `async` block: awaiting the
+            // forwarding future inside a block would hold it twice, and this
+            // is boxed (hyper hands the stream back only with an `Unpin`
+            // future) and so copied, once per request.
+            Box::pin(resp.map(move |resp| {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     track.mark_upgraded();
-                } else {
+                } else if asked_upgrade {
                     track.take_upgrade();
                 }
                 Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, active)))
-            }) as Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>
+            })) as Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>
         })
     }
 
