@@ -109,8 +109,9 @@ impl Cutter {
         }
     }
 
-    /// Tasks registered and not seen to end (for tests).
-    pub fn open(&self) -> usize {
+    /// Tasks registered and not seen to end.
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.lock().iter().filter(|t| !t.is_finished()).count()
     }
 

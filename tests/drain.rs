@@ -97,16 +97,7 @@ async fn slow_request_on_the_old_pool_completes_and_drained_waits_for_it() {
 #[tokio::test]
 async fn stream_still_open_after_drain_timeout_is_cut() {
     within(BOUND, async {
-        let blue = Upstream::start("blue").await;
-        let green = Upstream::start("green").await;
-        let config = route(None, "/", "app")
-            + &service_with(
-                "app",
-                &[blue.addr],
-                &[green.addr],
-                "drain_timeout = \"300ms\"",
-            );
-        let proxy = Proxy::start(&config).await;
+        let (_blue, _green, proxy) = behind_short_drain().await;
 
         let mut client = Client::http1(proxy.addr).await;
         // 50 events 100 ms apart: five seconds, far beyond the drain timeout.
@@ -138,22 +129,7 @@ async fn stream_still_open_after_drain_timeout_is_cut() {
             "cut only {ended:?} after the switch"
         );
         assert!(events > 1, "the stream went on while draining");
-        let admin = proxy.admin;
-        eventually("nothing left in flight on blue", || async move {
-            let status = admin_get(admin, "/api/v1/services/app").await.json();
-            status["pools"]["blue"]["inflight"] == 0
-        })
-        .await;
-        let metrics = admin_get(proxy.admin, "/metrics").await.text();
-        let cut = metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("cutover_drain_cut_total{")
-                    && l.contains("service=\"app\"")
-                    && l.contains("pool=\"blue\"")
-            })
-            .unwrap_or_else(|| panic!("no drain cut counter for blue in:\n{metrics}"));
-        assert!(cut.ends_with(" 1"), "{cut}");
+        blue_drained_with_one_cut(&proxy).await;
     })
     .await;
 }
@@ -164,16 +140,7 @@ async fn websocket_still_open_after_drain_timeout_is_cut() {
     use tokio_tungstenite::tungstenite::Message;
 
     within(BOUND, async {
-        let blue = Upstream::start("blue").await;
-        let green = Upstream::start("green").await;
-        let config = route(None, "/", "app")
-            + &service_with(
-                "app",
-                &[blue.addr],
-                &[green.addr],
-                "drain_timeout = \"300ms\"",
-            );
-        let proxy = Proxy::start(&config).await;
+        let (_blue, _green, proxy) = behind_short_drain().await;
 
         let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
         let (mut ws, resp) =
@@ -207,12 +174,44 @@ async fn websocket_still_open_after_drain_timeout_is_cut() {
             ended < Duration::from_secs(2),
             "cut only {ended:?} after the switch"
         );
-        let admin = proxy.admin;
-        eventually("nothing left in flight on blue", || async move {
-            let status = admin_get(admin, "/api/v1/services/app").await.json();
-            status["pools"]["blue"]["inflight"] == 0
-        })
-        .await;
+        blue_drained_with_one_cut(&proxy).await;
     })
     .await;
+}
+
+/// Blue and green upstreams behind a proxy whose service `app` drains the
+/// old pool for 300 ms after a switch.
+async fn behind_short_drain() -> (Upstream, Upstream, Proxy) {
+    let blue = Upstream::start("blue").await;
+    let green = Upstream::start("green").await;
+    let config = route(None, "/", "app")
+        + &service_with(
+            "app",
+            &[blue.addr],
+            &[green.addr],
+            "drain_timeout = \"300ms\"",
+        );
+    let proxy = Proxy::start(&config).await;
+    (blue, green, proxy)
+}
+
+/// Waits until nothing is in flight on blue, then checks that the drain
+/// deadline counted exactly one cut request there.
+async fn blue_drained_with_one_cut(proxy: &Proxy) {
+    let admin = proxy.admin;
+    eventually("nothing left in flight on blue", || async move {
+        let status = admin_get(admin, "/api/v1/services/app").await.json();
+        status["pools"]["blue"]["inflight"] == 0
+    })
+    .await;
+    let metrics = admin_get(proxy.admin, "/metrics").await.text();
+    let cut = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("cutover_drain_cut_total{")
+                && l.contains("service=\"app\"")
+                && l.contains("pool=\"blue\"")
+        })
+        .unwrap_or_else(|| panic!("no drain cut counter for blue in:\n{metrics}"));
+    assert!(cut.ends_with(" 1"), "{cut}");
 }
