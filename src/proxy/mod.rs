@@ -20,6 +20,7 @@
 //! in-flight requests.
 
 pub mod conn;
+mod drain;
 pub mod error;
 pub mod forward;
 pub mod h1scan;
@@ -47,6 +48,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::config::Limits;
 use crate::snapshot::Routing;
 use conn::{ClientIo, ConnTrack, Tracked};
+use drain::{Drain, DrainFlag};
 use error::ProxyError;
 use forward::ClientInfo;
 
@@ -139,8 +141,9 @@ pub async fn serve(
     grace: Duration,
 ) {
     let builder = Arc::new(builder(&limits));
+    let drain = Drain::default();
     // Each connection holds a receiver: the drain waits until all are gone.
-    let (drain_tx, drain_rx) = watch::channel(false);
+    let (open_tx, open_rx) = watch::channel(());
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let proto = listener.proto;
     loop {
@@ -166,7 +169,8 @@ pub async fn serve(
             client: ClientInfo { addr: peer, proto },
             routing: routing.clone(),
             builder: builder.clone(),
-            drain: drain_rx.clone(),
+            drain: drain.register(),
+            _open: open_rx.clone(),
             head_timeout: limits.header_read_timeout,
             idle_timeout: limits.idle_timeout,
             max_head: limits.max_header_bytes,
@@ -179,12 +183,9 @@ pub async fn serve(
         });
     }
     drop(listener);
-    drop(drain_rx);
-    let _ = drain_tx.send(true);
-    if tokio::time::timeout(grace, drain_tx.closed())
-        .await
-        .is_err()
-    {
+    drop(open_rx);
+    drain.start();
+    if tokio::time::timeout(grace, open_tx.closed()).await.is_err() {
         tracing::warn!(grace = ?grace, "connections still open at the end of the drain");
     }
 }
@@ -194,8 +195,10 @@ struct Conn {
     client: ClientInfo,
     routing: Arc<Routing>,
     builder: Arc<Builders>,
-    /// Turns true when the listener drains.
-    drain: watch::Receiver<bool>,
+    /// Set when the listener drains.
+    drain: Arc<DrainFlag>,
+    /// Held while the connection is open: the drain waits for all of them.
+    _open: watch::Receiver<()>,
     head_timeout: Duration,
     idle_timeout: Duration,
     max_head: usize,
@@ -315,8 +318,8 @@ impl Conn {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut drain = self.drain.clone();
-        let mut draining = *drain.borrow();
+        let drain = &self.drain;
+        let mut draining = drain.is_set();
         // One idle timer while hyper holds the connection: it parks at
         // PARK_AFTER, or closes if `idle_timeout` comes first. (Every branch
         // is polled at each wake-up, so one timer less is per request.)
@@ -336,7 +339,7 @@ impl Conn {
                         done?;
                         break;
                     }
-                    _ = drain.changed(), if !draining => {
+                    _ = drain.started(), if !draining => {
                         draining = true;
                         closing = true;
                         Pin::new(&mut *conn).graceful_shutdown();
@@ -389,7 +392,7 @@ impl Conn {
                     Ok(0) | Err(_) => return Ok(()),
                     Ok(_) => io.replay_with_available(first[0]).await,
                 },
-                _ = drain.changed(), if !draining => {
+                _ = drain.started(), if !draining => {
                     let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
                     return Ok(());
                 }
@@ -407,20 +410,20 @@ impl Conn {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut drain = self.drain.clone();
+        let drain = &self.drain;
         let conn = self
             .builder
             .h2
             .serve_connection(TokioIo::new(io), self.service(track));
         tokio::pin!(conn);
-        let (mut draining, mut idle_closing) = (*drain.borrow(), false);
+        let (mut draining, mut idle_closing) = (drain.is_set(), false);
         if draining {
             conn.as_mut().graceful_shutdown();
         }
         loop {
             tokio::select! {
                 done = conn.as_mut() => return done,
-                _ = drain.changed(), if !draining => {
+                _ = drain.started(), if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
