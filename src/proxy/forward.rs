@@ -47,8 +47,8 @@ pub struct ClientInfo {
 /// Routing, the checks and the header rewrite run now, before the returned
 /// future exists; the future then holds the request in one place until it
 /// is written to a connection. (Passed by value through each `async fn`, a
-/// request was copied at every level, and the future, boxed and copied once
-/// per request, was 3.3 KB instead of 1.8 KB.)
+/// request was copied at every level, and the per-request future, boxed and
+/// so copied once per request, was 3.3 KB; it is about 1.5 KB now.)
 pub fn forward(
     routing: &Routing,
     req: Request<Incoming>,
