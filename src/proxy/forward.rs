@@ -42,7 +42,8 @@ pub struct ClientInfo {
 ///
 /// `client_upgrade` is where the client's side of an HTTP/1.1 upgrade will
 /// arrive, when the request asks for one: the connection hands its stream
-/// over once the 101 is written.
+/// over once the 101 is written. `refusal` is why the connection's raw bytes
+/// make this request one to answer 400 without routing it, when they do.
 ///
 /// Routing, the checks and the header rewrite run now, before the returned
 /// future exists; the future then holds the request in one place until it
@@ -54,8 +55,12 @@ pub fn forward(
     req: Request<Incoming>,
     client: ClientInfo,
     client_upgrade: Option<oneshot::Receiver<Upgraded>>,
+    refusal: Option<&'static str>,
 ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
-    let mut prepared = prepare(routing, req, client, client_upgrade);
+    let mut prepared = match refusal {
+        Some(why) => Prepared::Answer(refuse(routing, ProxyError::BadRequest(why))),
+        None => prepare(routing, req, client, client_upgrade),
+    };
     async move {
         // Borrowed where it lies: moving it out would copy it into the future again.
         match prepared {
@@ -197,7 +202,7 @@ impl Target {
 
 /// Answers a request the proxy refuses before routing, counted like any
 /// unrouted answer.
-pub fn refuse(routing: &Routing, err: ProxyError) -> Response<ResponseBody> {
+fn refuse(routing: &Routing, err: ProxyError) -> Response<ResponseBody> {
     tracing::debug!(status = err.status().as_u16(), error = %err, "answered by proxy");
     let resp = err.response(true);
     routing

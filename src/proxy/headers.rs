@@ -120,7 +120,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.remove(header::CONNECTION);
     }
     if fixed {
-        for name in &HOP_BY_HOP[1..] {
+        for name in &HOP_BY_HOP {
             headers.remove(name);
         }
     }

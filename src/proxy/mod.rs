@@ -33,7 +33,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::Either;
 use futures_util::FutureExt;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -49,7 +48,6 @@ use crate::config::Limits;
 use crate::snapshot::Routing;
 use conn::{ClientIo, ConnTrack, Tracked};
 use drain::{Drain, DrainFlag};
-use error::ProxyError;
 use forward::ClientInfo;
 
 /// Most concurrent HTTP/2 streams per client connection (hyper's default is
@@ -287,13 +285,7 @@ impl Conn {
                 && headers::is_upgrade(req.headers()))
             .then(|| track.expect_upgrade());
             let asked_upgrade = upgrade.is_some();
-            let resp = match active.refusal() {
-                Some(why) => Either::Left(std::future::ready(forward::refuse(
-                    &routing,
-                    ProxyError::BadRequest(why),
-                ))),
-                None => Either::Right(forward::forward(&routing, req, client, upgrade)),
-            };
+            let resp = forward::forward(&routing, req, client, upgrade, active.refusal());
             let track = track.clone();
             // A combinator rather than an `async` block: awaiting the
             // forwarding future inside a block would hold it twice, and this
