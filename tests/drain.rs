@@ -97,7 +97,7 @@ async fn slow_request_on_the_old_pool_completes_and_drained_waits_for_it() {
 #[tokio::test]
 async fn stream_still_open_after_drain_timeout_is_cut() {
     within(BOUND, async {
-        let (_blue, _green, proxy) = behind_short_drain().await;
+        let (_blue, _green, proxy) = behind_drain("300ms").await;
 
         let mut client = Client::http1(proxy.addr).await;
         // 50 events 100 ms apart: five seconds, far beyond the drain timeout.
@@ -133,7 +133,7 @@ async fn websocket_still_open_after_drain_timeout_is_cut() {
     use tokio_tungstenite::tungstenite::Message;
 
     within(BOUND, async {
-        let (_blue, _green, proxy) = behind_short_drain().await;
+        let (_blue, _green, proxy) = behind_drain("300ms").await;
 
         let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
         let (mut ws, resp) =
@@ -163,22 +163,6 @@ async fn websocket_still_open_after_drain_timeout_is_cut() {
         blue_drained_with_one_cut(&proxy).await;
     })
     .await;
-}
-
-/// Blue and green upstreams behind a proxy whose service `app` drains the
-/// old pool for 300 ms after a switch.
-async fn behind_short_drain() -> (Upstream, Upstream, Proxy) {
-    let blue = Upstream::start("blue").await;
-    let green = Upstream::start("green").await;
-    let config = route(None, "/", "app")
-        + &service_with(
-            "app",
-            &[blue.addr],
-            &[green.addr],
-            "drain_timeout = \"300ms\"",
-        );
-    let proxy = Proxy::start(&config).await;
-    (blue, green, proxy)
 }
 
 /// `ended` (since the switch) falls at the 300 ms drain deadline, not

@@ -13,11 +13,7 @@ use support::*;
 #[tokio::test]
 async fn shutdown_lets_the_inflight_request_finish_and_readyz_answers_503_meanwhile() {
     within(BOUND, async {
-        let blue = Upstream::start("blue").await;
-        let green = Upstream::start("green").await;
-        let config = route(None, "/", "app")
-            + &service_with("app", &[blue.addr], &[green.addr], "drain_timeout = \"5s\"");
-        let proxy = Proxy::start(&config).await;
+        let (_blue, _green, proxy) = behind_drain("5s").await;
         let (addr, admin) = (proxy.addr, proxy.admin);
         let slow = tokio::spawn(async move { fetch(addr, "/slow?ms=1000").await });
         eventually("the slow request is in flight", || async move {
@@ -54,16 +50,7 @@ async fn shutdown_lets_the_inflight_request_finish_and_readyz_answers_503_meanwh
 #[tokio::test]
 async fn shutdown_gives_up_on_streams_after_the_longest_drain_timeout() {
     within(BOUND, async {
-        let blue = Upstream::start("blue").await;
-        let green = Upstream::start("green").await;
-        let config = route(None, "/", "app")
-            + &service_with(
-                "app",
-                &[blue.addr],
-                &[green.addr],
-                "drain_timeout = \"400ms\"",
-            );
-        let proxy = Proxy::start(&config).await;
+        let (_blue, _green, proxy) = behind_drain("400ms").await;
         let mut client = Client::http1(proxy.addr).await;
         let mut stream = client.send(get("/sse?n=100&ms=100")).await;
         assert_eq!(read_events(stream.body_mut(), 1).await.len(), 1);

@@ -23,7 +23,9 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::task::JoinHandle;
 
-use super::{empty, eventually, full, init_tracing, Client, Reply, TestBody};
+use super::{
+    empty, eventually, full, init_tracing, route, service_with, Client, Reply, TestBody, Upstream,
+};
 
 /// The file name of the config inside a [`Proxy`]'s dir.
 pub const CONFIG_FILE: &str = "proxy.toml";
@@ -56,6 +58,22 @@ pub struct Proxy {
     /// The dir holding config, socket and state.
     pub dir: tempfile::TempDir,
     running: Option<cutover::Running>,
+}
+
+/// Blue and green upstreams behind a proxy whose service `app` drains the
+/// old pool for `drain_timeout` (a duration string) after a switch.
+pub async fn behind_drain(drain_timeout: &str) -> (Upstream, Upstream, Proxy) {
+    let blue = Upstream::start("blue").await;
+    let green = Upstream::start("green").await;
+    let config = route(None, "/", "app")
+        + &service_with(
+            "app",
+            &[blue.addr],
+            &[green.addr],
+            &format!("drain_timeout = \"{drain_timeout}\""),
+        );
+    let proxy = Proxy::start(&config).await;
+    (blue, green, proxy)
 }
 
 impl Proxy {
