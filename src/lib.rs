@@ -47,6 +47,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod flag;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

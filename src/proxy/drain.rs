@@ -7,12 +7,10 @@
 //! its own waker slot; the shared list is touched when a connection opens
 //! and once when the drain starts.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::Poll;
 
-use futures_util::task::AtomicWaker;
+use crate::flag::Flag;
 
 /// Tells every open connection, once, that the listener drains.
 #[derive(Debug, Default)]
@@ -23,11 +21,7 @@ pub struct Drain {
 }
 
 /// One connection's view of the drain.
-#[derive(Debug, Default)]
-pub struct DrainFlag {
-    set: AtomicBool,
-    waker: AtomicWaker,
-}
+pub type DrainFlag = Flag;
 
 impl Drain {
     /// The flag of a new connection; already set when the drain has started.
@@ -35,7 +29,7 @@ impl Drain {
         let flag = Arc::new(DrainFlag::default());
         let mut conns = self.lock();
         if self.started.load(Ordering::Relaxed) {
-            flag.set.store(true, Ordering::Release);
+            flag.raise_quietly();
             return flag;
         }
         if conns.len() == conns.capacity() {
@@ -55,37 +49,13 @@ impl Drain {
             std::mem::take(&mut *conns)
         };
         for flag in conns.iter().filter_map(Weak::upgrade) {
-            flag.set.store(true, Ordering::Release);
-            flag.waker.wake();
+            flag.raise();
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<DrainFlag>>> {
         // A panic while holding this lock cannot leave the Vec inconsistent.
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl DrainFlag {
-    /// Whether the drain has started.
-    pub fn is_set(&self) -> bool {
-        self.set.load(Ordering::Acquire)
-    }
-
-    /// Resolves once the drain has started.
-    pub fn started(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| {
-            if self.is_set() {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // Checked again: `start` may have set it before the waker was in.
-            if self.is_set() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
     }
 }
 
@@ -101,7 +71,7 @@ mod tests {
         let waiting: Vec<_> = flags
             .iter()
             .cloned()
-            .map(|f| tokio::spawn(async move { f.started().await }))
+            .map(|f| tokio::spawn(async move { f.raised().await }))
             .collect();
         tokio::task::yield_now().await;
         assert!(flags.iter().all(|f| !f.is_set()));

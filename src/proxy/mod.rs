@@ -331,7 +331,7 @@ impl Conn {
                         done?;
                         break;
                     }
-                    _ = drain.started(), if !draining => {
+                    _ = drain.raised(), if !draining => {
                         draining = true;
                         closing = true;
                         Pin::new(&mut *conn).graceful_shutdown();
@@ -384,7 +384,7 @@ impl Conn {
                     Ok(0) | Err(_) => return Ok(()),
                     Ok(_) => io.replay_with_available(first[0]).await,
                 },
-                _ = drain.started(), if !draining => {
+                _ = drain.raised(), if !draining => {
                     let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
                     return Ok(());
                 }
@@ -415,7 +415,7 @@ impl Conn {
         loop {
             tokio::select! {
                 done = conn.as_mut() => return done,
-                _ = drain.started(), if !draining => {
+                _ = drain.raised(), if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
