@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::snapshot::InflightGuard;
+use crate::upstream::direct::{DirectBody, DirectError};
 use crate::upstream::Conn;
 
 /// Why a request body could not be streamed to the upstream.
@@ -95,11 +96,39 @@ pub struct ResponseBody {
 enum Kind {
     /// A synthetic answer, taken on first poll.
     Full(Option<Bytes>),
-    /// The upstream's body. `lease` is `None` once the body has ended.
+    /// The upstream's body from a hyper connection. `lease` is `None` once
+    /// the body has ended.
     Upstream {
         body: Incoming,
         lease: Option<Lease>,
     },
+    /// The upstream's body from a direct connection, which it hands to the
+    /// lease at its end.
+    Direct {
+        body: DirectBody,
+        lease: Option<Lease>,
+    },
+}
+
+/// Why an upstream's response body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// On a hyper connection.
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// On a direct connection.
+    #[error("reading response body: {0}")]
+    Direct(#[from] DirectError),
+}
+
+impl ResponseBodyError {
+    /// The proxy cut the connection itself (the end of a drain).
+    fn is_cut(&self) -> bool {
+        match self {
+            ResponseBodyError::Hyper(e) => e.is_canceled(),
+            ResponseBodyError::Direct(e) => e.is_cut(),
+        }
+    }
 }
 
 /// What an upstream response holds until its body ends.
@@ -108,7 +137,8 @@ pub struct Lease {
     /// Counts the request in flight on its pool and server.
     pub guard: InflightGuard,
     /// The connection to give back to the pool; `None` when it must not be
-    /// reused (an upgrade, or a response the server will close).
+    /// reused (an upgrade, or a response the server will close) or, for a
+    /// direct connection, until the body hands it over.
     pub conn: Option<Conn>,
 }
 
@@ -116,6 +146,18 @@ impl Lease {
     fn finish(self) {
         if let Some(conn) = self.conn {
             self.guard.server().upstream.release(conn);
+        }
+    }
+
+    /// A broken upstream body: the connection is not reused, the guard drops
+    /// with the body, and the server gets a strike unless the proxy itself
+    /// cut the connection.
+    fn fail(&mut self, e: &ResponseBodyError) {
+        self.conn = None;
+        let server = self.guard.server();
+        if !e.is_cut() && server.upstream.strike() {
+            tracing::debug!(server = server.upstream.label(), error = %e, "upstream keeps failing");
+            server.report_failure(format!("response body failed: {e}"));
         }
     }
 }
@@ -147,10 +189,37 @@ impl ResponseBody {
         this
     }
 
+    /// The upstream's body on a direct connection, releasing `lease` (with
+    /// the connection) when it ends.
+    pub fn direct(body: DirectBody, lease: Lease) -> ResponseBody {
+        let mut this = ResponseBody {
+            kind: Kind::Direct {
+                lease: Some(lease),
+                body,
+            },
+        };
+        this.finish_if_ended();
+        this
+    }
+
     fn finish_if_ended(&mut self) {
-        if let Kind::Upstream { body, lease } = &mut self.kind {
-            if body.is_end_stream() {
+        if self.is_end_stream() {
+            self.finish();
+        }
+    }
+
+    /// The body has ended: the lease is released, with the connection.
+    fn finish(&mut self) {
+        match &mut self.kind {
+            Kind::Full(_) => {}
+            Kind::Upstream { lease, .. } => {
                 if let Some(lease) = lease.take() {
+                    lease.finish();
+                }
+            }
+            Kind::Direct { body, lease } => {
+                if let Some(mut lease) = lease.take() {
+                    lease.conn = body.take_conn().map(Conn::Direct);
                     lease.finish();
                 }
             }
@@ -160,48 +229,42 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        match &mut this.kind {
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        let (polled, lease) = match &mut this.kind {
+            Kind::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, lease } => {
                 let polled = Pin::new(body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None) => {
-                        if let Some(lease) = lease.take() {
-                            lease.finish();
-                        }
-                    }
-                    // A broken upstream body: the connection is not reused,
-                    // the guard drops with the body, and the server gets a
-                    // strike unless the proxy itself cut the connection.
-                    Poll::Ready(Some(Err(e))) => {
-                        if let Some(lease) = lease.as_mut() {
-                            lease.conn = None;
-                            let server = lease.guard.server();
-                            if !e.is_canceled() && server.upstream.strike() {
-                                tracing::debug!(server = server.upstream.label(), error = %e, "upstream keeps failing");
-                                server.report_failure(format!("response body failed: {e}"));
-                            }
-                        }
-                    }
-                    Poll::Ready(Some(Ok(_))) => this.finish_if_ended(),
-                    Poll::Pending => {}
-                }
-                polled
+                (polled.map_err(ResponseBodyError::from), lease)
             }
+            Kind::Direct { body, lease } => {
+                let polled = body.poll_frame(cx);
+                (polled.map_err(ResponseBodyError::from), lease)
+            }
+        };
+        match &polled {
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(lease) = lease.as_mut() {
+                    lease.fail(e);
+                }
+            }
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Ok(_))) => this.finish_if_ended(),
+            Poll::Pending => {}
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Direct { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -210,6 +273,7 @@ impl Body for ResponseBody {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Direct { body, .. } => body.size_hint(),
         }
     }
 }

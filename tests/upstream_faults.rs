@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use http::Method;
 use http_body_util::BodyExt;
 use raw::{RawConn, RawUpstream};
 use support::*;
@@ -362,6 +363,51 @@ async fn other_clients_are_served_while_an_upstream_hangs() {
             *slowest < Duration::from_millis(1000),
             "slowest good request took {slowest:?}"
         );
+    })
+    .await;
+}
+
+/// Answers the first request of each connection, then reads the next one
+/// and closes without a word, as a server whose keep-alive timeout fires
+/// just as a request arrives.
+async fn answer_once_then_close(mut conn: RawConn) {
+    if conn.head().await.is_none() {
+        return;
+    }
+    let _ = conn
+        .stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .await;
+    let _ = conn.head().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_closed_under_a_request_is_retried_only_for_an_idempotent_method() {
+    within(BOUND, async {
+        let bad = RawUpstream::start(answer_once_then_close).await;
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
+        let proxy = Cutover::start(&bad_and_good(&bad, &blue, &green, "")).await;
+        let mut client = Client::http1(proxy.addr).await;
+        for round in 0..3 {
+            let resp = client.send(get("/bad")).await;
+            assert_eq!(resp.status(), 200, "GET {round}");
+            assert_eq!(
+                &resp.into_body().collect().await.unwrap().to_bytes()[..],
+                b"ok"
+            );
+        }
+        // Each GET after the first was written to a connection the server
+        // then closed, and went again on a new one.
+        assert_eq!(bad.connections(), 3);
+
+        // The same for a POST: not sent twice, answered 502.
+        let resp = client.send(request(Method::POST, "/bad", empty())).await;
+        assert_eq!(resp.status(), 502);
+        assert_eq!(bad.connections(), 3, "the POST was sent again");
+        proxy.stop().await;
     })
     .await;
 }

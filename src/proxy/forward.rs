@@ -27,7 +27,7 @@ use crate::body::{Lease, RequestBody, RequestBodyError, ResponseBody};
 use crate::config::PoolName;
 use crate::metrics::PoolMetrics;
 use crate::snapshot::{InflightGuard, PoolState, Routing, Server, Service};
-use crate::upstream::{Timeouts, UpstreamError};
+use crate::upstream::{Answer, Conn, Timeouts, UpstreamError};
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -152,16 +152,30 @@ impl Exchange {
     }
 
     async fn send(&mut self) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
-        let (mut resp, conn, guard) = send(&self.target, &mut self.req).await?;
+        // No body and no upgrade: the request's own task can drive the
+        // upstream connection (see `upstream::direct`).
+        let direct = !self.has_body && self.client_upgrade.is_none();
+        let (answer, guard) = send(&self.target, &mut self.req, direct).await?;
         let target = &self.target;
         tracing::debug!(
             service = %target.service.name,
             pool = %guard.pool().name,
             server = guard.server().upstream.label(),
-            status = resp.status().as_u16(),
+            status = answer.status().as_u16(),
             "proxied"
         );
-
+        let (mut resp, sender) = match answer {
+            Answer::Direct(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                headers::remove_hop_by_hop(&mut parts.headers, false);
+                let lease = Lease { guard, conn: None };
+                return Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::direct(body, lease),
+                ));
+            }
+            Answer::Hyper(resp, sender) => (resp, sender),
+        };
         if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) =
             (resp.status(), self.client_upgrade.take())
         {
@@ -177,7 +191,7 @@ impl Exchange {
         headers::remove_hop_by_hop(&mut parts.headers, false);
         let lease = Lease {
             guard,
-            conn: Some(conn),
+            conn: Some(Conn::Hyper(sender)),
         };
         Ok(Response::from_parts(
             parts,
@@ -348,7 +362,8 @@ fn rewrite(
 async fn send(
     target: &Target,
     req: &mut Option<Request<RequestBody>>,
-) -> Result<(Response<Incoming>, crate::upstream::Conn, InflightGuard), (ProxyError, bool)> {
+    direct: bool,
+) -> Result<(Answer, InflightGuard), (ProxyError, bool)> {
     let view = target.service.pool(target.pool);
     let no_server = || ProxyError::NoHealthyServer {
         service: target.service.name.to_string(),
@@ -360,8 +375,8 @@ async fn send(
     let mut retried = false;
     loop {
         let guard = InflightGuard::new(view.state.clone(), server.clone());
-        let error = match server.upstream.send(req, target.timeouts).await {
-            Ok((resp, conn)) => return Ok((resp, conn, guard)),
+        let error = match server.upstream.send(req, target.timeouts, direct).await {
+            Ok(answer) => return Ok((answer, guard)),
             Err(error) => error,
         };
         if req.is_some() && !retried {
@@ -398,6 +413,7 @@ fn classify(error: UpstreamError) -> ProxyError {
             ProxyError::Connect(error)
         }
         UpstreamError::ResponseTimeout { .. } => ProxyError::Timeout(error),
+        UpstreamError::Direct { .. } => ProxyError::Upstream(error),
         UpstreamError::Request { source, .. } => match body_error(source) {
             Some(RequestBodyError::TooLarge { limit }) => {
                 ProxyError::PayloadTooLarge { limit: *limit }

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -33,6 +33,11 @@ use tokio::task::AbortHandle;
 
 use crate::body::RequestBody;
 use crate::config::ServerAddr;
+use crate::flag::Flag;
+
+pub mod direct;
+
+use direct::{DirectBody, DirectConn, DirectError, Reached};
 
 /// Most idle connections kept per server.
 const MAX_IDLE_PER_SERVER: usize = 512;
@@ -78,47 +83,77 @@ pub enum UpstreamError {
         #[source]
         source: hyper::Error,
     },
+    /// A direct connection failed while the request was sent or the
+    /// response head read.
+    #[error("request to {addr} failed: {source}")]
+    Direct {
+        /// The server.
+        addr: String,
+        /// What failed.
+        #[source]
+        source: DirectError,
+    },
 }
 
-/// The tasks holding a pool's upstream connections and tunnels, aborted
-/// together at the end of a drain.
+/// What is open on a pool at the end of a drain: the tasks holding its
+/// hyper connections and tunnels, and its direct connections.
 ///
-/// Aborting is what cuts them: a task's future, and with it the connection,
-/// is dropped. Nothing in those tasks polls a signal per wake-up, so the cut
-/// costs the request path nothing until it happens.
+/// Cutting aborts the tasks, which drops their futures and with them the
+/// connections, and raises each direct connection's flag, which its next
+/// read (or the waker of a read in progress) sees. Nothing polls a shared
+/// signal, so the cut costs the request path nothing until it happens.
 #[derive(Debug, Default)]
 pub struct Cutter {
     tasks: Mutex<Vec<AbortHandle>>,
+    conns: Mutex<Vec<Weak<Flag>>>,
 }
 
 impl Cutter {
     /// Adds a task to cut. Handles of tasks that have ended are dropped
     /// whenever the list would otherwise grow.
     pub fn register(&self, task: AbortHandle) {
-        let mut tasks = self.lock();
+        let mut tasks = lock(&self.tasks);
         if tasks.len() == tasks.capacity() {
             tasks.retain(|t| !t.is_finished());
         }
         tasks.push(task);
     }
 
-    /// Aborts every task registered so far; later ones are not affected.
+    /// The flag of a new direct connection, raised at the next cut.
+    pub fn flag(&self) -> Arc<Flag> {
+        let flag = Arc::new(Flag::default());
+        let mut conns = lock(&self.conns);
+        if conns.len() == conns.capacity() {
+            conns.retain(|c| c.strong_count() > 0);
+        }
+        conns.push(Arc::downgrade(&flag));
+        flag
+    }
+
+    /// Cuts everything registered so far; later ones are not affected.
     pub fn cut(&self) {
-        for task in self.lock().drain(..) {
+        for task in lock(&self.tasks).drain(..) {
             task.abort();
+        }
+        let conns = std::mem::take(&mut *lock(&self.conns));
+        for flag in conns.iter().filter_map(Weak::upgrade) {
+            flag.raise();
         }
     }
 
     /// Tasks registered and not seen to end.
     #[cfg(test)]
     fn open(&self) -> usize {
-        self.lock().iter().filter(|t| !t.is_finished()).count()
+        lock(&self.tasks)
+            .iter()
+            .filter(|t| !t.is_finished())
+            .count()
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AbortHandle>> {
-        // A panic while holding this lock cannot leave the Vec inconsistent.
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// A panic while holding one of these locks cannot leave its Vec inconsistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The timeouts that apply to one upstream request.
@@ -138,7 +173,10 @@ pub struct Upstream {
     label: String,
     /// Pre-parsed when the host is an IP literal; names are resolved at each connect.
     ip: Option<SocketAddr>,
+    /// Idle hyper connections (requests with a body, upgrades).
     idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    /// Idle direct connections (everything else).
+    idle_direct: Mutex<Vec<DirectConn>>,
     /// The pool's open connections, cut together at the end of a drain.
     cutter: Arc<Cutter>,
     /// Failed requests since the last good response head.
@@ -146,13 +184,30 @@ pub struct Upstream {
 }
 
 /// A connection checked out of an [`Upstream`]'s pool.
-pub struct Conn {
-    sender: http1::SendRequest<RequestBody>,
+#[derive(Debug)]
+pub enum Conn {
+    /// Driven by hyper's connection task.
+    Hyper(http1::SendRequest<RequestBody>),
+    /// Driven by whoever reads the response (see [`direct`]).
+    Direct(DirectConn),
 }
 
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn").finish_non_exhaustive()
+/// An upstream's answer to one request.
+#[derive(Debug)]
+pub enum Answer {
+    /// From a hyper connection, to give back once the body ends.
+    Hyper(Response<Incoming>, http1::SendRequest<RequestBody>),
+    /// From a direct connection, which the body owns until its end.
+    Direct(Response<DirectBody>),
+}
+
+impl Answer {
+    /// The response's status.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Answer::Hyper(resp, _) => resp.status(),
+            Answer::Direct(resp) => resp.status(),
+        }
     }
 }
 
@@ -164,6 +219,7 @@ impl Upstream {
             ip: addr.ip(),
             addr,
             idle: Mutex::new(Vec::new()),
+            idle_direct: Mutex::new(Vec::new()),
             cutter,
             strikes: AtomicU32::new(0),
         }
@@ -200,9 +256,8 @@ impl Upstream {
     }
 
     /// Sends the request in `slot` on a pooled or new connection and waits
-    /// for the response head. On success the connection is returned with the
-    /// response so the caller can give it back with [`Upstream::release`]
-    /// once the body ends.
+    /// for the response head. `direct` says the request has no body and asks
+    /// for no upgrade, so a direct connection can carry it.
     ///
     /// The request stays in `slot` until it is written to a connection: after
     /// an error, `slot` holds it again exactly when it never left (no
@@ -217,22 +272,94 @@ impl Upstream {
         &self,
         slot: &mut Option<Request<RequestBody>>,
         timeouts: Timeouts,
-    ) -> Result<(Response<Incoming>, Conn), UpstreamError> {
+        direct: bool,
+    ) -> Result<Answer, UpstreamError> {
         assert!(slot.is_some(), "Upstream::send needs a request");
+        if direct {
+            return self.send_direct(slot, timeouts).await.map(Answer::Direct);
+        }
         // A pooled connection may have been closed by the server while idle:
         // hyper then hands the request back unsent and we try the next one.
-        while let Some(mut conn) = self.checkout().await {
-            match self.send_on(&mut conn, slot, timeouts.response).await {
-                Ok(resp) => return Ok((resp, conn)),
+        while let Some(mut sender) = self.checkout().await {
+            match self.send_on(&mut sender, slot, timeouts.response).await {
+                Ok(resp) => return Ok(Answer::Hyper(resp, sender)),
                 Err(error) if slot.is_none() => return Err(error),
                 Err(_) => {}
             }
         }
         // Boxed: a new connection is the rare case, and its future would
         // otherwise make every request's future that much larger.
-        let mut conn = Box::pin(self.connect(timeouts.connect)).await?;
-        let resp = self.send_on(&mut conn, slot, timeouts.response).await?;
-        Ok((resp, conn))
+        let mut sender = Box::pin(self.connect(timeouts.connect)).await?;
+        let resp = self.send_on(&mut sender, slot, timeouts.response).await?;
+        Ok(Answer::Hyper(resp, sender))
+    }
+
+    /// [`Upstream::send`] on a direct connection. A pooled connection that
+    /// the server closed while it sat idle fails before anything was read:
+    /// the request then goes on the next one when that is safe (nothing was
+    /// written, or the method is idempotent).
+    async fn send_direct(
+        &self,
+        slot: &mut Option<Request<RequestBody>>,
+        timeouts: Timeouts,
+    ) -> Result<Response<DirectBody>, UpstreamError> {
+        let Some(req) = slot.as_ref() else {
+            unreachable!("send checked the slot");
+        };
+        let mut last = None;
+        while let Some(conn) = self.checkout_direct() {
+            match self.exchange(conn, req, timeouts.response).await {
+                Ok(resp) => return Ok(resp),
+                Err((error, Reached::Unsent)) => last = Some(error),
+                Err((error, Reached::Unanswered)) if req.method().is_idempotent() => {
+                    last = Some(error)
+                }
+                Err((error, _)) => {
+                    *slot = None;
+                    return Err(error);
+                }
+            }
+        }
+        if let Some(error) = last {
+            tracing::debug!(server = %self.label, error = %error, "pooled connection closed by the server; sending on a new one");
+        }
+        // Boxed, as for hyper's.
+        let stream = Box::pin(self.connect_stream(timeouts.connect)).await?;
+        let conn = DirectConn::new(stream, self.cutter.flag());
+        let sent = self.exchange(conn, req, timeouts.response).await;
+        sent.map_err(|(error, _)| {
+            *slot = None;
+            error
+        })
+    }
+
+    /// One request on one direct connection, up to the response head.
+    async fn exchange(
+        &self,
+        mut conn: DirectConn,
+        req: &Request<RequestBody>,
+        timeout: Duration,
+    ) -> Result<Response<DirectBody>, (UpstreamError, Reached)> {
+        let head = match tokio::time::timeout(timeout, conn.round_trip(req)).await {
+            Ok(Ok(head)) => head,
+            Ok(Err((source, reached))) => {
+                let error = UpstreamError::Direct {
+                    addr: self.label.clone(),
+                    source,
+                };
+                return Err((error, reached));
+            }
+            Err(_) => {
+                let error = UpstreamError::ResponseTimeout {
+                    addr: self.label.clone(),
+                    timeout,
+                };
+                return Err((error, Reached::Answered));
+            }
+        };
+        self.clear_strikes();
+        let body = DirectBody::new(conn, &head);
+        Ok(head.response.map(|()| body))
     }
 
     /// Writes the request in `slot` to `conn` (at once, before any await) and
@@ -240,11 +367,11 @@ impl Upstream {
     /// not ready puts the request back.
     fn send_on<'a>(
         &'a self,
-        conn: &mut Conn,
+        sender: &mut http1::SendRequest<RequestBody>,
         slot: &'a mut Option<Request<RequestBody>>,
         timeout: Duration,
     ) -> impl Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'a {
-        let sent = slot.take().map(|req| conn.sender.try_send_request(req));
+        let sent = slot.take().map(|req| sender.try_send_request(req));
         async move {
             let Some(sent) = sent else {
                 unreachable!("send_on is only called with a request in the slot");
@@ -269,17 +396,26 @@ impl Upstream {
         }
     }
 
-    /// Pops idle connections until one is ready for a request.
-    async fn checkout(&self) -> Option<Conn> {
+    /// Pops idle hyper connections until one is ready for a request.
+    async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
         loop {
-            let sender = self.lock_idle().pop()?;
-            let mut conn = Conn { sender };
-            if conn.sender.is_closed() {
+            let mut sender = lock(&self.idle).pop()?;
+            if sender.is_closed() {
                 continue;
             }
             // Returned at end of body; the connection task may need one more
             // poll to become ready, which this await gives it.
-            if conn.sender.ready().await.is_ok() {
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Pops idle direct connections until one the server has not closed.
+    fn checkout_direct(&self) -> Option<DirectConn> {
+        loop {
+            let mut conn = lock(&self.idle_direct).pop()?;
+            if conn.is_reusable() {
                 return Some(conn);
             }
         }
@@ -287,26 +423,38 @@ impl Upstream {
 
     /// Gives a connection whose response was read to the end back to the pool.
     pub fn release(&self, conn: Conn) {
-        if conn.sender.is_closed() {
-            return;
-        }
-        let mut idle = self.lock_idle();
-        if idle.len() < MAX_IDLE_PER_SERVER {
-            idle.push(conn.sender);
+        match conn {
+            Conn::Hyper(sender) => {
+                if sender.is_closed() {
+                    return;
+                }
+                let mut idle = lock(&self.idle);
+                if idle.len() < MAX_IDLE_PER_SERVER {
+                    idle.push(sender);
+                }
+            }
+            Conn::Direct(conn) => {
+                let mut idle = lock(&self.idle_direct);
+                // Nothing watches an idle direct connection: the oldest is
+                // checked at each return, so those the server closed while
+                // they sat at the bottom of the stack do not pile up.
+                if idle.first_mut().is_some_and(|oldest| !oldest.is_reusable()) {
+                    idle.swap_remove(0);
+                }
+                if idle.len() < MAX_IDLE_PER_SERVER {
+                    idle.push(conn);
+                }
+            }
         }
     }
 
     /// Drops every idle connection (used when a server leaves the config).
     pub fn clear_idle(&self) {
-        self.lock_idle().clear();
+        lock(&self.idle).clear();
+        lock(&self.idle_direct).clear();
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<http1::SendRequest<RequestBody>>> {
-        // A panic while holding this lock cannot leave the Vec inconsistent.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn connect(&self, timeout: Duration) -> Result<Conn, UpstreamError> {
+    async fn connect_stream(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
         let stream = tokio::time::timeout(timeout, self.connect_tcp())
             .await
             .map_err(|_| UpstreamError::ConnectTimeout {
@@ -318,6 +466,14 @@ impl Upstream {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(
+        &self,
+        timeout: Duration,
+    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+        let stream = self.connect_stream(timeout).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -334,7 +490,7 @@ impl Upstream {
             }
         });
         self.cutter.register(task.abort_handle());
-        Ok(Conn { sender })
+        Ok(sender)
     }
 
     async fn connect_tcp(&self) -> io::Result<TcpStream> {
@@ -392,7 +548,7 @@ mod tests {
             cutter.register(task.abort_handle());
             task.await.unwrap();
         }
-        let kept = cutter.lock().len();
+        let kept = lock(&cutter.tasks).len();
         assert!(kept <= 4, "{kept} handles kept for tasks that ended");
     }
 }

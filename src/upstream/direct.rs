@@ -1,0 +1,652 @@
+//! HTTP/1.1 to an upstream driven by the request's own task, for the common
+//! request: no body and no upgrade.
+//!
+//! hyper's client runs each connection in a task of its own: a request goes
+//! to that task through a channel, the response head comes back through
+//! another, and the body through a third, with a task wake-up at each hop.
+//! Here the task that serves the client writes the request head and reads
+//! the response itself, and the response head is parsed straight into a
+//! `HeaderMap` whose values share the bytes read. Requests with a body, and
+//! upgrades, still go through hyper (see [`super::Upstream::send`]).
+//!
+//! The response is framed as RFC 9112 §6.3 says: no body after HEAD or with
+//! 204 and 304; chunked when `Transfer-Encoding` ends in `chunked`; read to
+//! the close for any other `Transfer-Encoding` or when no length is given;
+//! else `Content-Length`, whose values must agree. Interim 1xx answers are
+//! skipped. A connection goes back to the pool only when its response was
+//! read to the end, nothing followed it, and neither side asked to close.
+//!
+//! The pool's cut (the end of a drain) raises each connection's [`Flag`];
+//! a connection checks it at every read and is woken by it while it waits.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::TRANSFER_ENCODING;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::flag::Flag;
+
+/// Most header lines in a response head (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// Largest response head (hyper's read buffer limit).
+const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// Largest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer lines.
+const MAX_TRAILERS: usize = 32;
+/// Largest trailer section.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// Room made before a read when less than [`MIN_ROOM`] is left; doubled
+/// (up to [`MAX_READ_SIZE`]) while reads fill it, for large bodies.
+const READ_SIZE: usize = 8 * 1024;
+/// The most room made for one read.
+const MAX_READ_SIZE: usize = 128 * 1024;
+/// Below this much free room, a read first makes [`READ_SIZE`].
+const MIN_ROOM: usize = 1024;
+
+/// Why an exchange on a direct connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    /// Reading or writing the socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The server closed the connection before the response was complete.
+    #[error("connection closed before the response was complete")]
+    Closed,
+    /// The pool was cut at the end of a drain.
+    #[error("connection cut at the end of the pool's drain")]
+    Cut,
+    /// The server's bytes are not an HTTP/1.1 response cutover can frame.
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+}
+
+impl DirectError {
+    /// The proxy's own doing rather than the server's.
+    pub fn is_cut(&self) -> bool {
+        matches!(self, DirectError::Cut)
+    }
+}
+
+/// How far a failed exchange got, which decides whether it may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// The request head could not be written.
+    Unsent,
+    /// Written, and not a byte came back.
+    Unanswered,
+    /// The server started answering.
+    Answered,
+}
+
+/// An upstream connection the request's task drives.
+#[derive(Debug)]
+pub struct DirectConn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed.
+    buf: BytesMut,
+    /// The request head being written; kept for its capacity.
+    head: Vec<u8>,
+    /// Raised when the pool is cut.
+    cut: Arc<Flag>,
+    /// It served a response before, so the server may have closed it since.
+    reused: bool,
+    /// Room to make for the next read.
+    read_size: usize,
+}
+
+/// A response head and how its body is framed.
+#[derive(Debug)]
+pub struct Head {
+    /// The response, without its body.
+    pub response: Response<()>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// Until the server closes.
+    Close,
+    Empty,
+}
+
+impl DirectConn {
+    /// A new connection whose reads stop once `cut` is raised.
+    pub fn new(io: TcpStream, cut: Arc<Flag>) -> DirectConn {
+        DirectConn {
+            io,
+            buf: BytesMut::new(),
+            head: Vec::new(),
+            cut,
+            reused: false,
+            read_size: READ_SIZE,
+        }
+    }
+
+    /// Whether it served a response before.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// False when the pool was cut, or the server closed the connection or
+    /// sent anything while it sat idle. Costs a system call only when the
+    /// socket was seen readable.
+    pub fn is_reusable(&mut self) -> bool {
+        if self.cut.is_set() || !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable: either stale readiness from the last response, or
+            // the server's close (or stray bytes).
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes the head of `req` (which has no body) and reads the response
+    /// head. On failure, says how far it got.
+    pub async fn round_trip<B>(
+        &mut self,
+        req: &Request<B>,
+    ) -> Result<Head, (DirectError, Reached)> {
+        encode_head(req, &mut self.head);
+        if let Err(e) = self.io.write_all(&self.head).await {
+            return Err((e.into(), Reached::Unsent));
+        }
+        let method = req.method();
+        loop {
+            if !self.buf.is_empty() {
+                match parse_head(&mut self.buf, method) {
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) if self.buf.len() > MAX_HEAD => {
+                        return Err((
+                            DirectError::Invalid("response head too large"),
+                            Reached::Answered,
+                        ))
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err((e, Reached::Answered)),
+                }
+            }
+            let reached = if self.buf.is_empty() {
+                Reached::Unanswered
+            } else {
+                Reached::Answered
+            };
+            match poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(0) => return Err((DirectError::Closed, reached)),
+                Ok(_) => {}
+                Err(e) => return Err((e, reached)),
+            }
+        }
+    }
+
+    /// Reads what the socket has into `buf`; `Ok(0)` is the server's close.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, DirectError>> {
+        if self.cut.is_set() {
+            return Poll::Ready(Err(DirectError::Cut));
+        }
+        if self.buf.capacity() - self.buf.len() < MIN_ROOM {
+            self.buf.reserve(self.read_size);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let read = pin!(self.io.read_buf(&mut self.buf)).poll(cx);
+        match read {
+            Poll::Ready(Ok(n)) => {
+                if n == room && self.read_size < MAX_READ_SIZE {
+                    self.read_size *= 2;
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(DirectError::Io(e))),
+            Poll::Pending if self.cut.poll_set(cx.waker()) => Poll::Ready(Err(DirectError::Cut)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future as _;
+
+/// `METHOD target HTTP/1.1`, the headers as they are, and the empty line.
+/// hyper sends a bodiless request's headers the same way.
+fn encode_head<B>(req: &Request<B>, out: &mut Vec<u8>) {
+    out.clear();
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Takes one final response head off the front of `buf` (skipping interim
+/// 1xx ones); `None` while it is incomplete.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, DirectError> {
+    loop {
+        // Offsets into `buf` of each header's name and value, so the values
+        // can share the head's bytes once it is split off.
+        let mut spans = [[0u32; 4]; MAX_HEADERS];
+        let mut lines = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut lines,
+        ) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(DirectError::Invalid("too many headers"))
+            }
+            Err(_) => return Err(DirectError::Invalid("malformed response head")),
+        };
+        let code = parsed.code.unwrap_or_default();
+        if (100..200).contains(&code) && code != 101 {
+            buf.advance(len);
+            continue;
+        }
+        let status =
+            StatusCode::from_u16(code).map_err(|_| DirectError::Invalid("bad status code"))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(DirectError::Invalid(
+                "101 to a request that asked for no upgrade",
+            ));
+        }
+        let version = if parsed.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let base = buf.as_ptr() as usize;
+        // Kept as hyper keeps it, when it is not the usual one, so the
+        // client sees the phrase the server chose.
+        let reason = parsed
+            .reason
+            .filter(|r| Some(*r) != status.canonical_reason())
+            .map(|r| {
+                let start = r.as_ptr() as usize - base;
+                start..start + r.len()
+            });
+        let count = parsed.headers.len();
+        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            *span = [
+                name as u32,
+                (name + h.name.len()) as u32,
+                value as u32,
+                (value + h.value.len()) as u32,
+            ];
+        }
+        let head = buf.split_to(len).freeze();
+        let mut framed = frame(&head, &spans[..count], status, version, method)?;
+        if let Some(reason) = reason {
+            let phrase = hyper::ext::ReasonPhrase::try_from(head.slice(reason))
+                .map_err(|_| DirectError::Invalid("bad reason phrase"))?;
+            framed.response.extensions_mut().insert(phrase);
+        }
+        return Ok(Some(framed));
+    }
+}
+
+/// Builds the response head from the header `spans` of `head`, and frames
+/// its body.
+fn frame(
+    head: &Bytes,
+    spans: &[[u32; 4]],
+    status: StatusCode,
+    version: Version,
+    method: &Method,
+) -> Result<Head, DirectError> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut length: Option<u64> = None;
+    let mut chunked: Option<bool> = None;
+    let mut close = false;
+    let mut keep_alive_asked = false;
+    for &[ns, ne, vs, ve] in spans {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| DirectError::Invalid("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| DirectError::Invalid("bad header value"))?;
+        if name == CONTENT_LENGTH {
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let n = parse_length(part.trim_ascii())
+                    .ok_or(DirectError::Invalid("bad content-length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(DirectError::Invalid("conflicting content-length"));
+                }
+                length = Some(n);
+            }
+        } else if name == TRANSFER_ENCODING {
+            let last = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_asked |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let framing = if method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if let Some(chunked) = chunked {
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    let keep_alive = match version {
+        Version::HTTP_10 => keep_alive_asked && !close,
+        _ => !close,
+    }
+    // Both framings given: the message was read by one, the connection is
+    // not trusted with another (RFC 9112 §6.3).
+    && !(chunked.is_some() && length.is_some())
+    && framing != Framing::Close;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Head {
+        response,
+        framing,
+        keep_alive,
+    })
+}
+
+/// A `Content-Length` value: digits only.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// A response body read from a [`DirectConn`], which it owns until the end.
+#[derive(Debug)]
+pub struct DirectBody {
+    conn: Option<DirectConn>,
+    state: State,
+    keep_alive: bool,
+    /// An error held back for one turn (see [`DirectBody::poll_frame`]).
+    failed: Option<DirectError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Bytes still to come.
+    Length(u64),
+    /// Before a chunk-size line.
+    ChunkSize,
+    /// Chunk bytes still to come.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// After the last chunk: trailers, then the empty line.
+    Trailers,
+    /// Until the server closes.
+    Close,
+    Done,
+}
+
+impl DirectBody {
+    /// The body that follows `head` on `conn`.
+    pub fn new(conn: DirectConn, head: &Head) -> DirectBody {
+        let state = match head.framing {
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Close => State::Close,
+            Framing::Empty => State::Done,
+        };
+        DirectBody {
+            conn: Some(conn),
+            state,
+            keep_alive: head.keep_alive,
+            failed: None,
+        }
+    }
+
+    /// Whether the whole body has been read.
+    pub fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Exact for a `Content-Length` body.
+    pub fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+
+    /// The connection, when the body has ended and the connection can carry
+    /// another request.
+    pub fn take_conn(&mut self) -> Option<DirectConn> {
+        let conn = self.conn.take()?;
+        let reusable = self.state == State::Done && self.keep_alive && conn.buf.is_empty();
+        reusable.then(|| {
+            // A large body grew the buffer: an idle connection keeps a
+            // small one.
+            let buf = if conn.read_size > READ_SIZE {
+                BytesMut::new()
+            } else {
+                conn.buf
+            };
+            DirectConn {
+                reused: true,
+                read_size: READ_SIZE,
+                buf,
+                ..conn
+            }
+        })
+    }
+
+    /// The next frame: data as it arrives, then trailers (if any).
+    ///
+    /// An error is reported one turn late: the caller's flush runs first,
+    /// so what was read before a reset still reaches the client (hyper's
+    /// server drops its unflushed output when a body fails).
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, DirectError>>> {
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match self.poll_next(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            polled => polled,
+        }
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, DirectError>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            let step = match self.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) => take_data(&mut conn.buf, left).map(|(data, left)| {
+                    self.state = if left == 0 {
+                        State::Done
+                    } else {
+                        State::Length(left)
+                    };
+                    Some(Frame::data(data))
+                }),
+                State::ChunkData(left) => take_data(&mut conn.buf, left).map(|(data, left)| {
+                    if left == 0 {
+                        self.state = State::ChunkEnd;
+                    } else {
+                        self.state = State::ChunkData(left);
+                    }
+                    Some(Frame::data(data))
+                }),
+                State::Close if !conn.buf.is_empty() => {
+                    Some(Some(Frame::data(conn.buf.split().freeze())))
+                }
+                State::Close => None,
+                State::ChunkSize => match chunk_size(&mut conn.buf) {
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Ok(Some(0)) => {
+                        self.state = State::Trailers;
+                        continue;
+                    }
+                    Ok(Some(n)) => {
+                        self.state = State::ChunkData(n);
+                        continue;
+                    }
+                    Ok(None) => None,
+                },
+                State::ChunkEnd if conn.buf.len() >= 2 => {
+                    if &conn.buf[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(DirectError::Invalid(
+                            "chunk not ended by CRLF",
+                        ))));
+                    }
+                    conn.buf.advance(2);
+                    self.state = State::ChunkSize;
+                    continue;
+                }
+                State::ChunkEnd => None,
+                State::Trailers => match trailers(&mut conn.buf) {
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Ok(Some(fields)) => {
+                        self.state = State::Done;
+                        match fields {
+                            Some(fields) => Some(Some(Frame::trailers(fields))),
+                            None => return Poll::Ready(None),
+                        }
+                    }
+                    Ok(None) => None,
+                },
+            };
+            match step {
+                Some(frame) => return Poll::Ready(frame.map(Ok)),
+                // More bytes are needed.
+                None => match conn.poll_fill(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Poll::Ready(Ok(0)) if self.state == State::Close => {
+                        self.state = State::Done;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Some(Err(DirectError::Closed))),
+                    Poll::Ready(Ok(_)) => {}
+                },
+            }
+        }
+    }
+}
+
+/// Up to `left` bytes of what `buf` holds, and how many are left after them;
+/// `None` when `buf` is empty.
+fn take_data(buf: &mut BytesMut, left: u64) -> Option<(Bytes, u64)> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+    Some((buf.split_to(n).freeze(), left - n as u64))
+}
+
+/// Takes a chunk-size line off `buf`; `None` while it is incomplete.
+fn chunk_size(buf: &mut BytesMut) -> Result<Option<u64>, DirectError> {
+    let invalid = DirectError::Invalid("bad chunk size");
+    match buf.first() {
+        None => return Ok(None),
+        Some(b) if !b.is_ascii_hexdigit() => return Err(invalid),
+        Some(_) => {}
+    }
+    match httparse::parse_chunk_size(buf) {
+        Ok(httparse::Status::Complete((len, size))) => {
+            buf.advance(len);
+            Ok(Some(size))
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => Err(invalid),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(invalid),
+    }
+}
+
+/// Takes the trailer section off `buf`: `Some(None)` when it is empty,
+/// `None` while it is incomplete.
+#[allow(clippy::option_option)]
+fn trailers(buf: &mut BytesMut) -> Result<Option<Option<HeaderMap>>, DirectError> {
+    if buf.starts_with(b"\r\n") {
+        buf.advance(2);
+        return Ok(Some(None));
+    }
+    let mut lines = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+    match httparse::parse_headers(buf, &mut lines) {
+        Ok(httparse::Status::Complete((len, fields))) => {
+            let mut map = HeaderMap::with_capacity(fields.len());
+            for f in fields {
+                let name = HeaderName::from_bytes(f.name.as_bytes())
+                    .map_err(|_| DirectError::Invalid("bad trailer name"))?;
+                let value = HeaderValue::from_bytes(f.value)
+                    .map_err(|_| DirectError::Invalid("bad trailer value"))?;
+                map.append(name, value);
+            }
+            buf.advance(len);
+            Ok(Some(Some(map)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILER_BYTES => {
+            Err(DirectError::Invalid("trailers too large"))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(DirectError::Invalid("malformed trailers")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

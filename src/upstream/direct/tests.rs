@@ -1,0 +1,439 @@
+//! Direct connections against a scripted server on a real loopback socket.
+
+use std::future::poll_fn;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+const BOUND: Duration = Duration::from_secs(5);
+
+/// A direct connection and the server's end of it.
+async fn pair() -> (DirectConn, TcpStream, Arc<Flag>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap());
+    let (client, accepted) = tokio::join!(client, listener.accept());
+    let cut = Arc::new(Flag::default());
+    (
+        DirectConn::new(client.unwrap(), cut.clone()),
+        accepted.unwrap().0,
+        cut,
+    )
+}
+
+fn request(method: Method, target: &str) -> Request<()> {
+    Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", "up")
+        .header("x-forwarded-for", "10.0.0.1")
+        .body(())
+        .unwrap()
+}
+
+/// Reads one request head off the server's end.
+async fn read_request(server: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            server.read(&mut byte).await.unwrap(),
+            1,
+            "request cut short"
+        );
+        head.push(byte[0]);
+    }
+    head
+}
+
+/// Sends `req` on `conn` while the server answers with `answer`.
+async fn exchange(
+    conn: &mut DirectConn,
+    server: &mut TcpStream,
+    req: &Request<()>,
+    answer: &[u8],
+) -> Result<Head, (DirectError, Reached)> {
+    let serve = async {
+        read_request(server).await;
+        server.write_all(answer).await.unwrap();
+    };
+    let (head, ()) =
+        tokio::time::timeout(BOUND, async { tokio::join!(conn.round_trip(req), serve) })
+            .await
+            .expect("exchange timed out");
+    head
+}
+
+/// Everything the body yields: its data, its trailers, and the error that
+/// ended it, if one did.
+async fn drain(body: &mut DirectBody) -> (Vec<u8>, Option<HeaderMap>, Option<DirectError>) {
+    let mut data = Vec::new();
+    let mut trailers = None;
+    let collect = async {
+        loop {
+            match poll_fn(|cx| body.poll_frame(cx)).await {
+                None => return None,
+                Some(Err(e)) => return Some(e),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+            }
+        }
+    };
+    let error = tokio::time::timeout(BOUND, collect)
+        .await
+        .expect("body timed out");
+    (data, trailers, error)
+}
+
+#[test]
+fn the_request_head_is_the_method_target_and_headers_as_given() {
+    let mut out = Vec::new();
+    encode_head(&request(Method::GET, "/a/b?c=d"), &mut out);
+    assert_eq!(
+        out,
+        b"GET /a/b?c=d HTTP/1.1\r\nhost: up\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
+    );
+    encode_head(&request(Method::OPTIONS, "*"), &mut out);
+    assert!(out.starts_with(b"OPTIONS * HTTP/1.1\r\n"), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_sized_body_arriving_in_pieces_is_passed_on_and_the_connection_reused() {
+    let (mut conn, mut server, _cut) = pair().await;
+    let req = request(Method::GET, "/");
+    let head = exchange(
+        &mut conn,
+        &mut server,
+        &req,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
+    )
+    .await
+    .unwrap();
+    assert_eq!(head.response.status(), 200);
+    let values: Vec<_> = head.response.headers().get_all("x-a").iter().collect();
+    assert_eq!(values, ["1", "2"]);
+    let mut body = DirectBody::new(conn, &head);
+    assert_eq!(body.size_hint().exact(), Some(11));
+    let rest = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        server.write_all(b" world").await.unwrap();
+    };
+    let ((data, trailers, error), ()) = tokio::join!(drain(&mut body), rest);
+    assert_eq!(
+        (data.as_slice(), trailers, error.map(|e| e.to_string())),
+        (&b"hello world"[..], None, None)
+    );
+    assert!(body.is_end_stream());
+    let mut conn = body
+        .take_conn()
+        .expect("a complete keep-alive response frees its connection");
+    assert!(conn.reused());
+    assert!(conn.is_reusable());
+
+    // The same connection carries the next request.
+    let head = exchange(
+        &mut conn,
+        &mut server,
+        &req,
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(head.response.status(), 204);
+    assert!(DirectBody::new(conn, &head).is_end_stream());
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_decoded_with_its_extensions_and_trailers() {
+    let (mut conn, mut server, _cut) = pair().await;
+    let head = exchange(
+        &mut conn,
+        &mut server,
+        &request(Method::GET, "/"),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut body = DirectBody::new(conn, &head);
+    let (data, trailers, error) = drain(&mut body).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(data, b"hello world");
+    assert_eq!(trailers.expect("trailers")["x-sum"], "42");
+    assert!(
+        body.take_conn().is_some(),
+        "a complete chunked response frees its connection"
+    );
+}
+
+#[tokio::test]
+async fn responses_without_a_body_end_at_their_head() {
+    for (method, answer) in [
+        (
+            Method::HEAD,
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"[..],
+        ),
+        (
+            Method::GET,
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5000\r\n\r\n",
+        ),
+        (Method::GET, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    ] {
+        let (mut conn, mut server, _cut) = pair().await;
+        let head = exchange(&mut conn, &mut server, &request(method, "/"), answer)
+            .await
+            .unwrap();
+        let mut body = DirectBody::new(conn, &head);
+        assert!(body.is_end_stream(), "{answer:?}");
+        assert!(body.take_conn().is_some(), "{answer:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_without_a_length_runs_to_the_close_and_the_connection_is_not_kept() {
+    let (mut conn, mut server, _cut) = pair().await;
+    let head = exchange(
+        &mut conn,
+        &mut server,
+        &request(Method::GET, "/"),
+        b"HTTP/1.1 200 OK\r\n\r\nall of it",
+    )
+    .await
+    .unwrap();
+    let mut body = DirectBody::new(conn, &head);
+    drop(server);
+    let (data, _, error) = drain(&mut body).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(data, b"all of it");
+    assert!(body.take_conn().is_none());
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped() {
+    let (mut conn, mut server, _cut) = pair().await;
+    let head = exchange(
+        &mut conn,
+        &mut server,
+        &request(Method::GET, "/"),
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await
+    .unwrap();
+    assert_eq!(head.response.status(), 200);
+    assert!(!head.response.headers().contains_key("link"));
+    let (data, _, _) = drain(&mut DirectBody::new(conn, &head)).await;
+    assert_eq!(data, b"ok");
+}
+
+#[tokio::test]
+async fn a_close_asked_by_either_version_keeps_the_connection_out_of_the_pool() {
+    for (answer, kept) in [
+        (&b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na"[..], false),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\na", false),
+        (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\na", true),
+        // Both framings: read as chunked, then not trusted again.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", false),
+    ] {
+        let (mut conn, mut server, _cut) = pair().await;
+        let head = exchange(&mut conn, &mut server, &request(Method::GET, "/"), answer)
+            .await
+            .unwrap();
+        let mut body = DirectBody::new(conn, &head);
+        let (data, _, error) = drain(&mut body).await;
+        assert!(error.is_none(), "{answer:?}: {error:?}");
+        assert_eq!(data, b"a");
+        assert_eq!(body.take_conn().is_some(), kept, "{answer:?}");
+    }
+}
+
+#[tokio::test]
+async fn heads_that_cannot_be_framed_are_refused() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+    ] {
+        let (mut conn, mut server, _cut) = pair().await;
+        match exchange(&mut conn, &mut server, &request(Method::GET, "/"), answer).await {
+            Err((DirectError::Invalid(_), Reached::Answered)) => {}
+            other => panic!("{answer:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn broken_chunks_and_short_bodies_end_in_an_error() {
+    for (answer, close) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"[..],
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n",
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX\r\n",
+            false,
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", true),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+            true,
+        ),
+    ] {
+        let (mut conn, mut server, _cut) = pair().await;
+        let head = exchange(&mut conn, &mut server, &request(Method::GET, "/"), answer)
+            .await
+            .unwrap();
+        if close {
+            drop(server);
+        }
+        let mut body = DirectBody::new(conn, &head);
+        let (_, _, error) = drain(&mut body).await;
+        assert!(error.is_some(), "{answer:?} ended cleanly");
+        assert!(body.take_conn().is_none(), "{answer:?}");
+    }
+}
+
+#[tokio::test]
+async fn how_far_a_failed_exchange_got_is_reported() {
+    // Closed with no answer: a request that may be sent again elsewhere.
+    let (mut conn, mut server, _cut) = pair().await;
+    let req = request(Method::GET, "/");
+    let serve = async {
+        read_request(&mut server).await;
+        drop(server);
+    };
+    let (sent, ()) = tokio::join!(conn.round_trip(&req), serve);
+    assert!(
+        matches!(sent, Err((DirectError::Closed, Reached::Unanswered))),
+        "{sent:?}"
+    );
+
+    // Half a head, then the close.
+    let (mut conn, mut server, _cut) = pair().await;
+    let serve = async {
+        read_request(&mut server).await;
+        server.write_all(b"HTTP/1.1 200 OK\r\nCont").await.unwrap();
+        drop(server);
+    };
+    let (sent, ()) = tokio::join!(conn.round_trip(&req), serve);
+    assert!(
+        matches!(sent, Err((DirectError::Closed, Reached::Answered))),
+        "{sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_server_closed_is_not_reusable() {
+    let (mut conn, server, _cut) = pair().await;
+    assert!(conn.is_reusable());
+    drop(server);
+    // The close reaches the socket's readiness through the runtime's driver.
+    tokio::time::timeout(BOUND, async {
+        while conn.is_reusable() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the close was never seen");
+}
+
+#[tokio::test]
+async fn a_cut_wakes_a_body_waiting_for_bytes_and_ends_it() {
+    let (mut conn, mut server, cut) = pair().await;
+    let head = exchange(
+        &mut conn,
+        &mut server,
+        &request(Method::GET, "/"),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+    )
+    .await
+    .unwrap();
+    let mut body = DirectBody::new(conn, &head);
+    // In a task of its own, so only the cut's wake-up can poll it again.
+    let reading = tokio::spawn(async move { (drain(&mut body).await, body) });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cut.raise();
+    let ((data, _, error), mut body) = reading.await.expect("the cut did not wake the body");
+    assert_eq!(data, b"first");
+    assert!(error.as_ref().is_some_and(DirectError::is_cut), "{error:?}");
+    assert!(body.take_conn().is_none());
+    // The server is still there: only the cut ended the body.
+    drop(server);
+}
+
+#[tokio::test]
+async fn an_unusual_reason_phrase_is_kept_for_the_client() {
+    let (mut conn, mut server, _cut) = pair().await;
+    let req = request(Method::GET, "/");
+    let head = exchange(
+        &mut conn,
+        &mut server,
+        &req,
+        b"HTTP/1.1 200 All Good\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let phrase = head.response.extensions().get::<hyper::ext::ReasonPhrase>();
+    assert_eq!(phrase.map(|p| p.as_bytes()), Some(&b"All Good"[..]));
+    let mut conn = DirectBody::new(conn, &head).take_conn().unwrap();
+    let head = exchange(
+        &mut conn,
+        &mut server,
+        &req,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(head
+        .response
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_large_body_is_read_in_growing_pieces_and_the_idle_connection_keeps_a_small_buffer() {
+    const LEN: usize = 4 << 20;
+    let (mut conn, mut server, _cut) = pair().await;
+    let head = exchange(
+        &mut conn,
+        &mut server,
+        &request(Method::GET, "/"),
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut body = DirectBody::new(conn, &head);
+    let send = async {
+        server.write_all(&vec![b'x'; LEN]).await.unwrap();
+    };
+    let mut largest = 0;
+    let mut total = 0;
+    let read = async {
+        while let Some(frame) = poll_fn(|cx| body.poll_frame(cx)).await {
+            let data = frame.unwrap().into_data().unwrap();
+            largest = largest.max(data.len());
+            total += data.len();
+        }
+    };
+    tokio::time::timeout(BOUND, async { tokio::join!(send, read) })
+        .await
+        .expect("body timed out");
+    assert_eq!(total, LEN);
+    assert!(largest > READ_SIZE, "reads never grew past {largest} bytes");
+    let conn = body.take_conn().unwrap();
+    assert!(
+        conn.buf.capacity() <= READ_SIZE,
+        "idle buffer of {} bytes",
+        conn.buf.capacity()
+    );
+}
