@@ -1,5 +1,10 @@
-//! Upstream connections: one keep-alive pool of HTTP/1.1 connections per
+//! Upstream connections: keep-alive pools of HTTP/1.1 connections per
 //! server, with connect and response timeouts.
+//!
+//! A request with no body and no upgrade goes on a [`direct`] connection,
+//! which the request's own task drives; the others go through hyper's
+//! client, whose connections each run in a task. The two kinds are pooled
+//! apart.
 //!
 //! A connection is checked out for one request and comes back to the pool
 //! only when its response body has been read to the end (see
