@@ -172,8 +172,11 @@ impl DirectConn {
             return Err((e.into(), Reached::Unsent));
         }
         let method = req.method();
+        // Any byte read, an interim 1xx included, is the server answering.
+        let mut reached = Reached::Unanswered;
         loop {
             if !self.buf.is_empty() {
+                reached = Reached::Answered;
                 match parse_head(&mut self.buf, method) {
                     Ok(Some(head)) => return Ok(head),
                     Ok(None) if self.buf.len() > MAX_HEAD => {
@@ -186,11 +189,6 @@ impl DirectConn {
                     Err(e) => return Err((e, Reached::Answered)),
                 }
             }
-            let reached = if self.buf.is_empty() {
-                Reached::Unanswered
-            } else {
-                Reached::Answered
-            };
             match poll_fn(|cx| self.poll_fill(cx)).await {
                 Ok(0) => return Err((DirectError::Closed, reached)),
                 Ok(_) => {}

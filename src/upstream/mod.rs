@@ -444,7 +444,7 @@ impl Upstream {
                 // checked at each return, so those the server closed while
                 // they sat at the bottom of the stack do not pile up.
                 if idle.first_mut().is_some_and(|oldest| !oldest.is_reusable()) {
-                    idle.swap_remove(0);
+                    idle.remove(0);
                 }
                 if idle.len() < MAX_IDLE_PER_SERVER {
                     idle.push(conn);
@@ -555,5 +555,69 @@ mod tests {
         }
         let kept = lock(&cutter.tasks).len();
         assert!(kept <= 4, "{kept} handles kept for tasks that ended");
+    }
+
+    /// Direct connections to a local listener, and the server's ends.
+    async fn direct_conns(
+        upstream: &Upstream,
+        listener: &tokio::net::TcpListener,
+        n: usize,
+    ) -> Vec<(DirectConn, TcpStream)> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let (client, accepted) = tokio::join!(
+                TcpStream::connect(listener.local_addr().unwrap()),
+                listener.accept()
+            );
+            let conn = DirectConn::new(client.unwrap(), upstream.cutter.flag());
+            out.push((conn, accepted.unwrap().0));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn idle_direct_connections_the_server_closed_are_dropped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = Upstream::new(
+            ServerAddr {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            },
+            Arc::default(),
+        );
+        let mut conns = direct_conns(&upstream, &listener, 3).await;
+        let (newest, newest_server) = conns.pop().unwrap();
+        let servers: Vec<_> = conns
+            .into_iter()
+            .map(|(conn, server)| {
+                upstream.release(Conn::Direct(conn));
+                server
+            })
+            .collect();
+        // The server closes the two idle ones.
+        drop(servers);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Each return checks the oldest idle connection.
+        upstream.release(Conn::Direct(newest));
+        assert_eq!(
+            lock(&upstream.idle_direct).len(),
+            2,
+            "the oldest closed one stayed"
+        );
+        // Checkouts take the live one, then find only the closed one.
+        let taken = upstream.checkout_direct().expect("the live connection");
+        assert!(
+            upstream.checkout_direct().is_none(),
+            "a connection the server closed was handed out"
+        );
+        assert!(lock(&upstream.idle_direct).is_empty());
+        drop((taken, newest_server));
+
+        // A cut makes every connection of the pool unusable.
+        let (conn, _server) = direct_conns(&upstream, &listener, 1).await.pop().unwrap();
+        upstream.release(Conn::Direct(conn));
+        upstream.cutter.cut();
+        assert!(upstream.checkout_direct().is_none());
     }
 }

@@ -329,6 +329,22 @@ async fn how_far_a_failed_exchange_got_is_reported() {
         matches!(sent, Err((DirectError::Closed, Reached::Answered))),
         "{sent:?}"
     );
+
+    // An interim answer, then the close: answered too.
+    let (mut conn, mut server, _cut) = pair().await;
+    let serve = async {
+        read_request(&mut server).await;
+        server
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
+        drop(server);
+    };
+    let (sent, ()) = tokio::join!(conn.round_trip(&req), serve);
+    assert!(
+        matches!(sent, Err((DirectError::Closed, Reached::Answered))),
+        "{sent:?}"
+    );
 }
 
 #[tokio::test]
