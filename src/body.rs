@@ -105,7 +105,7 @@ enum Kind {
     /// The upstream's body from a direct connection, which it hands to the
     /// lease at its end.
     Direct {
-        body: DirectBody,
+        body: DirectBody<RequestBody>,
         lease: Option<Lease>,
     },
 }
@@ -191,7 +191,7 @@ impl ResponseBody {
 
     /// The upstream's body on a direct connection, releasing `lease` (with
     /// the connection) when it ends.
-    pub fn direct(body: DirectBody, lease: Lease) -> ResponseBody {
+    pub fn direct(body: DirectBody<RequestBody>, lease: Lease) -> ResponseBody {
         let mut this = ResponseBody {
             kind: Kind::Direct {
                 lease: Some(lease),

@@ -27,6 +27,7 @@ use crate::body::{Lease, RequestBody, RequestBodyError, ResponseBody};
 use crate::config::PoolName;
 use crate::metrics::PoolMetrics;
 use crate::snapshot::{InflightGuard, PoolState, Routing, Server, Service};
+use crate::upstream::direct::DirectError;
 use crate::upstream::{Answer, Conn, Timeouts, UpstreamError};
 
 /// Where a request came from.
@@ -152,9 +153,9 @@ impl Exchange {
     }
 
     async fn send(&mut self) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
-        // No body and no upgrade: the request's own task can drive the
-        // upstream connection (see `upstream::direct`).
-        let direct = !self.has_body && self.client_upgrade.is_none();
+        // No upgrade: the request's own task can drive the upstream
+        // connection (see `upstream::direct`).
+        let direct = self.client_upgrade.is_none();
         let (answer, guard) = send(&self.target, &mut self.req, direct).await?;
         let target = &self.target;
         tracing::debug!(
@@ -413,6 +414,15 @@ fn classify(error: UpstreamError) -> ProxyError {
             ProxyError::Connect(error)
         }
         UpstreamError::ResponseTimeout { .. } => ProxyError::Timeout(error),
+        UpstreamError::Direct {
+            source: DirectError::Body(e),
+            ..
+        } => match e.downcast_ref::<RequestBodyError>() {
+            Some(RequestBodyError::TooLarge { limit }) => {
+                ProxyError::PayloadTooLarge { limit: *limit }
+            }
+            _ => ProxyError::BadRequest("request body could not be read"),
+        },
         UpstreamError::Direct { .. } => ProxyError::Upstream(error),
         UpstreamError::Request { source, .. } => match body_error(source) {
             Some(RequestBodyError::TooLarge { limit }) => {

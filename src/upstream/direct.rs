@@ -1,13 +1,13 @@
-//! HTTP/1.1 to an upstream driven by the request's own task, for the common
-//! request: no body and no upgrade.
+//! HTTP/1.1 to an upstream driven by the request's own task, for every
+//! request but an upgrade.
 //!
 //! hyper's client runs each connection in a task of its own: a request goes
 //! to that task through a channel, the response head comes back through
 //! another, and the body through a third, with a task wake-up at each hop.
 //! Here the task that serves the client writes the request head and reads
 //! the response itself, and the response head is parsed straight into a
-//! `HeaderMap` whose values share the bytes read. Requests with a body, and
-//! upgrades, still go through hyper (see [`super::Upstream::send`]).
+//! `HeaderMap` whose values share the bytes read. Upgrades still go through
+//! hyper (see [`super::Upstream::send`]).
 //!
 //! The response is framed as RFC 9112 §6.3 says: no body after HEAD or with
 //! 204 and 304; chunked when `Transfer-Encoding` ends in `chunked`; read to
@@ -22,7 +22,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -30,12 +30,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::TRANSFER_ENCODING;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::flag::Flag;
 
+/// Request bytes gathered before a write: a short body goes out with its head.
+const COALESCE: usize = 16 * 1024;
 /// Most header lines in a response head (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 /// Largest response head (hyper's read buffer limit).
@@ -69,6 +71,9 @@ pub enum DirectError {
     /// The server's bytes are not an HTTP/1.1 response cutover can frame.
     #[error("invalid response: {0}")]
     Invalid(&'static str),
+    /// The request body could not be read from the client.
+    #[error("{0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl DirectError {
@@ -78,13 +83,16 @@ impl DirectError {
     }
 }
 
-/// How far a failed exchange got, which decides whether it may be retried.
+/// How far a failed exchange got, which decides whether it may be retried:
+/// `Unsent` always, `Unanswered` for an idempotent method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reached {
     /// The request head could not be written.
     Unsent,
     /// Written, and not a byte came back.
     Unanswered,
+    /// Some of the body was taken from the client: it cannot be sent again.
+    Consumed,
     /// The server started answering.
     Answered,
 }
@@ -95,8 +103,10 @@ pub struct DirectConn {
     io: TcpStream,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
-    /// The request head being written; kept for its capacity.
-    head: Vec<u8>,
+    /// The request bytes being written; kept for its capacity.
+    out: Vec<u8>,
+    /// How far the request being sent has got.
+    send: Outgoing,
     /// Raised when the pool is cut.
     cut: Arc<Flag>,
     /// It served a response before, so the server may have closed it since.
@@ -123,17 +133,73 @@ enum Framing {
     Empty,
 }
 
+/// How the request body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    /// As it comes: the request has a `Content-Length`.
+    Length,
+    /// In chunks: it has no length.
+    Chunked,
+    /// Nothing (more) to send.
+    Done,
+}
+
+/// Where a request stands while it is sent.
+#[derive(Debug)]
+struct Outgoing {
+    framing: Sending,
+    /// Bytes of `out` already written.
+    written: usize,
+    /// Some of the request has been written.
+    sent_any: bool,
+    /// Some of the body has been taken from the client.
+    taken: bool,
+}
+
+impl Outgoing {
+    fn reached(&self) -> Reached {
+        if self.taken {
+            // The body cannot be sent again: as good as answered for a retry.
+            Reached::Consumed
+        } else if self.sent_any {
+            Reached::Unanswered
+        } else {
+            Reached::Unsent
+        }
+    }
+
+    fn push_data(&self, out: &mut Vec<u8>, data: &[u8]) {
+        if self.framing == Sending::Chunked {
+            use std::io::Write as _;
+            let _ = write!(out, "{:x}\r\n", data.len());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(data);
+        }
+    }
+}
+
 impl DirectConn {
     /// A new connection whose reads stop once `cut` is raised.
-    pub fn new(io: TcpStream, cut: Arc<Flag>) -> DirectConn {
-        DirectConn {
+    ///
+    /// Boxed once for its life: it moves between the pool, the request and
+    /// the response body as a pointer.
+    pub fn new(io: TcpStream, cut: Arc<Flag>) -> Box<DirectConn> {
+        Box::new(DirectConn {
             io,
             buf: BytesMut::new(),
-            head: Vec::new(),
+            out: Vec::new(),
+            send: Outgoing {
+                framing: Sending::Done,
+                written: 0,
+                sent_any: false,
+                taken: false,
+            },
             cut,
             reused: false,
             read_size: READ_SIZE,
-        }
+        })
     }
 
     /// Whether it served a response before.
@@ -161,38 +227,140 @@ impl DirectConn {
         }
     }
 
-    /// Writes the head of `req` (which has no body) and reads the response
-    /// head. On failure, says how far it got.
+    /// Writes the head of `req`, then its body as it arrives, and reads the
+    /// response head. A server may answer before it has read the whole
+    /// body (a 413, or a stream that echoes): the rest of the body is then
+    /// sent as the response body is read (see [`DirectBody`]). On failure,
+    /// says how far it got.
     pub async fn round_trip<B>(
         &mut self,
-        req: &Request<B>,
-    ) -> Result<Head, (DirectError, Reached)> {
-        encode_head(req, &mut self.head);
-        if let Err(e) = self.io.write_all(&self.head).await {
-            return Err((e.into(), Reached::Unsent));
-        }
-        let method = req.method();
-        // Any byte read, an interim 1xx included, is the server answering.
-        let mut reached = Reached::Unanswered;
-        loop {
+        req: &mut Request<B>,
+    ) -> Result<Head, (DirectError, Reached)>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let framing = if req.body().is_end_stream() {
+            Sending::Done
+        } else if req.headers().contains_key(CONTENT_LENGTH) {
+            Sending::Length
+        } else {
+            Sending::Chunked
+        };
+        encode_head(req, framing == Sending::Chunked, &mut self.out);
+        self.send = Outgoing {
+            framing,
+            written: 0,
+            sent_any: false,
+            taken: false,
+        };
+        let method = req.method().clone();
+        let body = req.body_mut();
+        let mut answered = false;
+        poll_fn(|cx| loop {
             if !self.buf.is_empty() {
-                reached = Reached::Answered;
-                match parse_head(&mut self.buf, method) {
-                    Ok(Some(head)) => return Ok(head),
+                answered = true;
+                match parse_head(&mut self.buf, &method) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) if self.buf.len() > MAX_HEAD => {
-                        return Err((
-                            DirectError::Invalid("response head too large"),
-                            Reached::Answered,
-                        ))
+                        let e = DirectError::Invalid("response head too large");
+                        return Poll::Ready(Err((e, Reached::Answered)));
                     }
                     Ok(None) => {}
-                    Err(e) => return Err((e, Reached::Answered)),
+                    Err(e) => return Poll::Ready(Err((e, Reached::Answered))),
                 }
             }
-            match poll_fn(|cx| self.poll_fill(cx)).await {
-                Ok(0) => return Err((DirectError::Closed, reached)),
-                Ok(_) => {}
-                Err(e) => return Err((e, reached)),
+            let reached = |send: &Outgoing| {
+                if answered {
+                    Reached::Answered
+                } else {
+                    send.reached()
+                }
+            };
+            if let Poll::Ready(Err(e)) = self.poll_send(cx, body) {
+                return Poll::Ready(Err((e, reached(&self.send))));
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err((DirectError::Closed, reached(&self.send))))
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err((e, reached(&self.send)))),
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Whether the whole request has been written.
+    fn request_sent(&self) -> bool {
+        self.send.framing == Sending::Done && self.send.written == self.out.len()
+    }
+
+    /// Writes what there is of the request: `Ready(Ok)` once all of it is
+    /// written, `Pending` while waiting for the client's body or for room
+    /// in the socket.
+    fn poll_send<B>(&mut self, cx: &mut Context<'_>, body: &mut B) -> Poll<Result<(), DirectError>>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        loop {
+            if self.request_sent() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut progressed = false;
+            // More of the body while what waits to be written is small: a
+            // short body goes out with its head in one write.
+            while self.send.framing != Sending::Done
+                && self.out.len() - self.send.written < COALESCE
+            {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err(DirectError::Body(e.into())));
+                    }
+                    Poll::Ready(Some(Ok(frame))) => {
+                        self.send.taken = true;
+                        progressed = true;
+                        // Request trailers are not forwarded (nor were they
+                        // by hyper's client, unless declared).
+                        if let Ok(data) = frame.into_data() {
+                            if !data.is_empty() {
+                                self.send.push_data(&mut self.out, &data);
+                            }
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        self.send.taken = true;
+                        progressed = true;
+                        if self.send.framing == Sending::Chunked {
+                            self.out.extend_from_slice(b"0\r\n\r\n");
+                        }
+                        self.send.framing = Sending::Done;
+                    }
+                }
+            }
+            if self.send.written < self.out.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.out[self.send.written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.send.written += n;
+                        self.send.sent_any = true;
+                        progressed = true;
+                        if self.send.written == self.out.len() {
+                            self.out.clear();
+                            self.send.written = 0;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => {}
+                }
+            }
+            if !progressed {
+                return Poll::Pending;
             }
         }
     }
@@ -223,9 +391,10 @@ impl DirectConn {
 
 use std::future::Future as _;
 
-/// `METHOD target HTTP/1.1`, the headers as they are, and the empty line.
-/// hyper sends a bodiless request's headers the same way.
-fn encode_head<B>(req: &Request<B>, out: &mut Vec<u8>) {
+/// `METHOD target HTTP/1.1`, the headers as they are (with
+/// `Transfer-Encoding: chunked` for a body of unknown length, as hyper's
+/// client adds it), and the empty line.
+fn encode_head<B>(req: &Request<B>, chunked: bool, out: &mut Vec<u8>) {
     out.clear();
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(req.method().as_str().as_bytes());
@@ -237,6 +406,9 @@ fn encode_head<B>(req: &Request<B>, out: &mut Vec<u8>) {
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -404,12 +576,15 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 
 /// A response body read from a [`DirectConn`], which it owns until the end.
 #[derive(Debug)]
-pub struct DirectBody {
-    conn: Option<DirectConn>,
+pub struct DirectBody<B> {
+    conn: Option<Box<DirectConn>>,
     state: State,
     keep_alive: bool,
     /// An error held back for one turn (see [`DirectBody::poll_frame`]).
     failed: Option<DirectError>,
+    /// The rest of the request body, sent as this body is read when the
+    /// server answered before it had all of it.
+    request: B,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,9 +604,14 @@ enum State {
     Done,
 }
 
-impl DirectBody {
-    /// The body that follows `head` on `conn`.
-    pub fn new(conn: DirectConn, head: &Head) -> DirectBody {
+impl<B> DirectBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// The body that follows `head` on `conn`, whose request's body is
+    /// `request` (what is left of it).
+    pub fn new(conn: Box<DirectConn>, head: &Head, request: B) -> DirectBody<B> {
         let state = match head.framing {
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::ChunkSize,
@@ -443,6 +623,7 @@ impl DirectBody {
             state,
             keep_alive: head.keep_alive,
             failed: None,
+            request,
         }
     }
 
@@ -461,25 +642,29 @@ impl DirectBody {
     }
 
     /// The connection, when the body has ended and the connection can carry
-    /// another request.
-    pub fn take_conn(&mut self) -> Option<DirectConn> {
-        let conn = self.conn.take()?;
-        let reusable = self.state == State::Done && self.keep_alive && conn.buf.is_empty();
-        reusable.then(|| {
-            // A large body grew the buffer: an idle connection keeps a
-            // small one.
-            let buf = if conn.read_size > READ_SIZE {
-                BytesMut::new()
-            } else {
-                conn.buf
-            };
-            DirectConn {
-                reused: true,
-                read_size: READ_SIZE,
-                buf,
-                ..conn
-            }
-        })
+    /// another request: the whole request was sent too, and nothing
+    /// followed the response.
+    pub fn take_conn(&mut self) -> Option<Box<DirectConn>> {
+        let mut conn = self.conn.take()?;
+        let reusable = self.state == State::Done
+            && self.keep_alive
+            && conn.buf.is_empty()
+            && conn.request_sent();
+        if !reusable {
+            return None;
+        }
+        // A large response body grew the buffer: an idle connection keeps a
+        // small one.
+        if conn.read_size > READ_SIZE {
+            conn.buf = BytesMut::new();
+            conn.read_size = READ_SIZE;
+        }
+        // So did a large request body.
+        if conn.out.capacity() > 2 * COALESCE {
+            conn.out = Vec::new();
+        }
+        conn.reused = true;
+        Some(conn)
     }
 
     /// The next frame: data as it arrives, then trailers (if any).
@@ -511,6 +696,13 @@ impl DirectBody {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
+        // The request's rest first, as far as it goes now; a response that
+        // ends does not wait for it.
+        if self.state != State::Done && !conn.request_sent() {
+            if let Poll::Ready(Err(e)) = conn.poll_send(cx, &mut self.request) {
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
         loop {
             let step = match self.state {
                 State::Done => return Poll::Ready(None),

@@ -1,10 +1,9 @@
 //! Upstream connections: keep-alive pools of HTTP/1.1 connections per
 //! server, with connect and response timeouts.
 //!
-//! A request with no body and no upgrade goes on a [`direct`] connection,
-//! which the request's own task drives; the others go through hyper's
-//! client, whose connections each run in a task. The two kinds are pooled
-//! apart.
+//! A request goes on a [`direct`] connection, which the request's own task
+//! drives, unless it asks for an upgrade: those go through hyper's client,
+//! whose connections each run in a task. The two kinds are pooled apart.
 //!
 //! A connection is checked out for one request and comes back to the pool
 //! only when its response body has been read to the end (see
@@ -178,10 +177,12 @@ pub struct Upstream {
     label: String,
     /// Pre-parsed when the host is an IP literal; names are resolved at each connect.
     ip: Option<SocketAddr>,
-    /// Idle hyper connections (requests with a body, upgrades).
+    /// Idle hyper connections (upgrades).
     idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
-    /// Idle direct connections (everything else).
-    idle_direct: Mutex<Vec<DirectConn>>,
+    /// Idle direct connections (everything else). Boxed in the list too: a
+    /// connection is boxed once for its life, not at every return.
+    #[allow(clippy::vec_box)]
+    idle_direct: Mutex<Vec<Box<DirectConn>>>,
     /// The pool's open connections, cut together at the end of a drain.
     cutter: Arc<Cutter>,
     /// Failed requests since the last good response head.
@@ -194,7 +195,7 @@ pub enum Conn {
     /// Driven by hyper's connection task.
     Hyper(http1::SendRequest<RequestBody>),
     /// Driven by whoever reads the response (see [`direct`]).
-    Direct(DirectConn),
+    Direct(Box<DirectConn>),
 }
 
 /// An upstream's answer to one request.
@@ -203,7 +204,7 @@ pub enum Answer {
     /// From a hyper connection, to give back once the body ends.
     Hyper(Response<Incoming>, http1::SendRequest<RequestBody>),
     /// From a direct connection, which the body owns until its end.
-    Direct(Response<DirectBody>),
+    Direct(Response<DirectBody<RequestBody>>),
 }
 
 impl Answer {
@@ -261,8 +262,8 @@ impl Upstream {
     }
 
     /// Sends the request in `slot` on a pooled or new connection and waits
-    /// for the response head. `direct` says the request has no body and asks
-    /// for no upgrade, so a direct connection can carry it.
+    /// for the response head. `direct` says the request asks for no
+    /// upgrade, so a direct connection can carry it.
     ///
     /// The request stays in `slot` until it is written to a connection: after
     /// an error, `slot` holds it again exactly when it never left (no
@@ -302,28 +303,31 @@ impl Upstream {
     /// [`Upstream::send`] on a direct connection. A pooled connection that
     /// the server closed while it sat idle fails before anything was read:
     /// the request then goes on the next one when that is safe (nothing was
-    /// written, or the method is idempotent).
+    /// written, or the method is idempotent and no body was taken).
     async fn send_direct(
         &self,
         slot: &mut Option<Request<RequestBody>>,
         timeouts: Timeouts,
-    ) -> Result<Response<DirectBody>, UpstreamError> {
-        let Some(req) = slot.as_ref() else {
-            unreachable!("send checked the slot");
-        };
+    ) -> Result<Response<DirectBody<RequestBody>>, UpstreamError> {
+        let idempotent = slot
+            .as_ref()
+            .is_some_and(|req| req.method().is_idempotent());
         let mut last = None;
+        let mut failed = None;
         while let Some(conn) = self.checkout_direct() {
-            match self.exchange(conn, req, timeouts.response).await {
+            match self.exchange(conn, slot, timeouts.response).await {
                 Ok(resp) => return Ok(resp),
                 Err((error, Reached::Unsent)) => last = Some(error),
-                Err((error, Reached::Unanswered)) if req.method().is_idempotent() => {
-                    last = Some(error)
-                }
+                Err((error, Reached::Unanswered)) if idempotent => last = Some(error),
                 Err((error, _)) => {
-                    *slot = None;
-                    return Err(error);
+                    failed = Some(error);
+                    break;
                 }
             }
+        }
+        if let Some(error) = failed {
+            *slot = None;
+            return Err(error);
         }
         if let Some(error) = last {
             tracing::debug!(server = %self.label, error = %error, "pooled connection closed by the server; sending on a new one");
@@ -331,20 +335,25 @@ impl Upstream {
         // Boxed, as for hyper's.
         let stream = Box::pin(self.connect_stream(timeouts.connect)).await?;
         let conn = DirectConn::new(stream, self.cutter.flag());
-        let sent = self.exchange(conn, req, timeouts.response).await;
+        let sent = self.exchange(conn, slot, timeouts.response).await;
         sent.map_err(|(error, _)| {
             *slot = None;
             error
         })
     }
 
-    /// One request on one direct connection, up to the response head.
+    /// One request on one direct connection, up to the response head; the
+    /// request leaves `slot` with its answer (the response body sends what
+    /// is left of the request body).
     async fn exchange(
         &self,
-        mut conn: DirectConn,
-        req: &Request<RequestBody>,
+        mut conn: Box<DirectConn>,
+        slot: &mut Option<Request<RequestBody>>,
         timeout: Duration,
-    ) -> Result<Response<DirectBody>, (UpstreamError, Reached)> {
+    ) -> Result<Response<DirectBody<RequestBody>>, (UpstreamError, Reached)> {
+        let Some(req) = slot.as_mut() else {
+            unreachable!("send checked the slot");
+        };
         let head = match tokio::time::timeout(timeout, conn.round_trip(req)).await {
             Ok(Ok(head)) => head,
             Ok(Err((source, reached))) => {
@@ -363,7 +372,10 @@ impl Upstream {
             }
         };
         self.clear_strikes();
-        let body = DirectBody::new(conn, &head);
+        let Some(req) = slot.take() else {
+            unreachable!("the request was in the slot");
+        };
+        let body = DirectBody::new(conn, &head, req.into_body());
         Ok(head.response.map(|()| body))
     }
 
@@ -417,7 +429,7 @@ impl Upstream {
     }
 
     /// Pops idle direct connections until one the server has not closed.
-    fn checkout_direct(&self) -> Option<DirectConn> {
+    fn checkout_direct(&self) -> Option<Box<DirectConn>> {
         loop {
             let mut conn = lock(&self.idle_direct).pop()?;
             if conn.is_reusable() {
@@ -562,7 +574,7 @@ mod tests {
         upstream: &Upstream,
         listener: &tokio::net::TcpListener,
         n: usize,
-    ) -> Vec<(DirectConn, TcpStream)> {
+    ) -> Vec<(Box<DirectConn>, TcpStream)> {
         let mut out = Vec::new();
         for _ in 0..n {
             let (client, accepted) = tokio::join!(

@@ -3,6 +3,8 @@
 use std::future::poll_fn;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use http_body_util::{Empty, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -11,7 +13,7 @@ use super::*;
 const BOUND: Duration = Duration::from_secs(5);
 
 /// A direct connection and the server's end of it.
-async fn pair() -> (DirectConn, TcpStream, Arc<Flag>) {
+async fn pair() -> (Box<DirectConn>, TcpStream, Arc<Flag>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap());
     let (client, accepted) = tokio::join!(client, listener.accept());
@@ -23,13 +25,13 @@ async fn pair() -> (DirectConn, TcpStream, Arc<Flag>) {
     )
 }
 
-fn request(method: Method, target: &str) -> Request<()> {
+fn request(method: Method, target: &str) -> Request<Empty<Bytes>> {
     Request::builder()
         .method(method)
         .uri(target)
         .header("host", "up")
         .header("x-forwarded-for", "10.0.0.1")
-        .body(())
+        .body(Empty::new())
         .unwrap()
 }
 
@@ -49,12 +51,16 @@ async fn read_request(server: &mut TcpStream) -> Vec<u8> {
 }
 
 /// Sends `req` on `conn` while the server answers with `answer`.
-async fn exchange(
+async fn exchange<B>(
     conn: &mut DirectConn,
     server: &mut TcpStream,
-    req: &Request<()>,
+    req: &mut Request<B>,
     answer: &[u8],
-) -> Result<Head, (DirectError, Reached)> {
+) -> Result<Head, (DirectError, Reached)>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let serve = async {
         read_request(server).await;
         server.write_all(answer).await.unwrap();
@@ -68,7 +74,9 @@ async fn exchange(
 
 /// Everything the body yields: its data, its trailers, and the error that
 /// ended it, if one did.
-async fn drain(body: &mut DirectBody) -> (Vec<u8>, Option<HeaderMap>, Option<DirectError>) {
+async fn drain(
+    body: &mut DirectBody<Empty<Bytes>>,
+) -> (Vec<u8>, Option<HeaderMap>, Option<DirectError>) {
     let mut data = Vec::new();
     let mut trailers = None;
     let collect = async {
@@ -92,23 +100,23 @@ async fn drain(body: &mut DirectBody) -> (Vec<u8>, Option<HeaderMap>, Option<Dir
 #[test]
 fn the_request_head_is_the_method_target_and_headers_as_given() {
     let mut out = Vec::new();
-    encode_head(&request(Method::GET, "/a/b?c=d"), &mut out);
+    encode_head(&request(Method::GET, "/a/b?c=d"), false, &mut out);
     assert_eq!(
         out,
         b"GET /a/b?c=d HTTP/1.1\r\nhost: up\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
     );
-    encode_head(&request(Method::OPTIONS, "*"), &mut out);
+    encode_head(&request(Method::OPTIONS, "*"), false, &mut out);
     assert!(out.starts_with(b"OPTIONS * HTTP/1.1\r\n"), "{out:?}");
 }
 
 #[tokio::test]
 async fn a_sized_body_arriving_in_pieces_is_passed_on_and_the_connection_reused() {
     let (mut conn, mut server, _cut) = pair().await;
-    let req = request(Method::GET, "/");
+    let mut req = request(Method::GET, "/");
     let head = exchange(
         &mut conn,
         &mut server,
-        &req,
+        &mut req,
         b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
     )
     .await
@@ -116,7 +124,7 @@ async fn a_sized_body_arriving_in_pieces_is_passed_on_and_the_connection_reused(
     assert_eq!(head.response.status(), 200);
     let values: Vec<_> = head.response.headers().get_all("x-a").iter().collect();
     assert_eq!(values, ["1", "2"]);
-    let mut body = DirectBody::new(conn, &head);
+    let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
     assert_eq!(body.size_hint().exact(), Some(11));
     let rest = async {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -138,13 +146,13 @@ async fn a_sized_body_arriving_in_pieces_is_passed_on_and_the_connection_reused(
     let head = exchange(
         &mut conn,
         &mut server,
-        &req,
+        &mut req,
         b"HTTP/1.1 204 No Content\r\n\r\n",
     )
     .await
     .unwrap();
     assert_eq!(head.response.status(), 204);
-    assert!(DirectBody::new(conn, &head).is_end_stream());
+    assert!(DirectBody::new(conn, &head, Empty::<Bytes>::new()).is_end_stream());
 }
 
 #[tokio::test]
@@ -153,12 +161,12 @@ async fn a_chunked_body_is_decoded_with_its_extensions_and_trailers() {
     let head = exchange(
         &mut conn,
         &mut server,
-        &request(Method::GET, "/"),
+        &mut request(Method::GET, "/"),
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n",
     )
     .await
     .unwrap();
-    let mut body = DirectBody::new(conn, &head);
+    let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
     let (data, trailers, error) = drain(&mut body).await;
     assert!(error.is_none(), "{error:?}");
     assert_eq!(data, b"hello world");
@@ -183,10 +191,10 @@ async fn responses_without_a_body_end_at_their_head() {
         (Method::GET, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
     ] {
         let (mut conn, mut server, _cut) = pair().await;
-        let head = exchange(&mut conn, &mut server, &request(method, "/"), answer)
+        let head = exchange(&mut conn, &mut server, &mut request(method, "/"), answer)
             .await
             .unwrap();
-        let mut body = DirectBody::new(conn, &head);
+        let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
         assert!(body.is_end_stream(), "{answer:?}");
         assert!(body.take_conn().is_some(), "{answer:?}");
     }
@@ -198,12 +206,12 @@ async fn a_body_without_a_length_runs_to_the_close_and_the_connection_is_not_kep
     let head = exchange(
         &mut conn,
         &mut server,
-        &request(Method::GET, "/"),
+        &mut request(Method::GET, "/"),
         b"HTTP/1.1 200 OK\r\n\r\nall of it",
     )
     .await
     .unwrap();
-    let mut body = DirectBody::new(conn, &head);
+    let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
     drop(server);
     let (data, _, error) = drain(&mut body).await;
     assert!(error.is_none(), "{error:?}");
@@ -217,14 +225,14 @@ async fn interim_answers_are_skipped() {
     let head = exchange(
         &mut conn,
         &mut server,
-        &request(Method::GET, "/"),
+        &mut request(Method::GET, "/"),
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     )
     .await
     .unwrap();
     assert_eq!(head.response.status(), 200);
     assert!(!head.response.headers().contains_key("link"));
-    let (data, _, _) = drain(&mut DirectBody::new(conn, &head)).await;
+    let (data, _, _) = drain(&mut DirectBody::new(conn, &head, Empty::<Bytes>::new())).await;
     assert_eq!(data, b"ok");
 }
 
@@ -238,10 +246,10 @@ async fn a_close_asked_by_either_version_keeps_the_connection_out_of_the_pool() 
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", false),
     ] {
         let (mut conn, mut server, _cut) = pair().await;
-        let head = exchange(&mut conn, &mut server, &request(Method::GET, "/"), answer)
+        let head = exchange(&mut conn, &mut server, &mut request(Method::GET, "/"), answer)
             .await
             .unwrap();
-        let mut body = DirectBody::new(conn, &head);
+        let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
         let (data, _, error) = drain(&mut body).await;
         assert!(error.is_none(), "{answer:?}: {error:?}");
         assert_eq!(data, b"a");
@@ -260,7 +268,14 @@ async fn heads_that_cannot_be_framed_are_refused() {
         b"SSH-2.0-OpenSSH\r\n\r\n",
     ] {
         let (mut conn, mut server, _cut) = pair().await;
-        match exchange(&mut conn, &mut server, &request(Method::GET, "/"), answer).await {
+        match exchange(
+            &mut conn,
+            &mut server,
+            &mut request(Method::GET, "/"),
+            answer,
+        )
+        .await
+        {
             Err((DirectError::Invalid(_), Reached::Answered)) => {}
             other => panic!("{answer:?}: {other:?}"),
         }
@@ -289,13 +304,18 @@ async fn broken_chunks_and_short_bodies_end_in_an_error() {
         ),
     ] {
         let (mut conn, mut server, _cut) = pair().await;
-        let head = exchange(&mut conn, &mut server, &request(Method::GET, "/"), answer)
-            .await
-            .unwrap();
+        let head = exchange(
+            &mut conn,
+            &mut server,
+            &mut request(Method::GET, "/"),
+            answer,
+        )
+        .await
+        .unwrap();
         if close {
             drop(server);
         }
-        let mut body = DirectBody::new(conn, &head);
+        let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
         let (_, _, error) = drain(&mut body).await;
         assert!(error.is_some(), "{answer:?} ended cleanly");
         assert!(body.take_conn().is_none(), "{answer:?}");
@@ -306,12 +326,12 @@ async fn broken_chunks_and_short_bodies_end_in_an_error() {
 async fn how_far_a_failed_exchange_got_is_reported() {
     // Closed with no answer: a request that may be sent again elsewhere.
     let (mut conn, mut server, _cut) = pair().await;
-    let req = request(Method::GET, "/");
+    let mut req = request(Method::GET, "/");
     let serve = async {
         read_request(&mut server).await;
         drop(server);
     };
-    let (sent, ()) = tokio::join!(conn.round_trip(&req), serve);
+    let (sent, ()) = tokio::join!(conn.round_trip(&mut req), serve);
     assert!(
         matches!(sent, Err((DirectError::Closed, Reached::Unanswered))),
         "{sent:?}"
@@ -324,7 +344,7 @@ async fn how_far_a_failed_exchange_got_is_reported() {
         server.write_all(b"HTTP/1.1 200 OK\r\nCont").await.unwrap();
         drop(server);
     };
-    let (sent, ()) = tokio::join!(conn.round_trip(&req), serve);
+    let (sent, ()) = tokio::join!(conn.round_trip(&mut req), serve);
     assert!(
         matches!(sent, Err((DirectError::Closed, Reached::Answered))),
         "{sent:?}"
@@ -340,7 +360,7 @@ async fn how_far_a_failed_exchange_got_is_reported() {
             .unwrap();
         drop(server);
     };
-    let (sent, ()) = tokio::join!(conn.round_trip(&req), serve);
+    let (sent, ()) = tokio::join!(conn.round_trip(&mut req), serve);
     assert!(
         matches!(sent, Err((DirectError::Closed, Reached::Answered))),
         "{sent:?}"
@@ -368,12 +388,12 @@ async fn a_cut_wakes_a_body_waiting_for_bytes_and_ends_it() {
     let head = exchange(
         &mut conn,
         &mut server,
-        &request(Method::GET, "/"),
+        &mut request(Method::GET, "/"),
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
     )
     .await
     .unwrap();
-    let mut body = DirectBody::new(conn, &head);
+    let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
     // In a task of its own, so only the cut's wake-up can poll it again.
     let reading = tokio::spawn(async move { (drain(&mut body).await, body) });
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -389,22 +409,24 @@ async fn a_cut_wakes_a_body_waiting_for_bytes_and_ends_it() {
 #[tokio::test]
 async fn an_unusual_reason_phrase_is_kept_for_the_client() {
     let (mut conn, mut server, _cut) = pair().await;
-    let req = request(Method::GET, "/");
+    let mut req = request(Method::GET, "/");
     let head = exchange(
         &mut conn,
         &mut server,
-        &req,
+        &mut req,
         b"HTTP/1.1 200 All Good\r\nContent-Length: 0\r\n\r\n",
     )
     .await
     .unwrap();
     let phrase = head.response.extensions().get::<hyper::ext::ReasonPhrase>();
     assert_eq!(phrase.map(|p| p.as_bytes()), Some(&b"All Good"[..]));
-    let mut conn = DirectBody::new(conn, &head).take_conn().unwrap();
+    let mut conn = DirectBody::new(conn, &head, Empty::<Bytes>::new())
+        .take_conn()
+        .unwrap();
     let head = exchange(
         &mut conn,
         &mut server,
-        &req,
+        &mut req,
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     )
     .await
@@ -423,12 +445,12 @@ async fn a_large_body_is_read_in_growing_pieces_and_the_idle_connection_keeps_a_
     let head = exchange(
         &mut conn,
         &mut server,
-        &request(Method::GET, "/"),
+        &mut request(Method::GET, "/"),
         format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();
-    let mut body = DirectBody::new(conn, &head);
+    let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
     let send = async {
         server.write_all(&vec![b'x'; LEN]).await.unwrap();
     };
@@ -452,4 +474,131 @@ async fn a_large_body_is_read_in_growing_pieces_and_the_idle_connection_keeps_a_
         "idle buffer of {} bytes",
         conn.buf.capacity()
     );
+}
+
+/// Reads exactly `n` bytes off the server's end.
+async fn read_exact(server: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut got = vec![0u8; n];
+    server.read_exact(&mut got).await.unwrap();
+    got
+}
+
+fn with_body<B>(body: B, length: Option<usize>) -> Request<B> {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/in")
+        .header("host", "up");
+    if let Some(n) = length {
+        req = req.header("content-length", n);
+    }
+    req.body(body).unwrap()
+}
+
+#[tokio::test]
+async fn a_sized_body_follows_its_head_unchanged() {
+    let (mut conn, mut server, _cut) = pair().await;
+    let mut req = with_body(Full::new(Bytes::from_static(b"{\"q\":1}")), Some(7));
+    let serve = async {
+        let head = read_request(&mut server).await;
+        let body = read_exact(&mut server, 7).await;
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        (head, body)
+    };
+    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req), serve);
+    assert_eq!(
+        String::from_utf8(head).unwrap(),
+        "POST /in HTTP/1.1\r\nhost: up\r\ncontent-length: 7\r\n\r\n"
+    );
+    assert_eq!(body, b"{\"q\":1}");
+    let head = sent.unwrap();
+    assert!(DirectBody::new(conn, &head, Empty::<Bytes>::new())
+        .take_conn()
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_body_without_a_length_is_sent_in_chunks() {
+    let (mut conn, mut server, _cut) = pair().await;
+    let frames = futures_util::stream::iter([
+        Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"hello"))),
+        Ok(Frame::data(Bytes::from_static(b" world!"))),
+    ]);
+    let mut req = with_body(http_body_util::StreamBody::new(frames), None);
+    let serve = async {
+        let head = read_request(&mut server).await;
+        let body = read_exact(
+            &mut server,
+            b"5\r\nhello\r\n7\r\n world!\r\n0\r\n\r\n".len(),
+        )
+        .await;
+        server
+            .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+        (head, body)
+    };
+    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req), serve);
+    let head_text = String::from_utf8(head).unwrap();
+    assert!(
+        head_text.ends_with("transfer-encoding: chunked\r\n\r\n"),
+        "{head_text}"
+    );
+    assert_eq!(body, b"5\r\nhello\r\n7\r\n world!\r\n0\r\n\r\n");
+    assert!(DirectBody::new(conn, &sent.unwrap(), Empty::<Bytes>::new())
+        .take_conn()
+        .is_some());
+}
+
+#[tokio::test]
+async fn an_answer_before_the_body_ends_is_taken_and_the_connection_dropped() {
+    let (mut conn, mut server, _cut) = pair().await;
+    // One frame, then a client that never sends the rest.
+    let frames = futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(
+        Bytes::from_static(b"part"),
+    ))])
+    .chain(futures_util::stream::pending());
+    let mut req = with_body(http_body_util::StreamBody::new(frames), Some(1000));
+    let serve = async {
+        read_request(&mut server).await;
+        read_exact(&mut server, 4).await;
+        server
+            .write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+    };
+    let (sent, ()) = tokio::time::timeout(BOUND, async {
+        tokio::join!(conn.round_trip(&mut req), serve)
+    })
+    .await
+    .expect("the early answer was not taken");
+    let head = sent.unwrap();
+    assert_eq!(head.response.status(), 413);
+    // The response ends without waiting for the rest of the request, and
+    // the connection, with a request half sent, is not kept.
+    let mut body = DirectBody::new(conn, &head, req.into_body());
+    assert!(body.is_end_stream());
+    assert!(body.take_conn().is_none());
+}
+
+#[tokio::test]
+async fn a_client_body_that_fails_is_reported_as_taken() {
+    let (mut conn, server, _cut) = pair().await;
+    let frames = futures_util::stream::iter([
+        Ok(Frame::data(Bytes::from_static(b"part"))),
+        Err(std::io::Error::other("client went away")),
+    ]);
+    let mut req = with_body(http_body_util::StreamBody::new(frames), Some(1000));
+    let sent = tokio::time::timeout(BOUND, conn.round_trip(&mut req))
+        .await
+        .expect("the failure was not reported");
+    match sent {
+        Err((DirectError::Body(e), Reached::Consumed)) => {
+            assert_eq!(e.to_string(), "client went away")
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(server);
 }
