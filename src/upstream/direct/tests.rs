@@ -72,6 +72,17 @@ where
     head
 }
 
+/// A request answered with `answer` on a new connection: the response
+/// head, its body, and the server's end.
+async fn answered(method: Method, answer: &[u8]) -> (Head, DirectBody<Empty<Bytes>>, TcpStream) {
+    let (mut conn, mut server, _cut) = pair().await;
+    let head = exchange(&mut conn, &mut server, &mut request(method, "/"), answer)
+        .await
+        .unwrap();
+    let body = DirectBody::new(conn, &head, Empty::new());
+    (head, body, server)
+}
+
 /// Everything the body yields: its data, its trailers, and the error that
 /// ended it, if one did.
 async fn drain(
@@ -157,16 +168,7 @@ async fn a_sized_body_arriving_in_pieces_is_passed_on_and_the_connection_reused(
 
 #[tokio::test]
 async fn a_chunked_body_is_decoded_with_its_extensions_and_trailers() {
-    let (mut conn, mut server, _cut) = pair().await;
-    let head = exchange(
-        &mut conn,
-        &mut server,
-        &mut request(Method::GET, "/"),
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
+    let (_, mut body, _server) = answered(Method::GET, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n").await;
     let (data, trailers, error) = drain(&mut body).await;
     assert!(error.is_none(), "{error:?}");
     assert_eq!(data, b"hello world");
@@ -190,11 +192,7 @@ async fn responses_without_a_body_end_at_their_head() {
         ),
         (Method::GET, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
     ] {
-        let (mut conn, mut server, _cut) = pair().await;
-        let head = exchange(&mut conn, &mut server, &mut request(method, "/"), answer)
-            .await
-            .unwrap();
-        let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
+        let (_, mut body, _server) = answered(method, answer).await;
         assert!(body.is_end_stream(), "{answer:?}");
         assert!(body.take_conn().is_some(), "{answer:?}");
     }
@@ -202,16 +200,7 @@ async fn responses_without_a_body_end_at_their_head() {
 
 #[tokio::test]
 async fn a_body_without_a_length_runs_to_the_close_and_the_connection_is_not_kept() {
-    let (mut conn, mut server, _cut) = pair().await;
-    let head = exchange(
-        &mut conn,
-        &mut server,
-        &mut request(Method::GET, "/"),
-        b"HTTP/1.1 200 OK\r\n\r\nall of it",
-    )
-    .await
-    .unwrap();
-    let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
+    let (_, mut body, server) = answered(Method::GET, b"HTTP/1.1 200 OK\r\n\r\nall of it").await;
     drop(server);
     let (data, _, error) = drain(&mut body).await;
     assert!(error.is_none(), "{error:?}");
@@ -221,18 +210,14 @@ async fn a_body_without_a_length_runs_to_the_close_and_the_connection_is_not_kep
 
 #[tokio::test]
 async fn interim_answers_are_skipped() {
-    let (mut conn, mut server, _cut) = pair().await;
-    let head = exchange(
-        &mut conn,
-        &mut server,
-        &mut request(Method::GET, "/"),
+    let (head, mut body, _server) = answered(
+        Method::GET,
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(head.response.status(), 200);
     assert!(!head.response.headers().contains_key("link"));
-    let (data, _, _) = drain(&mut DirectBody::new(conn, &head, Empty::<Bytes>::new())).await;
+    let (data, _, _) = drain(&mut body).await;
     assert_eq!(data, b"ok");
 }
 
@@ -245,11 +230,7 @@ async fn a_close_asked_by_either_version_keeps_the_connection_out_of_the_pool() 
         // Both framings: read as chunked, then not trusted again.
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", false),
     ] {
-        let (mut conn, mut server, _cut) = pair().await;
-        let head = exchange(&mut conn, &mut server, &mut request(Method::GET, "/"), answer)
-            .await
-            .unwrap();
-        let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
+        let (_, mut body, _server) = answered(Method::GET, answer).await;
         let (data, _, error) = drain(&mut body).await;
         assert!(error.is_none(), "{answer:?}: {error:?}");
         assert_eq!(data, b"a");
@@ -324,47 +305,27 @@ async fn broken_chunks_and_short_bodies_end_in_an_error() {
 
 #[tokio::test]
 async fn how_far_a_failed_exchange_got_is_reported() {
-    // Closed with no answer: a request that may be sent again elsewhere.
-    let (mut conn, mut server, _cut) = pair().await;
-    let mut req = request(Method::GET, "/");
-    let serve = async {
-        read_request(&mut server).await;
-        drop(server);
-    };
-    let (sent, ()) = tokio::join!(conn.round_trip(&mut req), serve);
-    assert!(
-        matches!(sent, Err((DirectError::Closed, Reached::Unanswered))),
-        "{sent:?}"
-    );
-
-    // Half a head, then the close.
-    let (mut conn, mut server, _cut) = pair().await;
-    let serve = async {
-        read_request(&mut server).await;
-        server.write_all(b"HTTP/1.1 200 OK\r\nCont").await.unwrap();
-        drop(server);
-    };
-    let (sent, ()) = tokio::join!(conn.round_trip(&mut req), serve);
-    assert!(
-        matches!(sent, Err((DirectError::Closed, Reached::Answered))),
-        "{sent:?}"
-    );
-
-    // An interim answer, then the close: answered too.
-    let (mut conn, mut server, _cut) = pair().await;
-    let serve = async {
-        read_request(&mut server).await;
-        server
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await
-            .unwrap();
-        drop(server);
-    };
-    let (sent, ()) = tokio::join!(conn.round_trip(&mut req), serve);
-    assert!(
-        matches!(sent, Err((DirectError::Closed, Reached::Answered))),
-        "{sent:?}"
-    );
+    for (reply, expected) in [
+        // Closed with no answer: a request that may be sent again elsewhere.
+        (&b""[..], Reached::Unanswered),
+        // Half a head, then the close.
+        (b"HTTP/1.1 200 OK\r\nCont", Reached::Answered),
+        // An interim answer, then the close: answered too.
+        (b"HTTP/1.1 100 Continue\r\n\r\n", Reached::Answered),
+    ] {
+        let (mut conn, mut server, _cut) = pair().await;
+        let serve = async {
+            read_request(&mut server).await;
+            server.write_all(reply).await.unwrap();
+            drop(server);
+        };
+        let mut req = request(Method::GET, "/");
+        let (sent, ()) = tokio::join!(conn.round_trip(&mut req), serve);
+        match sent {
+            Err((DirectError::Closed, reached)) if reached == expected => {}
+            other => panic!("{reply:?}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -441,16 +402,11 @@ async fn an_unusual_reason_phrase_is_kept_for_the_client() {
 #[tokio::test]
 async fn a_large_body_is_read_in_growing_pieces_and_the_idle_connection_keeps_a_small_buffer() {
     const LEN: usize = 4 << 20;
-    let (mut conn, mut server, _cut) = pair().await;
-    let head = exchange(
-        &mut conn,
-        &mut server,
-        &mut request(Method::GET, "/"),
+    let (_, mut body, mut server) = answered(
+        Method::GET,
         format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n").as_bytes(),
     )
-    .await
-    .unwrap();
-    let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
+    .await;
     let send = async {
         server.write_all(&vec![b'x'; LEN]).await.unwrap();
     };
