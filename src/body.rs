@@ -122,11 +122,12 @@ pub enum ResponseBodyError {
 }
 
 impl ResponseBodyError {
-    /// The proxy cut the connection itself (the end of a drain).
-    fn is_cut(&self) -> bool {
+    /// The server's doing: not the proxy's own cut (the end of a drain),
+    /// nor a client whose request body failed while the response streamed.
+    fn is_server_fault(&self) -> bool {
         match self {
-            ResponseBodyError::Hyper(e) => e.is_canceled(),
-            ResponseBodyError::Direct(e) => e.is_cut(),
+            ResponseBodyError::Hyper(e) => !e.is_canceled(),
+            ResponseBodyError::Direct(e) => e.is_server_fault(),
         }
     }
 }
@@ -150,12 +151,11 @@ impl Lease {
     }
 
     /// A broken upstream body: the connection is not reused, the guard drops
-    /// with the body, and the server gets a strike unless the proxy itself
-    /// cut the connection.
+    /// with the body, and the server gets a strike when it was its fault.
     fn fail(&mut self, e: &ResponseBodyError) {
         self.conn = None;
         let server = self.guard.server();
-        if !e.is_cut() && server.upstream.strike() {
+        if e.is_server_fault() && server.upstream.strike() {
             tracing::debug!(server = server.upstream.label(), error = %e, "upstream keeps failing");
             server.report_failure(format!("response body failed: {e}"));
         }

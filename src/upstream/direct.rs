@@ -77,9 +77,14 @@ pub enum DirectError {
 }
 
 impl DirectError {
-    /// The proxy's own doing rather than the server's.
+    /// The proxy's own doing (the end of a drain).
     pub fn is_cut(&self) -> bool {
         matches!(self, DirectError::Cut)
+    }
+
+    /// The server's doing: neither the proxy's cut nor the client's body.
+    pub fn is_server_fault(&self) -> bool {
+        !matches!(self, DirectError::Cut | DirectError::Body(_))
     }
 }
 
