@@ -4,8 +4,9 @@
 //! hyper's client runs each connection in a task of its own: a request goes
 //! to that task through a channel, the response head comes back through
 //! another, and the body through a third, with a task wake-up at each hop.
-//! Here the task that serves the client writes the request head and reads
-//! the response itself, and the response head is parsed straight into a
+//! Here the task that serves the client writes the request (its body as it
+//! arrives, a short one in the same write as the head) and reads the
+//! response itself, and the response head is parsed straight into a
 //! `HeaderMap` whose values share the bytes read. Upgrades still go through
 //! hyper (see [`super::Upstream::send`]).
 //!
@@ -13,13 +14,14 @@
 //! 204 and 304; chunked when `Transfer-Encoding` ends in `chunked`; read to
 //! the close for any other `Transfer-Encoding` or when no length is given;
 //! else `Content-Length`, whose values must agree. Interim 1xx answers are
-//! skipped. A connection goes back to the pool only when its response was
-//! read to the end, nothing followed it, and neither side asked to close.
+//! skipped. A connection goes back to the pool only when its request was
+//! written whole, its response read to the end with nothing after it, and
+//! neither side asked to close.
 //!
 //! The pool's cut (the end of a drain) raises each connection's [`Flag`];
 //! a connection checks it at every read and is woken by it while it waits.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future as _};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
@@ -393,8 +395,6 @@ impl DirectConn {
         }
     }
 }
-
-use std::future::Future as _;
 
 /// `METHOD target HTTP/1.1`, the headers as they are (with
 /// `Transfer-Encoding: chunked` for a body of unknown length, as hyper's
