@@ -554,10 +554,16 @@ fn frame(
         Version::HTTP_10 => keep_alive_asked && !close,
         _ => !close,
     }
-    // Both framings given: the message was read by one, the connection is
-    // not trusted with another (RFC 9112 §6.3).
-    && !(chunked.is_some() && length.is_some())
+    // Both framings given, or a transfer coding in HTTP/1.0: the message
+    // was read one way, and the connection is not trusted with another
+    // (RFC 9112 §6.1, §6.3).
+    && !(chunked.is_some() && (length.is_some() || version == Version::HTTP_10))
     && framing != Framing::Close;
+    if chunked.is_some() && length.is_some() {
+        // The coding wins; the length must not go on downstream, where it
+        // would frame the decoded body differently (RFC 9112 §6.3).
+        headers.remove(CONTENT_LENGTH);
+    }
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;

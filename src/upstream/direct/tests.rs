@@ -229,8 +229,14 @@ async fn a_close_asked_by_either_version_keeps_the_connection_out_of_the_pool() 
         (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\na", true),
         // Both framings: read as chunked, then not trusted again.
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", false),
+        // A transfer coding in HTTP/1.0, even with keep-alive asked.
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", false),
     ] {
-        let (_, mut body, _server) = answered(Method::GET, answer).await;
+        let (head, mut body, _server) = answered(Method::GET, answer).await;
+        if head.response.headers().contains_key("transfer-encoding") {
+            // The coding framed the body: a length must not go on.
+            assert!(!head.response.headers().contains_key("content-length"), "{answer:?}");
+        }
         let (data, _, error) = drain(&mut body).await;
         assert!(error.is_none(), "{answer:?}: {error:?}");
         assert_eq!(data, b"a");
