@@ -20,7 +20,6 @@
 //! in-flight requests.
 
 pub mod conn;
-mod drain;
 pub mod error;
 pub mod forward;
 pub mod h1scan;
@@ -45,9 +44,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Limits;
+use crate::flag::{Flag, Flags};
 use crate::snapshot::Routing;
 use conn::{ClientIo, ConnTrack, Tracked};
-use drain::{Drain, DrainFlag};
 use forward::ClientInfo;
 
 /// Most concurrent HTTP/2 streams per client connection (hyper's default is
@@ -139,7 +138,7 @@ pub async fn serve(
     grace: Duration,
 ) {
     let builder = Arc::new(builder(&limits));
-    let drain = Drain::default();
+    let drain = Flags::default();
     // Each connection holds a receiver: the drain waits until all are gone.
     let (open_tx, open_rx) = watch::channel(());
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -182,7 +181,7 @@ pub async fn serve(
     }
     drop(listener);
     drop(open_rx);
-    drain.start();
+    drain.raise_for_good();
     if tokio::time::timeout(grace, open_tx.closed()).await.is_err() {
         tracing::warn!(grace = ?grace, "connections still open at the end of the drain");
     }
@@ -194,7 +193,7 @@ struct Conn {
     routing: Arc<Routing>,
     builder: Arc<Builders>,
     /// Set when the listener drains.
-    drain: Arc<DrainFlag>,
+    drain: Arc<Flag>,
     /// Held while the connection is open: the drain waits for all of them.
     _open: watch::Receiver<()>,
     head_timeout: Duration,

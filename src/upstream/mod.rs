@@ -25,7 +25,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -37,7 +37,7 @@ use tokio::task::AbortHandle;
 
 use crate::body::RequestBody;
 use crate::config::ServerAddr;
-use crate::flag::Flag;
+use crate::flag::{Flag, Flags};
 
 pub mod direct;
 
@@ -109,7 +109,7 @@ pub enum UpstreamError {
 #[derive(Debug, Default)]
 pub struct Cutter {
     tasks: Mutex<Vec<AbortHandle>>,
-    conns: Mutex<Vec<Weak<Flag>>>,
+    conns: Flags,
 }
 
 impl Cutter {
@@ -125,13 +125,7 @@ impl Cutter {
 
     /// The flag of a new direct connection, raised at the next cut.
     pub fn flag(&self) -> Arc<Flag> {
-        let flag = Arc::new(Flag::default());
-        let mut conns = lock(&self.conns);
-        if conns.len() == conns.capacity() {
-            conns.retain(|c| c.strong_count() > 0);
-        }
-        conns.push(Arc::downgrade(&flag));
-        flag
+        self.conns.register()
     }
 
     /// Cuts everything registered so far; later ones are not affected.
@@ -139,10 +133,7 @@ impl Cutter {
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
-        let conns = std::mem::take(&mut *lock(&self.conns));
-        for flag in conns.iter().filter_map(Weak::upgrade) {
-            flag.raise();
-        }
+        self.conns.raise_all();
     }
 
     /// Tasks registered and not seen to end.
