@@ -27,7 +27,6 @@ use crate::body::{Lease, RequestBody, RequestBodyError, ResponseBody};
 use crate::config::PoolName;
 use crate::metrics::PoolMetrics;
 use crate::snapshot::{InflightGuard, PoolState, Routing, Server, Service};
-use crate::upstream::direct::DirectError;
 use crate::upstream::{Answer, Conn, Timeouts, UpstreamError};
 
 /// Where a request came from.
@@ -414,17 +413,7 @@ fn classify(error: UpstreamError) -> ProxyError {
             ProxyError::Connect(error)
         }
         UpstreamError::ResponseTimeout { .. } => ProxyError::Timeout(error),
-        UpstreamError::Direct {
-            source: DirectError::Body(e),
-            ..
-        } => match e.downcast_ref::<RequestBodyError>() {
-            Some(RequestBodyError::TooLarge { limit }) => {
-                ProxyError::PayloadTooLarge { limit: *limit }
-            }
-            _ => ProxyError::BadRequest("request body could not be read"),
-        },
-        UpstreamError::Direct { .. } => ProxyError::Upstream(error),
-        UpstreamError::Request { source, .. } => match body_error(source) {
+        UpstreamError::Request { .. } | UpstreamError::Direct { .. } => match body_error(&error) {
             Some(RequestBodyError::TooLarge { limit }) => {
                 ProxyError::PayloadTooLarge { limit: *limit }
             }
@@ -436,8 +425,8 @@ fn classify(error: UpstreamError) -> ProxyError {
     }
 }
 
-/// The request-body error behind a hyper client error, if that is what failed.
-fn body_error(e: &hyper::Error) -> Option<&RequestBodyError> {
+/// The request-body error behind an upstream error, if that is what failed.
+fn body_error(e: &UpstreamError) -> Option<&RequestBodyError> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(b) = s.downcast_ref::<RequestBodyError>() {

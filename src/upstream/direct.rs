@@ -75,7 +75,7 @@ pub enum DirectError {
     Invalid(&'static str),
     /// The request body could not be read from the client.
     #[error("{0}")]
-    Body(Box<dyn std::error::Error + Send + Sync>),
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl DirectError {
