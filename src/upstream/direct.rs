@@ -86,7 +86,7 @@ impl DirectError {
 
     /// The server's doing: neither the proxy's cut nor the client's body.
     pub fn is_server_fault(&self) -> bool {
-        !matches!(self, DirectError::Cut | DirectError::Body(_))
+        !(self.is_cut() || matches!(self, DirectError::Body(_)))
     }
 }
 
@@ -116,8 +116,6 @@ pub struct DirectConn {
     send: Outgoing,
     /// Raised when the pool is cut.
     cut: Arc<Flag>,
-    /// It served a response before, so the server may have closed it since.
-    reused: bool,
     /// Room to make for the next read.
     read_size: usize,
 }
@@ -204,14 +202,8 @@ impl DirectConn {
                 taken: false,
             },
             cut,
-            reused: false,
             read_size: READ_SIZE,
         })
-    }
-
-    /// Whether it served a response before.
-    pub fn reused(&self) -> bool {
-        self.reused
     }
 
     /// False when the pool was cut, or the server closed the connection or
@@ -674,7 +666,6 @@ where
         if conn.out.capacity() > 2 * COALESCE {
             conn.out = Vec::new();
         }
-        conn.reused = true;
         Some(conn)
     }
 
