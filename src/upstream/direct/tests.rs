@@ -122,20 +122,14 @@ fn the_request_head_is_the_method_target_and_headers_as_given() {
 
 #[tokio::test]
 async fn a_sized_body_arriving_in_pieces_is_passed_on_and_the_connection_reused() {
-    let (mut conn, mut server, _cut) = pair().await;
-    let mut req = request(Method::GET, "/");
-    let head = exchange(
-        &mut conn,
-        &mut server,
-        &mut req,
+    let (head, mut body, mut server) = answered(
+        Method::GET,
         b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(head.response.status(), 200);
     let values: Vec<_> = head.response.headers().get_all("x-a").iter().collect();
     assert_eq!(values, ["1", "2"]);
-    let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
     assert_eq!(body.size_hint().exact(), Some(11));
     let rest = async {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -156,7 +150,7 @@ async fn a_sized_body_arriving_in_pieces_is_passed_on_and_the_connection_reused(
     let head = exchange(
         &mut conn,
         &mut server,
-        &mut req,
+        &mut request(Method::GET, "/"),
         b"HTTP/1.1 204 No Content\r\n\r\n",
     )
     .await
@@ -374,25 +368,18 @@ async fn a_cut_wakes_a_body_waiting_for_bytes_and_ends_it() {
 
 #[tokio::test]
 async fn an_unusual_reason_phrase_is_kept_for_the_client() {
-    let (mut conn, mut server, _cut) = pair().await;
-    let mut req = request(Method::GET, "/");
-    let head = exchange(
-        &mut conn,
-        &mut server,
-        &mut req,
+    let (head, mut body, mut server) = answered(
+        Method::GET,
         b"HTTP/1.1 200 All Good\r\nContent-Length: 0\r\n\r\n",
     )
-    .await
-    .unwrap();
+    .await;
     let phrase = head.response.extensions().get::<hyper::ext::ReasonPhrase>();
     assert_eq!(phrase.map(|p| p.as_bytes()), Some(&b"All Good"[..]));
-    let mut conn = DirectBody::new(conn, &head, Empty::<Bytes>::new())
-        .take_conn()
-        .unwrap();
+    let mut conn = body.take_conn().unwrap();
     let head = exchange(
         &mut conn,
         &mut server,
-        &mut req,
+        &mut request(Method::GET, "/"),
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     )
     .await
