@@ -6,11 +6,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+mod alloc;
+
 /// mimalloc: faster than the system allocator for the many short-lived
 /// allocations of a request, and it returns freed pages to the system (see
 /// [`return_freed_memory`]).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::MiMalloc = alloc::MiMalloc;
 
 /// How often the allocator is asked to give freed pages back.
 const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
