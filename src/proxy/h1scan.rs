@@ -217,10 +217,16 @@ impl FrameScan {
                         State::ChunkData(left - take)
                     };
                 }
-                State::RequestLine | State::Value if self.skips_to_eol() => {
-                    // Nothing in this line matters until its end: jump there.
+                State::RequestLine | State::Value | State::Name if self.skips() => {
+                    // Nothing matters until the line's end (or the end of a
+                    // name that is neither of the two): jump there.
                     let rest = &bytes[i..];
-                    let skip = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    let skip = if self.state == State::Name {
+                        memchr::memchr3(b':', b'\r', b'\n', rest)
+                    } else {
+                        memchr::memchr2(b'\r', b'\n', rest)
+                    }
+                    .unwrap_or(rest.len());
                     if skip == 0 {
                         self.step(bytes[i], &mut found);
                         i += 1;
@@ -245,11 +251,14 @@ impl FrameScan {
     }
 
     /// In the request line, or in the value of a header that does not
-    /// decide the framing: every byte up to the line's end is skipped alike.
-    fn skips_to_eol(&self) -> bool {
+    /// decide the framing, every byte up to the line's end is skipped alike;
+    /// in a name that can no longer be either of the two, every byte up to
+    /// its colon (or a line end, which loses the scan).
+    fn skips(&self) -> bool {
         match self.state {
             State::RequestLine => true,
             State::Value => self.line.field == Field::Other,
+            State::Name => !self.line.maybe_cl && !self.line.maybe_te,
             _ => false,
         }
     }

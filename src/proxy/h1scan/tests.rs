@@ -199,3 +199,24 @@ fn whole_bytewise_and_split_feeds_agree_on_request_like_streams() {
         .tests(2000)
         .quickcheck(prop as fn(Vec<u8>, bool, Vec<u8>) -> bool);
 }
+
+#[test]
+fn names_that_only_start_like_a_framing_header_are_not_taken_for_one() {
+    // Each of these names shares a prefix with one of the two (or is one
+    // with something before it): none frames the body, so the head that
+    // also has the real header is not flagged, and the scan keeps going
+    // through the following request.
+    let (flags, s) = scan(
+        b"POST / HTTP/1.1\r\nContent-Type: a\r\nContent-Lengthy: 9\r\nX-Content-Length: 9\r\n\
+          Transfer: 1\r\nTransfer-Encodings: chunked\r\nContent-Length: 2\r\n\r\nab\
+          POST / HTTP/1.1\r\nTransfer-Encoding-X: 1\r\nTE: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(flags, vec![]);
+    assert_eq!(s.heads, 2);
+    assert_eq!(s.state, State::Start);
+    // The real pair after such names is still found.
+    let (flags, _) = scan(
+        b"POST / HTTP/1.1\r\nContent-Typ: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+    );
+    assert_eq!(flags, vec![(0, Flag::LengthAndChunked)]);
+}
