@@ -20,6 +20,12 @@
 //!
 //! The pool's cut (the end of a drain) raises each connection's [`Flag`];
 //! a connection checks it at every read and is woken by it while it waits.
+//!
+//! `response_timeout` is one timer per connection, armed lazily: each
+//! exchange only notes its deadline, and the timer is moved to it when it
+//! fires early (for an earlier exchange's deadline) or is set later than it.
+//! A busy connection so touches the runtime's timer wheel about once per
+//! timeout instead of twice per request.
 
 use std::future::{poll_fn, Future as _};
 use std::io;
@@ -35,6 +41,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant, Sleep};
 
 use crate::flag::Flag;
 
@@ -76,6 +83,9 @@ pub enum DirectError {
     /// The request body could not be read from the client.
     #[error("{0}")]
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// No response head came before the exchange's deadline.
+    #[error("no response head in time")]
+    TimedOut,
 }
 
 impl DirectError {
@@ -118,6 +128,13 @@ pub struct DirectConn {
     cut: Arc<Flag>,
     /// Room to make for the next read.
     read_size: usize,
+    /// When the response head of the current exchange is due.
+    deadline: Instant,
+    /// Fires at or before `deadline` (see the module's notes); made at the
+    /// first exchange that has to wait. In the pool it may still hold the
+    /// waker of the last task that waited, which it wakes once when it
+    /// fires (a spurious wake-up, at most one per connection per timeout).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// A response head and how its body is framed.
@@ -203,6 +220,8 @@ impl DirectConn {
             },
             cut,
             read_size: READ_SIZE,
+            deadline: Instant::now(),
+            timer: None,
         })
     }
 
@@ -229,11 +248,13 @@ impl DirectConn {
     /// Writes the head of `req`, then its body as it arrives, and reads the
     /// response head. A server may answer before it has read the whole
     /// body (a 413, or a stream that echoes): the rest of the body is then
-    /// sent as the response body is read (see [`DirectBody`]). On failure,
-    /// says how far it got.
+    /// sent as the response body is read (see [`DirectBody`]). Gives up
+    /// with [`DirectError::TimedOut`] when no head came within `timeout`.
+    /// On failure, says how far it got.
     pub async fn round_trip<B>(
         &mut self,
         req: &mut Request<B>,
+        timeout: Duration,
     ) -> Result<Head, (DirectError, Reached)>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -247,6 +268,7 @@ impl DirectConn {
             Sending::Chunked
         };
         encode_head(req, framing == Sending::Chunked, &mut self.out);
+        self.deadline = Instant::now() + timeout;
         self.send = Outgoing {
             framing,
             written: 0,
@@ -285,10 +307,39 @@ impl DirectConn {
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err((e, reached(&self.send)))),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.poll_deadline(cx).is_ready() {
+                        // Too late for a retry whatever was sent.
+                        return Poll::Ready(Err((DirectError::TimedOut, Reached::Answered)));
+                    }
+                    return Poll::Pending;
+                }
             }
         })
         .await
+    }
+
+    /// `Ready` once the current exchange's deadline has passed; otherwise
+    /// the timer is armed at or before it, with `cx`'s waker.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            // Set for a later exchange with a longer timeout (a reload).
+            timer.as_mut().reset(deadline);
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if timer.deadline() >= deadline {
+                return Poll::Ready(());
+            }
+            // It fired for an earlier exchange: on to this one's deadline.
+            timer.as_mut().reset(deadline);
+        }
     }
 
     /// Whether the whole request has been written.

@@ -345,21 +345,21 @@ impl Upstream {
         let Some(req) = slot.as_mut() else {
             unreachable!("send checked the slot");
         };
-        let head = match tokio::time::timeout(timeout, conn.round_trip(req)).await {
-            Ok(Ok(head)) => head,
-            Ok(Err((source, reached))) => {
+        let head = match conn.round_trip(req, timeout).await {
+            Ok(head) => head,
+            Err((DirectError::TimedOut, reached)) => {
+                let error = UpstreamError::ResponseTimeout {
+                    addr: self.label.clone(),
+                    timeout,
+                };
+                return Err((error, reached));
+            }
+            Err((source, reached)) => {
                 let error = UpstreamError::Direct {
                     addr: self.label.clone(),
                     source,
                 };
                 return Err((error, reached));
-            }
-            Err(_) => {
-                let error = UpstreamError::ResponseTimeout {
-                    addr: self.label.clone(),
-                    timeout,
-                };
-                return Err((error, Reached::Answered));
             }
         };
         self.clear_strikes();

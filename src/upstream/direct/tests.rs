@@ -65,10 +65,11 @@ where
         read_request(server).await;
         server.write_all(answer).await.unwrap();
     };
-    let (head, ()) =
-        tokio::time::timeout(BOUND, async { tokio::join!(conn.round_trip(req), serve) })
-            .await
-            .expect("exchange timed out");
+    let (head, ()) = tokio::time::timeout(BOUND, async {
+        tokio::join!(conn.round_trip(req, BOUND), serve)
+    })
+    .await
+    .expect("exchange timed out");
     head
 }
 
@@ -319,7 +320,7 @@ async fn how_far_a_failed_exchange_got_is_reported() {
             drop(server);
         };
         let mut req = request(Method::GET, "/");
-        let (sent, ()) = tokio::join!(conn.round_trip(&mut req), serve);
+        let (sent, ()) = tokio::join!(conn.round_trip(&mut req, BOUND), serve);
         match sent {
             Err((DirectError::Closed, reached)) if reached == expected => {}
             other => panic!("{reply:?}: {other:?}"),
@@ -455,7 +456,7 @@ async fn a_sized_body_follows_its_head_unchanged() {
             .unwrap();
         (head, body)
     };
-    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req), serve);
+    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req, BOUND), serve);
     assert_eq!(
         String::from_utf8(head).unwrap(),
         "POST /in HTTP/1.1\r\nhost: up\r\ncontent-length: 7\r\n\r\n"
@@ -488,7 +489,7 @@ async fn a_body_without_a_length_is_sent_in_chunks() {
             .unwrap();
         (head, body)
     };
-    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req), serve);
+    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req, BOUND), serve);
     let head_text = String::from_utf8(head).unwrap();
     assert!(
         head_text.ends_with("transfer-encoding: chunked\r\n\r\n"),
@@ -518,7 +519,7 @@ async fn an_answer_before_the_body_ends_is_taken_and_the_connection_dropped() {
             .unwrap();
     };
     let (sent, ()) = tokio::time::timeout(BOUND, async {
-        tokio::join!(conn.round_trip(&mut req), serve)
+        tokio::join!(conn.round_trip(&mut req, BOUND), serve)
     })
     .await
     .expect("the early answer was not taken");
@@ -539,7 +540,7 @@ async fn a_client_body_that_fails_is_reported_as_taken() {
         Err(std::io::Error::other("client went away")),
     ]);
     let mut req = with_body(http_body_util::StreamBody::new(frames), Some(1000));
-    let sent = tokio::time::timeout(BOUND, conn.round_trip(&mut req))
+    let sent = tokio::time::timeout(BOUND, conn.round_trip(&mut req, BOUND))
         .await
         .expect("the failure was not reported");
     match sent {
@@ -549,4 +550,56 @@ async fn a_client_body_that_fails_is_reported_as_taken() {
         other => panic!("{other:?}"),
     }
     drop(server);
+}
+
+/// Sends `req` with `timeout` while the server reads it, waits `delay` and,
+/// if given, answers with `answer`; returns the outcome and how long it took.
+async fn timed_exchange(
+    conn: &mut DirectConn,
+    server: &mut TcpStream,
+    timeout: Duration,
+    delay: Duration,
+    answer: Option<&[u8]>,
+) -> (Result<Head, (DirectError, Reached)>, Duration) {
+    let mut req = request(Method::GET, "/");
+    let started = tokio::time::Instant::now();
+    let serve = async {
+        read_request(server).await;
+        tokio::time::sleep(delay).await;
+        if let Some(answer) = answer {
+            server.write_all(answer).await.unwrap();
+        }
+    };
+    let sent = async {
+        let sent = conn.round_trip(&mut req, timeout).await;
+        (sent, started.elapsed())
+    };
+    let (sent, ()) = tokio::time::timeout(BOUND, async { tokio::join!(sent, serve) })
+        .await
+        .expect("exchange timed out");
+    sent
+}
+
+#[tokio::test]
+async fn the_response_timeout_runs_from_each_exchange_on_a_reused_connection() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+    let ms = Duration::from_millis;
+    let (mut conn, mut server, _cut) = pair().await;
+    // Answered at once: the timer is left armed for 300 ms from now.
+    let (first, _) = timed_exchange(&mut conn, &mut server, ms(300), ms(0), Some(OK)).await;
+    assert_eq!(first.unwrap().response.status(), 200);
+    tokio::time::sleep(ms(200)).await;
+    // Answered 250 ms in: after the first deadline, within its own.
+    let (second, took) = timed_exchange(&mut conn, &mut server, ms(2000), ms(250), Some(OK)).await;
+    assert_eq!(second.unwrap().response.status(), 200, "after {took:?}");
+    // The timer is now armed 2 s out; a shorter timeout still holds.
+    let (third, took) = timed_exchange(&mut conn, &mut server, ms(150), ms(1000), None).await;
+    assert!(
+        matches!(third, Err((DirectError::TimedOut, Reached::Answered))),
+        "{third:?}"
+    );
+    assert!(
+        took >= ms(150) && took < ms(900),
+        "timed out after {took:?}"
+    );
 }
