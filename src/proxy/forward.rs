@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -167,7 +167,11 @@ impl Exchange {
         let (mut resp, sender) = match answer {
             Answer::Direct(resp) => {
                 let (mut parts, body) = resp.into_parts();
-                headers::remove_hop_by_hop(&mut parts.headers, false);
+                // The direct connection kept its hop-by-hop fields, but for
+                // a `Connection` that names others (see `upstream::direct`).
+                if parts.headers.contains_key(CONNECTION) {
+                    headers::remove_hop_by_hop(&mut parts.headers, false);
+                }
                 let lease = Lease { guard, conn: None };
                 return Ok(Response::from_parts(
                     parts,

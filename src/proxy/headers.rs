@@ -63,7 +63,7 @@ fn removable(name: &str) -> bool {
 
 /// Whether `name` (lowercase, as [`HeaderName::as_str`] gives it) is one of
 /// [`HOP_BY_HOP`].
-fn is_hop_by_hop(name: &str) -> bool {
+pub fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
         "connection"

@@ -14,7 +14,11 @@
 //! 204 and 304; chunked when `Transfer-Encoding` ends in `chunked`; read to
 //! the close for any other `Transfer-Encoding` or when no length is given;
 //! else `Content-Length`, whose values must agree. Interim 1xx answers are
-//! skipped. A connection goes back to the pool only when its request was
+//! skipped. The head handed on carries no hop-by-hop field (the ones
+//! [`is_hop_by_hop`] names, and `Upgrade`): they were this connection's, and
+//! the body is handed on decoded. Only a `Connection` that names other
+//! fields is left in, for the proxy to remove those too. A connection goes
+//! back to the pool only when its request was
 //! written whole, its response read to the end with nothing after it, and
 //! neither side asked to close.
 //!
@@ -36,7 +40,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::TRANSFER_ENCODING;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite};
@@ -44,6 +48,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant, Sleep};
 
 use crate::flag::Flag;
+use crate::proxy::headers::is_hop_by_hop;
 
 /// Request bytes gathered before a write: a short body goes out with its head.
 const COALESCE: usize = 16 * 1024;
@@ -545,6 +550,8 @@ fn frame(
     let mut chunked: Option<bool> = None;
     let mut close = false;
     let mut keep_alive_asked = false;
+    // `Connection` names a field other than `close` and `keep-alive`.
+    let mut names_fields = false;
     for &[ns, ne, vs, ve] in spans {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| DirectError::Invalid("bad header name"))?;
@@ -569,11 +576,29 @@ fn frame(
         } else if name == CONNECTION {
             for token in value.as_bytes().split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_asked |= token.eq_ignore_ascii_case(b"keep-alive");
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_asked = true;
+                } else {
+                    names_fields |= !token.is_empty();
+                }
             }
         }
-        headers.append(name, value);
+        if !(is_hop_by_hop(name.as_str()) || name == UPGRADE) {
+            headers.append(name, value);
+        }
+    }
+    if names_fields {
+        // Rare: put every `Connection` line back for the proxy, which
+        // removes what they name (see `proxy::headers::remove_hop_by_hop`).
+        for &[ns, ne, vs, ve] in spans {
+            if head[ns as usize..ne as usize].eq_ignore_ascii_case(b"connection") {
+                let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+                    .map_err(|_| DirectError::Invalid("bad header value"))?;
+                headers.append(CONNECTION, value);
+            }
+        }
     }
     let framing = if method == Method::HEAD
         || status == StatusCode::NO_CONTENT

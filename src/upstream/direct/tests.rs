@@ -227,9 +227,13 @@ async fn a_close_asked_by_either_version_keeps_the_connection_out_of_the_pool() 
         (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", false),
     ] {
         let (head, mut body, _server) = answered(Method::GET, answer).await;
-        if head.response.headers().contains_key("transfer-encoding") {
-            // The coding framed the body: a length must not go on.
-            assert!(!head.response.headers().contains_key("content-length"), "{answer:?}");
+        // Connection-level fields stay here; when the coding framed the
+        // body, a length must not go on either.
+        let headers = head.response.headers();
+        assert!(!headers.contains_key("connection"), "{answer:?}");
+        assert!(!headers.contains_key("transfer-encoding"), "{answer:?}");
+        if answer.windows(17).any(|w| w == b"Transfer-Encoding") {
+            assert!(!headers.contains_key("content-length"), "{answer:?}");
         }
         let (data, _, error) = drain(&mut body).await;
         assert!(error.is_none(), "{answer:?}: {error:?}");
@@ -602,4 +606,29 @@ async fn the_response_timeout_runs_from_each_exchange_on_a_reused_connection() {
         took >= ms(150) && took < ms(900),
         "timed out after {took:?}"
     );
+}
+
+#[tokio::test]
+async fn hop_by_hop_fields_stay_with_the_connection() {
+    let (head, _, _server) = answered(
+        Method::GET,
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\n\
+          Proxy-Connection: keep-alive\r\nTrailer: x-t\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    let mut names: Vec<_> = head.response.headers().keys().map(|n| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-length", "x-kept"]);
+    // A `Connection` naming another field stays, whole, for the proxy to
+    // remove that field too.
+    let (head, _, _server) = answered(
+        Method::GET,
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nX-Secret: 1\r\nconnection: X-Secret\r\n\
+          Content-Length: 0\r\n\r\n",
+    )
+    .await;
+    let headers = head.response.headers();
+    let connection: Vec<_> = headers.get_all("connection").iter().collect();
+    assert_eq!(connection, ["keep-alive", "X-Secret"]);
+    assert!(headers.contains_key("x-secret"));
 }
