@@ -275,6 +275,17 @@ impl Upstream {
         if direct {
             return self.send_direct(slot, timeouts).await.map(Answer::Direct);
         }
+        // Boxed: upgrades are rare, and hyper's futures would otherwise make
+        // every request's future twice as large (and so every move of it).
+        Box::pin(self.send_hyper(slot, timeouts)).await
+    }
+
+    /// [`Upstream::send`] on a hyper connection, for an upgrade.
+    async fn send_hyper(
+        &self,
+        slot: &mut Option<Request<RequestBody>>,
+        timeouts: Timeouts,
+    ) -> Result<Answer, UpstreamError> {
         // A pooled connection may have been closed by the server while idle:
         // hyper then hands the request back unsent and we try the next one.
         while let Some(mut sender) = self.checkout().await {
