@@ -217,23 +217,25 @@ impl FrameScan {
                         State::ChunkData(left - take)
                     };
                 }
-                State::RequestLine | State::Value | State::Name if self.skips() => {
-                    // Nothing matters until the line's end (or the end of a
-                    // name that is neither of the two): jump there.
+                State::RequestLine | State::Name | State::Value => {
+                    // Up to the line's end (or a name's colon) each byte
+                    // changes at most the line's own state: take the run at
+                    // once, and look at its bytes only where they matter.
                     let rest = &bytes[i..];
-                    let skip = if self.state == State::Name {
+                    let run = if self.state == State::Name {
                         memchr::memchr3(b':', b'\r', b'\n', rest)
                     } else {
                         memchr::memchr2(b'\r', b'\n', rest)
                     }
                     .unwrap_or(rest.len());
-                    if skip == 0 {
+                    if run == 0 {
                         self.step(bytes[i], &mut found);
                         i += 1;
                         continue;
                     }
-                    i += skip;
-                    self.head_len += skip;
+                    self.take_run(&rest[..run]);
+                    i += run;
+                    self.head_len += run;
                     if self.head_len > self.limit {
                         // Counted as byte by byte: it stops one past the limit.
                         self.head_len = self.limit + 1;
@@ -250,16 +252,26 @@ impl FrameScan {
         found
     }
 
-    /// In the request line, or in the value of a header that does not
-    /// decide the framing, every byte up to the line's end is skipped alike;
-    /// in a name that can no longer be either of the two, every byte up to
-    /// its colon (or a line end, which loses the scan).
-    fn skips(&self) -> bool {
+    /// Bytes of the request line, a header name or a header value, none of
+    /// them a line end (nor, in a name, the colon). The request line and
+    /// the values of other headers are skipped; a name is followed only
+    /// while it could still be `Content-Length` or `Transfer-Encoding`.
+    fn take_run(&mut self, run: &[u8]) {
         match self.state {
-            State::RequestLine => true,
-            State::Value => self.line.field == Field::Other,
-            State::Name => !self.line.maybe_cl && !self.line.maybe_te,
-            _ => false,
+            State::Name => {
+                for &b in run {
+                    if !(self.line.maybe_cl || self.line.maybe_te) {
+                        break;
+                    }
+                    self.name_byte(b);
+                }
+            }
+            State::Value if self.line.field != Field::Other => {
+                for &b in run {
+                    self.value_byte(b);
+                }
+            }
+            _ => {}
         }
     }
 
