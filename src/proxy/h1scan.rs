@@ -222,12 +222,7 @@ impl FrameScan {
                     // changes at most the line's own state: take the run at
                     // once, and look at its bytes only where they matter.
                     let rest = &bytes[i..];
-                    let run = if self.state == State::Name {
-                        memchr::memchr3(b':', b'\r', b'\n', rest)
-                    } else {
-                        memchr::memchr2(b'\r', b'\n', rest)
-                    }
-                    .unwrap_or(rest.len());
+                    let run = run_len(rest, self.state == State::Name);
                     if run == 0 {
                         self.step(bytes[i], &mut found);
                         i += 1;
@@ -553,6 +548,27 @@ impl FrameScan {
         flagged
     }
 }
+
+/// How many bytes of `rest` come before a line end (or, `in_name`, a
+/// colon). Most head lines are short, and memchr's setup costs more than
+/// looking at a short line byte by byte: it takes over past [`SHORT_RUN`].
+fn run_len(rest: &[u8], in_name: bool) -> usize {
+    let stops = |b: u8| b == b'\r' || b == b'\n' || (in_name && b == b':');
+    let short = &rest[..rest.len().min(SHORT_RUN)];
+    if let Some(n) = short.iter().position(|&b| stops(b)) {
+        return n;
+    }
+    let long = &rest[short.len()..];
+    let found = if in_name {
+        memchr::memchr3(b':', b'\r', b'\n', long)
+    } else {
+        memchr::memchr2(b'\r', b'\n', long)
+    };
+    short.len() + found.unwrap_or(long.len())
+}
+
+/// See [`run_len`].
+const SHORT_RUN: usize = 32;
 
 fn hex(b: u8) -> Option<u8> {
     match b {

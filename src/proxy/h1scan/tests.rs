@@ -220,3 +220,20 @@ fn names_that_only_start_like_a_framing_header_are_not_taken_for_one() {
     );
     assert_eq!(flags, vec![(0, Flag::LengthAndChunked)]);
 }
+
+#[test]
+fn a_run_ends_at_the_first_line_end_or_name_colon_however_long() {
+    for len in [0, 1, 31, 32, 33, 64, 200] {
+        let mut line = vec![b'a'; len];
+        assert_eq!(run_len(&line, true), len, "no end in {len} bytes");
+        line.extend_from_slice(b":b\r\n");
+        assert_eq!(run_len(&line, true), len, "name of {len}");
+        assert_eq!(
+            run_len(&line, false),
+            len + 2,
+            "value past a colon at {len}"
+        );
+        line[len] = b'\n';
+        assert_eq!(run_len(&line, false), len, "bare LF at {len}");
+    }
+}
