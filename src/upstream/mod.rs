@@ -356,23 +356,17 @@ impl Upstream {
         let Some(req) = slot.as_mut() else {
             unreachable!("send checked the slot");
         };
-        let head = match conn.round_trip(req, timeout).await {
-            Ok(head) => head,
-            Err((DirectError::TimedOut, reached)) => {
-                let error = UpstreamError::ResponseTimeout {
-                    addr: self.label.clone(),
-                    timeout,
+        let head = conn
+            .round_trip(req, timeout)
+            .await
+            .map_err(|(source, reached)| {
+                let addr = self.label.clone();
+                let error = match source {
+                    DirectError::TimedOut => UpstreamError::ResponseTimeout { addr, timeout },
+                    source => UpstreamError::Direct { addr, source },
                 };
-                return Err((error, reached));
-            }
-            Err((source, reached)) => {
-                let error = UpstreamError::Direct {
-                    addr: self.label.clone(),
-                    source,
-                };
-                return Err((error, reached));
-            }
-        };
+                (error, reached)
+            })?;
         self.clear_strikes();
         let Some(req) = slot.take() else {
             unreachable!("the request was in the slot");
