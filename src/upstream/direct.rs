@@ -555,8 +555,7 @@ fn frame(
     for &[ns, ne, vs, ve] in spans {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| DirectError::Invalid("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-            .map_err(|_| DirectError::Invalid("bad header value"))?;
+        let value = span_value(head, vs, ve)?;
         if name == CONTENT_LENGTH {
             for part in value.as_bytes().split(|&b| b == b',') {
                 let n = parse_length(part.trim_ascii())
@@ -594,9 +593,7 @@ fn frame(
         // removes what they name (see `proxy::headers::remove_hop_by_hop`).
         for &[ns, ne, vs, ve] in spans {
             if head[ns as usize..ne as usize].eq_ignore_ascii_case(b"connection") {
-                let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-                    .map_err(|_| DirectError::Invalid("bad header value"))?;
-                headers.append(CONNECTION, value);
+                headers.append(CONNECTION, span_value(head, vs, ve)?);
             }
         }
     }
@@ -641,6 +638,12 @@ fn frame(
         framing,
         keep_alive,
     })
+}
+
+/// The header value at `vs..ve` of `head`, sharing its bytes.
+fn span_value(head: &Bytes, vs: u32, ve: u32) -> Result<HeaderValue, DirectError> {
+    HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+        .map_err(|_| DirectError::Invalid("bad header value"))
 }
 
 /// A `Content-Length` value: digits only.
