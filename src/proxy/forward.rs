@@ -101,8 +101,8 @@ fn prepare(
 ) -> Prepared {
     let start = Instant::now();
     let has_body = !http_body::Body::is_end_stream(req.body());
-    let target = match select(routing, &req) {
-        Ok(target) => target,
+    let (target, host) = match select(routing, &req) {
+        Ok(selected) => selected,
         Err((err, unrouted)) => {
             let resp = answer(err, has_body, client.addr);
             unrouted.record(resp.status().as_u16(), start.elapsed());
@@ -122,7 +122,7 @@ fn prepare(
     // The connection registers for an upgrade only when the request is an
     // HTTP/1.1 upgrade, so this is the same test, already made.
     let upgrade = client_upgrade.is_some();
-    let req = rewrite(req, client, upgrade, target.max_body);
+    let req = rewrite(req, host, client, upgrade, target.max_body);
     Prepared::Send(Exchange {
         target,
         req: Some(req),
@@ -230,13 +230,6 @@ fn refuse(routing: &Routing, err: ProxyError) -> Response<ResponseBody> {
     resp
 }
 
-fn host_of(req: &Request<Incoming>) -> Option<&str> {
-    match req.headers().get(HOST) {
-        Some(h) => h.to_str().ok(),
-        None => req.uri().authority().map(|a| a.as_str()),
-    }
-}
-
 /// Refuses what an upstream could read differently from the proxy, so that
 /// nothing ambiguous is forwarded (hyper has already refused malformed
 /// lines, obs-fold and conflicting lengths):
@@ -248,8 +241,9 @@ fn host_of(req: &Request<Incoming>) -> Option<&str> {
 /// - header names that name a framing, Host, hop-by-hop or `X-Forwarded-*`
 ///   header once `_` is read as `-` (as CGI-style servers do).
 ///
-/// Byte scans only; no allocation.
-fn check(req: &Request<Incoming>) -> Result<(), &'static str> {
+/// Byte scans only; no allocation. Returns the Host header, when there is
+/// one (looked up once here for the route and the rewrite alike).
+fn check(req: &Request<Incoming>) -> Result<Option<&HeaderValue>, &'static str> {
     let uri = req.uri();
     if req.method() == Method::CONNECT {
         return Err("CONNECT is not supported");
@@ -265,7 +259,8 @@ fn check(req: &Request<Incoming>) -> Result<(), &'static str> {
         return Err("userinfo in request target");
     }
     let mut hosts = req.headers().get_all(HOST).iter();
-    match (hosts.next(), hosts.next()) {
+    let host = hosts.next();
+    match (host, hosts.next()) {
         (Some(_), Some(_)) => return Err("multiple host headers"),
         (Some(host), None) => {
             if !headers::valid_host(host.as_bytes()) {
@@ -290,28 +285,37 @@ fn check(req: &Request<Incoming>) -> Result<(), &'static str> {
     {
         return Err("ambiguous header name");
     }
-    Ok(())
+    Ok(host)
 }
 
+/// Checks and routes `req`. With the target comes the request's Host
+/// header, for the rewrite.
 fn select(
     routing: &Routing,
     req: &Request<Incoming>,
-) -> Result<Target, (ProxyError, Arc<PoolMetrics>)> {
+) -> Result<(Target, Option<HeaderValue>), (ProxyError, Arc<PoolMetrics>)> {
     let snapshot = routing.load();
-    if let Err(why) = check(req) {
-        return Err((ProxyError::BadRequest(why), snapshot.unrouted.clone()));
-    }
-    let Some(index) = snapshot.router.route(host_of(req), req.uri().path()) else {
+    let host = match check(req) {
+        Ok(host) => host,
+        Err(why) => return Err((ProxyError::BadRequest(why), snapshot.unrouted.clone())),
+    };
+    // `check` let only a visible-ASCII Host through: `to_str` cannot fail.
+    let host_name = match host {
+        Some(h) => h.to_str().ok(),
+        None => req.uri().authority().map(|a| a.as_str()),
+    };
+    let Some(index) = snapshot.router.route(host_name, req.uri().path()) else {
         return Err((ProxyError::NoRoute, snapshot.unrouted.clone()));
     };
     let service = snapshot.services[index].clone();
     let pool = balance::pick_pool(&service, req.headers());
-    Ok(Target {
+    let target = Target {
         service,
         pool,
         timeouts: snapshot.timeouts,
         max_body: snapshot.max_body_bytes,
-    })
+    };
+    Ok((target, host.cloned()))
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
@@ -323,8 +327,11 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 
 /// The upstream request: origin-form URI, HTTP/1.1, Host kept (or taken
 /// from an HTTP/2 `:authority`), hop-by-hop removed, `X-Forwarded-*` set.
+///
+/// `host` is the request's Host header, as [`select`] found it.
 fn rewrite(
     req: Request<Incoming>,
+    host: Option<HeaderValue>,
     client: ClientInfo,
     upgrade: bool,
     max_body: Option<u64>,
@@ -332,14 +339,12 @@ fn rewrite(
     let (mut parts, body) = req.into_parts();
     // Room for the three `X-Forwarded-*` at once rather than growing twice.
     parts.headers.reserve(3);
-    if !parts.headers.contains_key(HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(HOST, host);
-            }
-        }
-    }
-    let host = parts.headers.get(HOST).cloned();
+    let host = host.or_else(|| {
+        let authority = parts.uri.authority()?;
+        let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        parts.headers.insert(HOST, host.clone());
+        Some(host)
+    });
     headers::rewrite_request(
         &mut parts.headers,
         client.addr.ip(),
