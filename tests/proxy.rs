@@ -1,10 +1,13 @@
 //! Plain proxying: which pool and server a request reaches, keep-alive
 //! pooling to upstreams, h2c, and the header rewrite in both directions.
 
+mod raw;
 mod support;
 
 use http::{header, Method};
+use raw::RawUpstream;
 use support::*;
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_reaches_the_active_blue_pool_and_never_green() {
@@ -218,6 +221,63 @@ async fn response_hop_by_hop_headers_do_not_reach_the_client() {
             );
         }
         assert_eq!(reply.headers["x-end-to-end"], "kept");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_content_length_reaches_the_client_as_the_upstream_framed_it() {
+    within(BOUND, async {
+        let upstream = RawUpstream::start(|mut conn| async move {
+            let Some(head) = conn.head().await else {
+                return;
+            };
+            let answer: &[u8] = if head.starts_with(b"GET /sized ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            } else if head.starts_with(b"HEAD /sized ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\n"
+            };
+            let _ = conn.stream.write_all(answer).await;
+        })
+        .await;
+        let config = route(None, "/", "app") + &service("app", &[upstream.addr], &[upstream.addr]);
+        let proxy = Cutover::start(&config).await;
+        let ask = |method: &str, path: &str| {
+            format!("{method} {path} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        };
+        let lengths = |answer: &str| -> Vec<String> {
+            let head = answer
+                .split("\r\n\r\n")
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            head.lines()
+                .filter_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().to_owned())
+                .collect()
+        };
+
+        // A length that frames the body: sent once, with the body.
+        let answer = raw_exchange(proxy.addr, ask("GET", "/sized").as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(lengths(&answer), ["5"], "{answer}");
+        assert!(answer.ends_with("\r\n\r\nhello"), "{answer}");
+        // A HEAD answer's length describes the body a GET would get.
+        let answer = raw_exchange(proxy.addr, ask("HEAD", "/sized").as_bytes()).await;
+        assert_eq!(lengths(&answer), ["5000"], "{answer}");
+        assert!(answer.ends_with("\r\n\r\n"), "{answer}");
+        // Beside a transfer coding the length is dropped: the coding framed it.
+        let answer = raw_exchange(proxy.addr, ask("GET", "/both").as_bytes()).await;
+        assert!(lengths(&answer).is_empty(), "{answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "{answer}"
+        );
     })
     .await;
 }

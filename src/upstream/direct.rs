@@ -565,6 +565,8 @@ fn frame(
                 }
                 length = Some(n);
             }
+            // Put back below unless it frames the body.
+            continue;
         } else if name == TRANSFER_ENCODING {
             let last = value
                 .as_bytes()
@@ -624,10 +626,21 @@ fn frame(
     // (RFC 9112 §6.1, §6.3).
     && !(chunked.is_some() && (length.is_some() || version == Version::HTTP_10))
     && framing != Framing::Close;
-    if chunked.is_some() && length.is_some() {
-        // The coding wins; the length must not go on downstream, where it
-        // would frame the decoded body differently (RFC 9112 §6.3).
-        headers.remove(CONTENT_LENGTH);
+    // A body of a given length goes on with that length as its exact size,
+    // which the server side writes as `Content-Length` itself (hyper does
+    // so without a map entry to add and encode). Where the length does not
+    // frame a body (a HEAD answer, 204, 304, an empty body) it goes on as
+    // it came. Beside a transfer coding it goes nowhere: the coding wins,
+    // and the length would frame the decoded body differently downstream
+    // (RFC 9112 §6.3).
+    if length.is_some() && chunked.is_none() && !matches!(framing, Framing::Length(_)) {
+        for &[ns, ne, vs, ve] in spans {
+            if head[ns as usize..ne as usize]
+                .eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes())
+            {
+                headers.append(CONTENT_LENGTH, span_value(head, vs, ve)?);
+            }
+        }
     }
     let mut response = Response::new(());
     *response.status_mut() = status;

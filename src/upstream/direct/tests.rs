@@ -632,3 +632,49 @@ async fn hop_by_hop_fields_stay_with_the_connection() {
     assert_eq!(connection, ["keep-alive", "X-Secret"]);
     assert!(headers.contains_key("x-secret"));
 }
+
+#[tokio::test]
+async fn a_length_that_frames_the_body_goes_on_as_its_size_and_others_as_they_came() {
+    // It frames the body: the body's exact size carries it, the map does not.
+    let (head, body, _server) = answered(
+        Method::GET,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello",
+    )
+    .await;
+    assert!(!head.response.headers().contains_key("content-length"));
+    assert_eq!(body.size_hint().exact(), Some(5));
+    // It frames nothing: it goes on as it came.
+    for (method, answer, length) in [
+        (
+            Method::HEAD,
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"[..],
+            "5000",
+        ),
+        (
+            Method::GET,
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5000\r\n\r\n",
+            "5000",
+        ),
+        (
+            Method::GET,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            "0",
+        ),
+    ] {
+        let (head, _, _server) = answered(method, answer).await;
+        let values: Vec<_> = head
+            .response
+            .headers()
+            .get_all("content-length")
+            .iter()
+            .collect();
+        assert_eq!(values, [length], "{answer:?}");
+    }
+    // Beside a transfer coding it goes nowhere.
+    let (head, _, _server) = answered(
+        Method::GET,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(!head.response.headers().contains_key("content-length"));
+}
