@@ -27,7 +27,7 @@ use crate::body::{Lease, RequestBody, RequestBodyError, ResponseBody};
 use crate::config::PoolName;
 use crate::metrics::PoolMetrics;
 use crate::snapshot::{InflightGuard, PoolState, Routing, Server, Service};
-use crate::upstream::{Answer, Conn, Timeouts, UpstreamError};
+use crate::upstream::{Answer, Conn, Timeouts, UpstreamError, Via};
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +85,9 @@ struct Exchange {
     /// The rewritten request until it is written to a connection; put back
     /// when it never left (see [`Upstream::send`](crate::upstream::Upstream::send)).
     req: Option<Request<RequestBody>>,
+    /// Header lines written after the request's own: its `X-Forwarded-*`
+    /// when it goes on a direct connection and the client sent none.
+    lines: Vec<u8>,
     client_upgrade: Option<oneshot::Receiver<Upgraded>>,
     client: SocketAddr,
     start: Instant,
@@ -101,7 +104,7 @@ fn prepare(
 ) -> Prepared {
     let start = Instant::now();
     let has_body = !http_body::Body::is_end_stream(req.body());
-    let (target, host) = match select(routing, &req) {
+    let (target, seen) = match select(routing, &req) {
         Ok(selected) => selected,
         Err((err, unrouted)) => {
             let resp = answer(err, has_body, client.addr);
@@ -122,10 +125,11 @@ fn prepare(
     // The connection registers for an upgrade only when the request is an
     // HTTP/1.1 upgrade, so this is the same test, already made.
     let upgrade = client_upgrade.is_some();
-    let req = rewrite(req, host, client, upgrade, target.max_body);
+    let (req, lines) = rewrite(req, seen, client, upgrade, target.max_body);
     Prepared::Send(Exchange {
         target,
         req: Some(req),
+        lines,
         client_upgrade,
         client: client.addr,
         start,
@@ -154,8 +158,11 @@ impl Exchange {
     async fn send(&mut self) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
         // No upgrade: the request's own task can drive the upstream
         // connection (see `upstream::direct`).
-        let direct = self.client_upgrade.is_none();
-        let (answer, guard) = send(&self.target, &mut self.req, direct).await?;
+        let via = match self.client_upgrade {
+            None => Via::Direct { lines: &self.lines },
+            Some(_) => Via::Hyper,
+        };
+        let (answer, guard) = send(&self.target, &mut self.req, via).await?;
         let target = &self.target;
         tracing::debug!(
             service = %target.service.name,
@@ -242,8 +249,9 @@ fn refuse(routing: &Routing, err: ProxyError) -> Response<ResponseBody> {
 ///   header once `_` is read as `-` (as CGI-style servers do).
 ///
 /// Byte scans only; no allocation. Returns the Host header, when there is
-/// one (looked up once here for the route and the rewrite alike).
-fn check(req: &Request<Incoming>) -> Result<Option<&HeaderValue>, &'static str> {
+/// one (looked up once here for the route and the rewrite alike), and
+/// whether the client sent an `X-Forwarded-*` header of its own.
+fn check(req: &Request<Incoming>) -> Result<(Option<&HeaderValue>, bool), &'static str> {
     let uri = req.uri();
     if req.method() == Method::CONNECT {
         return Err("CONNECT is not supported");
@@ -278,25 +286,34 @@ fn check(req: &Request<Incoming>) -> Result<Option<&HeaderValue>, &'static str> 
             }
         }
     }
-    if req
-        .headers()
-        .keys()
-        .any(|name| headers::ambiguous_name(name.as_str()))
-    {
-        return Err("ambiguous header name");
+    let mut forwarded = false;
+    for name in req.headers().keys() {
+        let name = name.as_str();
+        if headers::ambiguous_name(name) {
+            return Err("ambiguous header name");
+        }
+        forwarded |= name.starts_with("x-forwarded-");
     }
-    Ok(host)
+    Ok((host, forwarded))
 }
 
-/// Checks and routes `req`. With the target comes the request's Host
-/// header, for the rewrite.
+/// What [`check`] saw in a request's headers that the rewrite needs.
+struct Seen {
+    /// The Host header.
+    host: Option<HeaderValue>,
+    /// The client sent an `X-Forwarded-*` header of its own.
+    forwarded: bool,
+}
+
+/// Checks and routes `req`. With the target comes what the checks saw,
+/// for the rewrite.
 fn select(
     routing: &Routing,
     req: &Request<Incoming>,
-) -> Result<(Target, Option<HeaderValue>), (ProxyError, Arc<PoolMetrics>)> {
+) -> Result<(Target, Seen), (ProxyError, Arc<PoolMetrics>)> {
     let snapshot = routing.load();
-    let host = match check(req) {
-        Ok(host) => host,
+    let (host, forwarded) = match check(req) {
+        Ok(seen) => seen,
         Err(why) => return Err((ProxyError::BadRequest(why), snapshot.unrouted.clone())),
     };
     // `check` let only a visible-ASCII Host through: `to_str` cannot fail.
@@ -315,7 +332,11 @@ fn select(
         timeouts: snapshot.timeouts,
         max_body: snapshot.max_body_bytes,
     };
-    Ok((target, host.cloned()))
+    let seen = Seen {
+        host: host.cloned(),
+        forwarded,
+    };
+    Ok((target, seen))
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
@@ -326,32 +347,38 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 }
 
 /// The upstream request: origin-form URI, HTTP/1.1, Host kept (or taken
-/// from an HTTP/2 `:authority`), hop-by-hop removed, `X-Forwarded-*` set.
-///
-/// `host` is the request's Host header, as [`select`] found it.
+/// from an HTTP/2 `:authority`), hop-by-hop removed, `X-Forwarded-*` set,
+/// in its map or, on a direct connection when the client sent none of
+/// them, as the header lines returned beside it.
 fn rewrite(
     req: Request<Incoming>,
-    host: Option<HeaderValue>,
+    seen: Seen,
     client: ClientInfo,
     upgrade: bool,
     max_body: Option<u64>,
-) -> Request<RequestBody> {
+) -> (Request<RequestBody>, Vec<u8>) {
     let (mut parts, body) = req.into_parts();
-    // Room for the three `X-Forwarded-*` at once rather than growing twice.
-    parts.headers.reserve(3);
-    let host = host.or_else(|| {
+    let host = seen.host.or_else(|| {
         let authority = parts.uri.authority()?;
         let host = HeaderValue::from_str(authority.as_str()).ok()?;
         parts.headers.insert(HOST, host.clone());
         Some(host)
     });
-    headers::rewrite_request(
-        &mut parts.headers,
-        client.addr.ip(),
-        client.proto,
-        host.as_ref(),
-        upgrade,
-    );
+    let mut lines = Vec::new();
+    if upgrade || seen.forwarded {
+        // Room for the three `X-Forwarded-*` at once rather than growing twice.
+        parts.headers.reserve(3);
+        headers::rewrite_request(
+            &mut parts.headers,
+            client.addr.ip(),
+            client.proto,
+            host.as_ref(),
+            upgrade,
+        );
+    } else {
+        headers::remove_hop_by_hop(&mut parts.headers, false);
+        lines = headers::forwarded_lines(client.addr.ip(), client.proto, host.as_ref());
+    }
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts
             .uri
@@ -361,7 +388,8 @@ fn rewrite(
         parts.uri = Uri::from(pq);
     }
     parts.version = Version::HTTP_11;
-    Request::from_parts(parts, RequestBody::new(body, max_body))
+    let req = Request::from_parts(parts, RequestBody::new(body, max_body));
+    (req, lines)
 }
 
 /// Sends to a healthy server of the target pool; a request whose connection
@@ -371,7 +399,7 @@ fn rewrite(
 async fn send(
     target: &Target,
     req: &mut Option<Request<RequestBody>>,
-    direct: bool,
+    via: Via<'_>,
 ) -> Result<(Answer, InflightGuard), (ProxyError, bool)> {
     let view = target.service.pool(target.pool);
     let no_server = || ProxyError::NoHealthyServer {
@@ -384,7 +412,7 @@ async fn send(
     let mut retried = false;
     loop {
         let guard = InflightGuard::new(view.state.clone(), server.clone());
-        let error = match server.upstream.send(req, target.timeouts, direct).await {
+        let error = match server.upstream.send(req, target.timeouts, via).await {
             Ok(answer) => return Ok((answer, guard)),
             Err(error) => error,
         };

@@ -250,8 +250,9 @@ impl DirectConn {
         }
     }
 
-    /// Writes the head of `req`, then its body as it arrives, and reads the
-    /// response head. A server may answer before it has read the whole
+    /// Writes the head of `req` (with `lines`, whole header lines, after
+    /// its headers), then its body as it arrives, and reads the response
+    /// head. A server may answer before it has read the whole
     /// body (a 413, or a stream that echoes): the rest of the body is then
     /// sent as the response body is read (see [`DirectBody`]). Gives up
     /// with [`DirectError::TimedOut`] when no head came within `timeout`.
@@ -259,6 +260,7 @@ impl DirectConn {
     pub async fn round_trip<B>(
         &mut self,
         req: &mut Request<B>,
+        lines: &[u8],
         timeout: Duration,
     ) -> Result<Head, (DirectError, Reached)>
     where
@@ -272,7 +274,7 @@ impl DirectConn {
         } else {
             Sending::Chunked
         };
-        encode_head(req, framing == Sending::Chunked, &mut self.out);
+        encode_head(req, lines, framing == Sending::Chunked, &mut self.out);
         self.deadline = Instant::now() + timeout;
         self.send = Outgoing {
             framing,
@@ -444,10 +446,10 @@ impl DirectConn {
     }
 }
 
-/// `METHOD target HTTP/1.1`, the headers as they are (with
+/// `METHOD target HTTP/1.1`, the headers as they are, `lines` (with
 /// `Transfer-Encoding: chunked` for a body of unknown length, as hyper's
 /// client adds it), and the empty line.
-fn encode_head<B>(req: &Request<B>, chunked: bool, out: &mut Vec<u8>) {
+fn encode_head<B>(req: &Request<B>, lines: &[u8], chunked: bool, out: &mut Vec<u8>) {
     out.clear();
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(req.method().as_str().as_bytes());
@@ -460,6 +462,7 @@ fn encode_head<B>(req: &Request<B>, chunked: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(lines);
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

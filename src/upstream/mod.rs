@@ -189,6 +189,19 @@ pub enum Conn {
     Direct(Box<DirectConn>),
 }
 
+/// How [`Upstream::send`] carries a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Via<'a> {
+    /// On a direct connection, with `lines` (whole header lines, each
+    /// ending in CRLF) written after the request's own headers.
+    Direct {
+        /// The added lines.
+        lines: &'a [u8],
+    },
+    /// On a hyper connection: an upgrade.
+    Hyper,
+}
+
 /// An upstream's answer to one request.
 #[derive(Debug)]
 pub enum Answer {
@@ -253,8 +266,8 @@ impl Upstream {
     }
 
     /// Sends the request in `slot` on a pooled or new connection and waits
-    /// for the response head. `direct` says the request asks for no
-    /// upgrade, so a direct connection can carry it.
+    /// for the response head. `via` says which kind: a request that asks
+    /// for no upgrade goes on a direct connection.
     ///
     /// The request stays in `slot` until it is written to a connection: after
     /// an error, `slot` holds it again exactly when it never left (no
@@ -269,11 +282,14 @@ impl Upstream {
         &self,
         slot: &mut Option<Request<RequestBody>>,
         timeouts: Timeouts,
-        direct: bool,
+        via: Via<'_>,
     ) -> Result<Answer, UpstreamError> {
         assert!(slot.is_some(), "Upstream::send needs a request");
-        if direct {
-            return self.send_direct(slot, timeouts).await.map(Answer::Direct);
+        if let Via::Direct { lines } = via {
+            return self
+                .send_direct(slot, lines, timeouts)
+                .await
+                .map(Answer::Direct);
         }
         // Boxed: upgrades are rare, and hyper's futures would otherwise make
         // every request's future twice as large (and so every move of it).
@@ -309,6 +325,7 @@ impl Upstream {
     async fn send_direct(
         &self,
         slot: &mut Option<Request<RequestBody>>,
+        lines: &[u8],
         timeouts: Timeouts,
     ) -> Result<Response<DirectBody<RequestBody>>, UpstreamError> {
         let idempotent = slot
@@ -317,7 +334,7 @@ impl Upstream {
         let mut last = None;
         let mut failed = None;
         while let Some(conn) = self.checkout_direct() {
-            match self.exchange(conn, slot, timeouts.response).await {
+            match self.exchange(conn, slot, lines, timeouts.response).await {
                 Ok(resp) => return Ok(resp),
                 Err((error, Reached::Unsent)) => last = Some(error),
                 Err((error, Reached::Unanswered)) if idempotent => last = Some(error),
@@ -337,7 +354,7 @@ impl Upstream {
         // Boxed, as for hyper's.
         let stream = Box::pin(self.connect_stream(timeouts.connect)).await?;
         let conn = DirectConn::new(stream, self.cutter.flag());
-        let sent = self.exchange(conn, slot, timeouts.response).await;
+        let sent = self.exchange(conn, slot, lines, timeouts.response).await;
         sent.map_err(|(error, _)| {
             *slot = None;
             error
@@ -346,18 +363,19 @@ impl Upstream {
 
     /// One request on one direct connection, up to the response head; the
     /// request leaves `slot` with its answer (the response body sends what
-    /// is left of the request body).
+    /// is left of the request body). `lines` go after its headers.
     async fn exchange(
         &self,
         mut conn: Box<DirectConn>,
         slot: &mut Option<Request<RequestBody>>,
+        lines: &[u8],
         timeout: Duration,
     ) -> Result<Response<DirectBody<RequestBody>>, (UpstreamError, Reached)> {
         let Some(req) = slot.as_mut() else {
             unreachable!("send checked the slot");
         };
         let head = conn
-            .round_trip(req, timeout)
+            .round_trip(req, lines, timeout)
             .await
             .map_err(|(source, reached)| {
                 let addr = self.label.clone();

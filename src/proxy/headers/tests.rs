@@ -358,3 +358,26 @@ fn a_response_with_only_connection_keep_alive_keeps_everything_else() {
     assert!(!h.contains_key(header::CONNECTION));
     assert_eq!(h.len(), 2);
 }
+
+#[test]
+fn forwarded_lines_are_what_the_rewrite_sets_in_the_map() {
+    fn prop(client: IpAddr, https: bool, with_host: bool) -> bool {
+        let proto = if https { "https" } else { "http" };
+        let host = with_host.then(|| HeaderValue::from_static("Agent.Example:8443"));
+        let mut headers = map(&[("accept", "*/*")]);
+        rewrite_request(&mut headers, client, proto, host.as_ref(), false);
+        let mut set = Vec::new();
+        for (name, value) in &headers {
+            if name.as_str().starts_with("x-forwarded-") {
+                set.extend_from_slice(name.as_str().as_bytes());
+                set.extend_from_slice(b": ");
+                set.extend_from_slice(value.as_bytes());
+                set.extend_from_slice(b"\r\n");
+            }
+        }
+        forwarded_lines(client, proto, host.as_ref()) == set
+    }
+    QuickCheck::new()
+        .tests(500)
+        .quickcheck(prop as fn(IpAddr, bool, bool) -> bool);
+}

@@ -66,7 +66,7 @@ where
         server.write_all(answer).await.unwrap();
     };
     let (head, ()) = tokio::time::timeout(BOUND, async {
-        tokio::join!(conn.round_trip(req, BOUND), serve)
+        tokio::join!(conn.round_trip(req, b"", BOUND), serve)
     })
     .await
     .expect("exchange timed out");
@@ -112,12 +112,12 @@ async fn drain(
 #[test]
 fn the_request_head_is_the_method_target_and_headers_as_given() {
     let mut out = Vec::new();
-    encode_head(&request(Method::GET, "/a/b?c=d"), false, &mut out);
+    encode_head(&request(Method::GET, "/a/b?c=d"), b"", false, &mut out);
     assert_eq!(
         out,
         b"GET /a/b?c=d HTTP/1.1\r\nhost: up\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
     );
-    encode_head(&request(Method::OPTIONS, "*"), false, &mut out);
+    encode_head(&request(Method::OPTIONS, "*"), b"", false, &mut out);
     assert!(out.starts_with(b"OPTIONS * HTTP/1.1\r\n"), "{out:?}");
 }
 
@@ -324,7 +324,7 @@ async fn how_far_a_failed_exchange_got_is_reported() {
             drop(server);
         };
         let mut req = request(Method::GET, "/");
-        let (sent, ()) = tokio::join!(conn.round_trip(&mut req, BOUND), serve);
+        let (sent, ()) = tokio::join!(conn.round_trip(&mut req, b"", BOUND), serve);
         match sent {
             Err((DirectError::Closed, reached)) if reached == expected => {}
             other => panic!("{reply:?}: {other:?}"),
@@ -448,7 +448,7 @@ fn with_body<B>(body: B, length: Option<usize>) -> Request<B> {
 }
 
 #[tokio::test]
-async fn a_sized_body_follows_its_head_unchanged() {
+async fn a_sized_body_follows_its_head_and_the_added_lines_unchanged() {
     let (mut conn, mut server, _cut) = pair().await;
     let mut req = with_body(Full::new(Bytes::from_static(b"{\"q\":1}")), Some(7));
     let serve = async {
@@ -460,10 +460,11 @@ async fn a_sized_body_follows_its_head_unchanged() {
             .unwrap();
         (head, body)
     };
-    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req, BOUND), serve);
+    let lines = b"x-forwarded-for: 192.0.2.1\r\n";
+    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req, lines, BOUND), serve);
     assert_eq!(
         String::from_utf8(head).unwrap(),
-        "POST /in HTTP/1.1\r\nhost: up\r\ncontent-length: 7\r\n\r\n"
+        "POST /in HTTP/1.1\r\nhost: up\r\ncontent-length: 7\r\nx-forwarded-for: 192.0.2.1\r\n\r\n"
     );
     assert_eq!(body, b"{\"q\":1}");
     let head = sent.unwrap();
@@ -493,10 +494,11 @@ async fn a_body_without_a_length_is_sent_in_chunks() {
             .unwrap();
         (head, body)
     };
-    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req, BOUND), serve);
+    let lines = b"x-forwarded-proto: http\r\n";
+    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req, lines, BOUND), serve);
     let head_text = String::from_utf8(head).unwrap();
     assert!(
-        head_text.ends_with("transfer-encoding: chunked\r\n\r\n"),
+        head_text.ends_with("x-forwarded-proto: http\r\ntransfer-encoding: chunked\r\n\r\n"),
         "{head_text}"
     );
     assert_eq!(body, b"5\r\nhello\r\n7\r\n world!\r\n0\r\n\r\n");
@@ -523,7 +525,7 @@ async fn an_answer_before_the_body_ends_is_taken_and_the_connection_dropped() {
             .unwrap();
     };
     let (sent, ()) = tokio::time::timeout(BOUND, async {
-        tokio::join!(conn.round_trip(&mut req, BOUND), serve)
+        tokio::join!(conn.round_trip(&mut req, b"", BOUND), serve)
     })
     .await
     .expect("the early answer was not taken");
@@ -544,7 +546,7 @@ async fn a_client_body_that_fails_is_reported_as_taken() {
         Err(std::io::Error::other("client went away")),
     ]);
     let mut req = with_body(http_body_util::StreamBody::new(frames), Some(1000));
-    let sent = tokio::time::timeout(BOUND, conn.round_trip(&mut req, BOUND))
+    let sent = tokio::time::timeout(BOUND, conn.round_trip(&mut req, b"", BOUND))
         .await
         .expect("the failure was not reported");
     match sent {
@@ -575,7 +577,7 @@ async fn timed_exchange(
         }
     };
     let sent = async {
-        let sent = conn.round_trip(&mut req, timeout).await;
+        let sent = conn.round_trip(&mut req, b"", timeout).await;
         (sent, started.elapsed())
     };
     let (sent, ()) = tokio::time::timeout(BOUND, async { tokio::join!(sent, serve) })
