@@ -145,6 +145,39 @@ async fn kept_alive_connection_waits_for_its_next_request_past_header_read_timeo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_head_on_a_kept_alive_connection_gets_the_whole_header_read_timeout() {
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let keys = "header_read_timeout = \"500ms\"\nidle_timeout = \"5s\"";
+        let proxy = Cutover::start(&limits(keys, &blue, &green)).await;
+
+        let mut stream = connect(proxy.addr).await;
+        get_ok(&mut stream, "first request").await;
+        // The next head starts 300 ms after the first and takes 350 ms:
+        // past the first head's deadline, within its own.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        write(&mut stream, b"GET / HTTP/1.1\r\nHo", false).await;
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        write(&mut stream, b"st: a\r\n\r\n", false).await;
+        let answer = read_answer(&mut stream).await;
+        assert_eq!(answer.status(), Some(200), "{:?}", answer.text);
+        // A head that stalls is cut a whole timeout after its first byte,
+        // not at the deadline of the head before it.
+        write(&mut stream, b"GET / HTTP/1.1\r\nHo", false).await;
+        let started = Instant::now();
+        let answer = read_answer(&mut stream).await;
+        assert_eq!(answer.status(), Some(408), "{:?}", answer.text);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+            "cut after {took:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_larger_than_max_header_bytes_is_431() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;

@@ -261,6 +261,13 @@ pub struct ClientIo<I> {
     inner: I,
     track: Arc<ConnTrack>,
     head_timeout: Duration,
+    /// When the head being read is late.
+    head_deadline: Instant,
+    /// The head timer, armed lazily: each head only sets `head_deadline`,
+    /// and the timer is moved there when it fires before it (it was set
+    /// for an earlier head). Moving it for every request cost a timer-wheel
+    /// update per request. It may so wake the task once, to no effect,
+    /// at an earlier head's deadline.
     deadline: Pin<Box<Sleep>>,
     /// While the head timer runs: how many requests had started when it was
     /// armed (a change means the head completed).
@@ -289,11 +296,13 @@ impl<I> ClientIo<I> {
         max_head: usize,
         unrouted: Arc<PoolMetrics>,
     ) -> ClientIo<I> {
+        let head_deadline = Instant::now() + head_timeout;
         ClientIo {
             inner,
             track,
             head_timeout,
-            deadline: Box::pin(tokio::time::sleep(head_timeout)),
+            head_deadline,
+            deadline: Box::pin(tokio::time::sleep_until(head_deadline)),
             armed: Some(0),
             head_bytes: false,
             proto: Proto::Sniffing(0),
@@ -342,9 +351,7 @@ impl<I> ClientIo<I> {
             // The first byte of the next head on a kept-alive connection.
             self.armed = Some(self.track.heads.load(Ordering::Acquire));
             self.head_bytes = false;
-            self.deadline
-                .as_mut()
-                .reset(Instant::now() + self.head_timeout);
+            self.head_deadline = Instant::now() + self.head_timeout;
         }
         if self.armed.is_some() && !self.head_bytes {
             self.head_bytes = true;
@@ -391,7 +398,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
         if let Poll::Ready(Ok(_)) = Pin::new(&mut self.inner).poll_write(cx, bytes.as_bytes()) {
             let _ = Pin::new(&mut self.inner).poll_flush(cx);
         }
-        let armed_at = self.deadline.deadline() - self.head_timeout;
+        let armed_at = self.head_deadline - self.head_timeout;
         let elapsed = Instant::now().saturating_duration_since(armed_at);
         self.unrouted.record(status.as_u16(), elapsed);
     }
@@ -426,6 +433,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
     }
 }
 
+impl<I> ClientIo<I> {
+    /// `Ready` once the head being read is late; otherwise the timer is
+    /// armed at or before its deadline, with `cx`'s waker.
+    fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            if self.deadline.deadline() >= self.head_deadline {
+                return Poll::Ready(());
+            }
+            self.deadline.as_mut().reset(self.head_deadline);
+        }
+        Poll::Pending
+    }
+}
+
 impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
     /// Reads from the client stream, running the head timer and the scans.
     fn read_inner(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -436,7 +457,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
                     self.armed = None;
                 }
             }
-            if self.armed.is_some() && self.deadline.as_mut().poll(cx).is_ready() {
+            if self.armed.is_some() && self.poll_head_deadline(cx).is_ready() {
                 self.end(cx, ProxyError::HeadTimeout);
                 return Poll::Ready(Ok(()));
             }
