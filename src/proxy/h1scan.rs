@@ -230,14 +230,19 @@ impl FrameScan {
                     }
                     self.take_run(&rest[..run]);
                     i += run;
-                    self.head_len += run;
-                    if self.head_len > self.limit {
-                        // Counted as byte by byte: it stops one past the limit.
-                        self.head_len = self.limit + 1;
-                        self.oversized = true;
-                        self.state = State::Lost;
-                    }
+                    self.count_run(run);
                 }
+                State::LineStart => match other_line(&bytes[i..]) {
+                    // A whole line that cannot frame the body, at once.
+                    Some(len) => {
+                        i += len;
+                        self.count_run(len);
+                    }
+                    None => {
+                        self.step(bytes[i], &mut found);
+                        i += 1;
+                    }
+                },
                 _ => {
                     self.step(bytes[i], &mut found);
                     i += 1;
@@ -245,6 +250,17 @@ impl FrameScan {
             }
         }
         found
+    }
+
+    /// Counts `n` head bytes taken at once, stopping where byte by byte
+    /// would have: one past the limit.
+    fn count_run(&mut self, n: usize) {
+        self.head_len += n;
+        if self.head_len > self.limit {
+            self.head_len = self.limit + 1;
+            self.oversized = true;
+            self.state = State::Lost;
+        }
     }
 
     /// Bytes of the request line, a header name or a header value, none of
@@ -569,6 +585,30 @@ fn run_len(rest: &[u8], in_name: bool) -> usize {
 
 /// See [`run_len`].
 const SHORT_RUN: usize = 32;
+
+/// The length of the header line at the start of `rest`, with its CRLF,
+/// when it is all there and changes nothing but the head's length: a
+/// `name: value` line (not an obs-fold, not the empty line) whose name is
+/// neither `Content-Length` nor `Transfer-Encoding`. Most lines are such
+/// lines; taking one at once leaves the scan as byte by byte would.
+fn other_line(rest: &[u8]) -> Option<usize> {
+    if matches!(rest.first(), None | Some(b'\r' | b'\n' | b' ' | b'\t')) {
+        return None;
+    }
+    let colon = run_len(rest, true);
+    if rest.get(colon) != Some(&b':') {
+        return None;
+    }
+    let name = &rest[..colon];
+    if name.eq_ignore_ascii_case(CONTENT_LENGTH) || name.eq_ignore_ascii_case(TRANSFER_ENCODING) {
+        return None;
+    }
+    let end = colon + 1 + run_len(&rest[colon + 1..], false);
+    if rest.get(end..end + 2) != Some(b"\r\n") {
+        return None;
+    }
+    Some(end + 2)
+}
 
 fn hex(b: u8) -> Option<u8> {
     match b {

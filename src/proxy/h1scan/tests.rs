@@ -140,10 +140,14 @@ fn arbitrary_bytes_never_panic() {
 
 #[test]
 fn whole_bytewise_and_split_feeds_agree_on_request_like_streams() {
-    const PARTS: [&[u8]; 12] = [
+    const PARTS: [&[u8]; 16] = [
         b"GET / HTTP/1.1\r\n",
         b"POST /x?y=1 HTTP/1.1\r\n",
         b"Host: a\r\n",
+        b"content-type: text/plain; q=a:b\r\n",
+        b"No-Colon\r\n",
+        b": empty name\r\n",
+        b"X-Bare-Cr: a\rb\r\n",
         b"Content-Length: 5\r\n",
         b"Content-Length: 5 \r\n",
         b"Transfer-Encoding: chunked\r\n",
