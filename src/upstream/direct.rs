@@ -131,6 +131,8 @@ pub struct DirectConn {
     send: Outgoing,
     /// Raised when the pool is cut.
     cut: Arc<Flag>,
+    /// The header names of the last response, as the server spelled them.
+    names: Names,
     /// Room to make for the next read.
     read_size: usize,
     /// When the response head of the current exchange is due.
@@ -140,6 +142,58 @@ pub struct DirectConn {
     /// waker of the last task that waited, which it wakes once when it
     /// fires (a spurious wake-up, at most one per connection per timeout).
     timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// The header names of a connection's last response, by position, as the
+/// server spelled them. A server sends much the same names in the same
+/// order and spelling every time: a name found at its place is not parsed
+/// again (a byte compare instead of `HeaderName::from_bytes`, about a
+/// hundred instructions a header).
+#[derive(Debug, Default)]
+struct Names {
+    seen: Vec<SeenName>,
+}
+
+/// One remembered header name.
+#[derive(Debug)]
+struct SeenName {
+    /// Its spelling: the first `len` bytes.
+    raw: [u8; NAME_MEMORY],
+    len: u8,
+    name: HeaderName,
+}
+
+/// Names longer than this are parsed every time.
+const NAME_MEMORY: usize = 24;
+
+/// Names remembered per connection: the first this many of a response.
+const NAMES_REMEMBERED: usize = 16;
+
+impl Names {
+    /// The name spelled `raw`, at position `index` of a response head.
+    fn get(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, DirectError> {
+        if let Some(seen) = self.seen.get(index) {
+            if seen.raw.get(..usize::from(seen.len)) == Some(raw) {
+                return Ok(seen.name.clone());
+            }
+        }
+        let name =
+            HeaderName::from_bytes(raw).map_err(|_| DirectError::Invalid("bad header name"))?;
+        if raw.len() <= NAME_MEMORY && index < NAMES_REMEMBERED && index <= self.seen.len() {
+            let mut seen = SeenName {
+                raw: [0; NAME_MEMORY],
+                len: raw.len() as u8,
+                name: name.clone(),
+            };
+            seen.raw[..raw.len()].copy_from_slice(raw);
+            if index == self.seen.len() {
+                self.seen.push(seen);
+            } else {
+                self.seen[index] = seen;
+            }
+        }
+        Ok(name)
+    }
 }
 
 /// A response head and how its body is framed.
@@ -224,6 +278,7 @@ impl DirectConn {
                 taken: false,
             },
             cut,
+            names: Names::default(),
             read_size: READ_SIZE,
             deadline: Instant::now(),
             timer: None,
@@ -288,7 +343,7 @@ impl DirectConn {
         poll_fn(|cx| loop {
             if !self.buf.is_empty() {
                 answered = true;
-                match parse_head(&mut self.buf, &method) {
+                match parse_head(&mut self.buf, &mut self.names, &method) {
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) if self.buf.len() > MAX_HEAD => {
                         let e = DirectError::Invalid("response head too large");
@@ -471,7 +526,11 @@ fn encode_head<B>(req: &Request<B>, lines: &[u8], chunked: bool, out: &mut Vec<u
 
 /// Takes one final response head off the front of `buf` (skipping interim
 /// 1xx ones); `None` while it is incomplete.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, DirectError> {
+fn parse_head(
+    buf: &mut BytesMut,
+    names: &mut Names,
+    method: &Method,
+) -> Result<Option<Head>, DirectError> {
     loop {
         // Offsets into `buf` of each header's name and value, so the values
         // can share the head's bytes once it is split off.
@@ -529,7 +588,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Direc
             ];
         }
         let head = buf.split_to(len).freeze();
-        let mut framed = frame(&head, &spans[..count], status, version, method)?;
+        let mut framed = frame(&head, &spans[..count], names, status, version, method)?;
         if let Some(reason) = reason {
             let phrase = hyper::ext::ReasonPhrase::try_from(head.slice(reason))
                 .map_err(|_| DirectError::Invalid("bad reason phrase"))?;
@@ -544,6 +603,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Direc
 fn frame(
     head: &Bytes,
     spans: &[[u32; 4]],
+    names: &mut Names,
     status: StatusCode,
     version: Version,
     method: &Method,
@@ -555,9 +615,8 @@ fn frame(
     let mut keep_alive_asked = false;
     // `Connection` names a field other than `close` and `keep-alive`.
     let mut names_fields = false;
-    for &[ns, ne, vs, ve] in spans {
-        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
-            .map_err(|_| DirectError::Invalid("bad header name"))?;
+    for (index, &[ns, ne, vs, ve]) in spans.iter().enumerate() {
+        let name = names.get(index, &head[ns as usize..ne as usize])?;
         let value = span_value(head, vs, ve)?;
         if name == CONTENT_LENGTH {
             for part in value.as_bytes().split(|&b| b == b',') {

@@ -680,3 +680,74 @@ async fn a_length_that_frames_the_body_goes_on_as_its_size_and_others_as_they_ca
     .await;
     assert!(!head.response.headers().contains_key("content-length"));
 }
+
+#[test]
+fn a_remembered_name_is_used_only_where_its_spelling_is_found() {
+    let mut names = Names::default();
+    let first = [&b"Server"[..], b"X-Request-Id", b"Date"];
+    for (i, raw) in first.iter().enumerate() {
+        names.get(i, raw).unwrap();
+    }
+    // The same spelling at the same place.
+    assert_eq!(names.get(1, b"X-Request-Id").unwrap(), "x-request-id");
+    // Another name, or another spelling, at a remembered place is parsed
+    // (and remembered instead).
+    assert_eq!(names.get(1, b"Date").unwrap(), "date");
+    assert_eq!(names.get(1, b"X-Request-I").unwrap(), "x-request-i");
+    assert_eq!(names.get(1, b"X-Request-I").unwrap(), "x-request-i");
+    assert_eq!(names.get(0, b"server").unwrap(), "server");
+    assert_eq!(names.get(2, b"Vary").unwrap(), "vary");
+    // A place past the remembered ones, a name too long to remember, a
+    // name that is not one.
+    assert_eq!(names.get(9, b"Vary").unwrap(), "vary");
+    let long = b"X-A-Very-Long-Header-Name-Indeed";
+    assert_eq!(
+        names.get(3, long).unwrap(),
+        "x-a-very-long-header-name-indeed"
+    );
+    assert_eq!(
+        names.get(3, long).unwrap(),
+        "x-a-very-long-header-name-indeed"
+    );
+    assert!(names.get(2, b"Bad Name").is_err());
+    assert_eq!(names.get(2, b"Date").unwrap(), "date");
+}
+
+#[tokio::test]
+async fn responses_on_one_connection_keep_their_own_header_names() {
+    let (mut conn, mut server, _cut) = pair().await;
+    let answers: [&[u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-B: 3\r\nX-A: 4\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-C: 5\r\nContent-Length: 0\r\n\r\n",
+    ];
+    let mut got = Vec::new();
+    for answer in answers {
+        let head = exchange(
+            &mut conn,
+            &mut server,
+            &mut request(Method::GET, "/"),
+            answer,
+        )
+        .await
+        .unwrap();
+        let fields: Vec<String> = head
+            .response
+            .headers()
+            .iter()
+            .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
+            .collect();
+        got.push(fields.join(" "));
+        conn = DirectBody::new(conn, &head, Empty::<Bytes>::new())
+            .take_conn()
+            .expect("reusable");
+    }
+    assert_eq!(
+        got,
+        [
+            "x-a=1 x-b=2 content-length=0",
+            "x-b=3 x-a=4 content-length=0",
+            "x-c=5 content-length=0"
+        ]
+    );
+}
