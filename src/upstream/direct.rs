@@ -617,9 +617,10 @@ fn frame(
     let mut names_fields = false;
     for (index, &[ns, ne, vs, ve]) in spans.iter().enumerate() {
         let name = names.get(index, &head[ns as usize..ne as usize])?;
-        let value = span_value(head, vs, ve)?;
+        // A value is made only for a field that goes on.
+        let raw = &head[vs as usize..ve as usize];
         if name == CONTENT_LENGTH {
-            for part in value.as_bytes().split(|&b| b == b',') {
+            for part in raw.split(|&b| b == b',') {
                 let n = parse_length(part.trim_ascii())
                     .ok_or(DirectError::Invalid("bad content-length"))?;
                 if length.is_some_and(|l| l != n) {
@@ -630,14 +631,10 @@ fn frame(
             // Put back below unless it frames the body.
             continue;
         } else if name == TRANSFER_ENCODING {
-            let last = value
-                .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or_default();
+            let last = raw.rsplit(|&b| b == b',').next().unwrap_or_default();
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
+            for token in raw.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -649,7 +646,7 @@ fn frame(
             }
         }
         if !(is_hop_by_hop(name.as_str()) || name == UPGRADE) {
-            headers.append(name, value);
+            headers.append(name, span_value(head, vs, ve)?);
         }
     }
     if names_fields {
