@@ -273,6 +273,19 @@ pub fn ambiguous_name(name: &str) -> bool {
         })
 }
 
+/// The bytes of a DNS name or an IPv4 address in a Host value: ASCII
+/// letters and digits, `-`, `.` and `_`.
+static HOST_NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_';
+        b += 1;
+    }
+    table
+};
+
 /// Whether a Host value is `host[:port]` with `host` a DNS name, an IPv4
 /// address or a bracketed IPv6 literal. Stricter than RFC 3986's reg-name:
 /// sub-delims and percent-encoding, which no DNS name needs and which
@@ -293,13 +306,13 @@ pub fn valid_host(value: &[u8]) -> bool {
                 .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
         (ok, &value[end + 1..])
     } else {
-        let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-        let name = &value[..end];
-        let ok = !name.is_empty()
-            && name
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-        (ok, &value[end..])
+        // One pass to the first byte a name cannot hold: the colon before
+        // a port, or a byte that makes the whole value invalid.
+        let end = value
+            .iter()
+            .position(|&b| !HOST_NAME_BYTES[usize::from(b)])
+            .unwrap_or(value.len());
+        (end > 0, &value[end..])
     };
     host_ok
         && match rest {

@@ -381,3 +381,55 @@ fn forwarded_lines_are_what_the_rewrite_sets_in_the_map() {
         .tests(500)
         .quickcheck(prop as fn(IpAddr, bool, bool) -> bool);
 }
+
+/// `valid_host` as its documentation states it, for the property below.
+fn valid_host_by_definition(value: &[u8]) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    let (host_ok, rest) = if value[0] == b'[' {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..end];
+        let ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+        (ok, &value[end + 1..])
+    } else {
+        let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+        let name = &value[..end];
+        let ok = !name.is_empty()
+            && name
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        (ok, &value[end..])
+    };
+    host_ok
+        && match rest {
+            [] => true,
+            [b':', port @ ..] => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
+}
+
+#[test]
+fn valid_host_agrees_with_its_definition() {
+    // Bytes drawn mostly from those a Host value is made of, so that valid
+    // values come up as often as invalid ones.
+    fn prop(picks: Vec<u8>, raw: u8) -> bool {
+        const ALPHABET: &[u8] = b"aZ09-._:[]f:1 @%/";
+        let value: Vec<u8> = picks
+            .iter()
+            .map(|&p| match usize::from(p) % (ALPHABET.len() + 1) {
+                i if i < ALPHABET.len() => ALPHABET[i],
+                _ => raw,
+            })
+            .collect();
+        valid_host(&value) == valid_host_by_definition(&value)
+    }
+    QuickCheck::new()
+        .tests(5000)
+        .quickcheck(prop as fn(Vec<u8>, u8) -> bool);
+}
