@@ -412,7 +412,7 @@ async fn send(
     let mut retried = false;
     loop {
         let guard = InflightGuard::new(view.state.clone(), server.clone());
-        let error = match server.upstream.send(req, target.timeouts, via).await {
+        let error = match server.upstream.send(req, &target.timeouts, via).await {
             Ok(answer) => return Ok((answer, guard)),
             Err(error) => error,
         };

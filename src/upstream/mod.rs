@@ -281,7 +281,7 @@ impl Upstream {
     pub async fn send(
         &self,
         slot: &mut Option<Request<RequestBody>>,
-        timeouts: Timeouts,
+        timeouts: &Timeouts,
         via: Via<'_>,
     ) -> Result<Answer, UpstreamError> {
         assert!(slot.is_some(), "Upstream::send needs a request");
@@ -293,7 +293,7 @@ impl Upstream {
         }
         // Boxed: upgrades are rare, and hyper's futures would otherwise make
         // every request's future twice as large (and so every move of it).
-        Box::pin(self.send_hyper(slot, timeouts)).await
+        Box::pin(self.send_hyper(slot, *timeouts)).await
     }
 
     /// [`Upstream::send`] on a hyper connection, for an upgrade.
@@ -326,30 +326,24 @@ impl Upstream {
         &self,
         slot: &mut Option<Request<RequestBody>>,
         lines: &[u8],
-        timeouts: Timeouts,
+        timeouts: &Timeouts,
     ) -> Result<Response<DirectBody<RequestBody>>, UpstreamError> {
         let idempotent = slot
             .as_ref()
             .is_some_and(|req| req.method().is_idempotent());
-        let mut last = None;
-        let mut failed = None;
+        // Nothing is kept across the awaits but what they need: this future
+        // is part of every request's.
         while let Some(conn) = self.checkout_direct() {
-            match self.exchange(conn, slot, lines, timeouts.response).await {
+            let error = match self.exchange(conn, slot, lines, timeouts.response).await {
                 Ok(resp) => return Ok(resp),
-                Err((error, Reached::Unsent)) => last = Some(error),
-                Err((error, Reached::Unanswered)) if idempotent => last = Some(error),
+                Err((error, Reached::Unsent)) => error,
+                Err((error, Reached::Unanswered)) if idempotent => error,
                 Err((error, _)) => {
-                    failed = Some(error);
-                    break;
+                    *slot = None;
+                    return Err(error);
                 }
-            }
-        }
-        if let Some(error) = failed {
-            *slot = None;
-            return Err(error);
-        }
-        if let Some(error) = last {
-            tracing::debug!(server = %self.label, error = %error, "pooled connection closed by the server; sending on a new one");
+            };
+            tracing::debug!(server = %self.label, error = %error, "pooled connection closed by the server; sending on another");
         }
         // Boxed, as for hyper's.
         let stream = Box::pin(self.connect_stream(timeouts.connect)).await?;
