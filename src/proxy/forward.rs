@@ -112,8 +112,9 @@ fn prepare(
             return Prepared::Answer(resp);
         }
     };
-    if let (Some(limit), Some(len)) = (target.max_body, content_length(&req)) {
-        if len > limit {
+    // The length is looked up only when there is a limit to hold it to.
+    if let Some(limit) = target.max_body {
+        if content_length(&req).is_some_and(|len| len > limit) {
             let resp = answer(ProxyError::PayloadTooLarge { limit }, has_body, client.addr);
             target
                 .pool_state()
