@@ -3,9 +3,10 @@
 //! Run: `cargo bench --bench hot_path`
 //!
 //! What is measured: route match at 1, 10 and 100 routes; pool and server
-//! pick (plain, weighted, sticky); request header rewrite; one snapshot
-//! load; metrics recording from 1 and 2 threads at once (CPU time per
-//! request when cores contend on the same pool's counters).
+//! pick (plain, weighted, sticky); request header rewrite (in the map, and
+//! as the direct path does it); one snapshot load; metrics recording from 1
+//! and 2 threads at once (CPU time per request when cores contend on the
+//! same pool's counters).
 //!
 //! Results are in the README's "Performance" section with the machine and
 //! date they were taken on.
@@ -107,10 +108,23 @@ fn header_rewrite(c: &mut Criterion) {
     base.insert("x-session-id", HeaderValue::from_static("abc"));
     let host = base.get("host").cloned();
     let client = "192.0.2.10".parse().unwrap();
+    // In the map: an upgrade, or a client that sent `X-Forwarded-*` itself.
     c.bench_function("header_rewrite", |b| {
         b.iter_batched_ref(
             || base.clone(),
             |h| headers::rewrite_request(h, client, "http", host.as_ref(), false),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    // The common case on a direct connection: hop-by-hop fields out of the
+    // map, the `X-Forwarded-*` fields as lines written after it.
+    c.bench_function("header_rewrite_lines", |b| {
+        b.iter_batched_ref(
+            || base.clone(),
+            |h| {
+                headers::remove_hop_by_hop(h, false);
+                headers::forwarded_lines(client, "http", host.as_ref())
+            },
             criterion::BatchSize::SmallInput,
         )
     });
