@@ -46,6 +46,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod ctl;
+pub mod deadline;
 pub mod demo;
 pub mod flag;
 pub mod health;

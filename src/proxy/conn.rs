@@ -23,7 +23,6 @@
 //! atomics, touched a handful of times per request. After an HTTP/1.1
 //! upgrade the stream is a tunnel and none of this applies.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -35,10 +34,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::error::ProxyError;
 use super::h1scan::{Flag, FrameScan};
+use crate::deadline::Deadline;
 use crate::metrics::PoolMetrics;
 
 /// The HTTP/2 connection preface.
@@ -261,14 +261,8 @@ pub struct ClientIo<I> {
     inner: I,
     track: Arc<ConnTrack>,
     head_timeout: Duration,
-    /// When the head being read is late.
-    head_deadline: Instant,
-    /// The head timer, armed lazily: each head only sets `head_deadline`,
-    /// and the timer is moved there when it fires before it (it was set
-    /// for an earlier head). Moving it for every request cost a timer-wheel
-    /// update per request. It may so wake the task once, to no effect,
-    /// at an earlier head's deadline.
-    deadline: Pin<Box<Sleep>>,
+    /// When the head being read is late; each head only moves it.
+    deadline: Deadline,
     /// While the head timer runs: how many requests had started when it was
     /// armed (a change means the head completed).
     armed: Option<u64>,
@@ -296,13 +290,11 @@ impl<I> ClientIo<I> {
         max_head: usize,
         unrouted: Arc<PoolMetrics>,
     ) -> ClientIo<I> {
-        let head_deadline = Instant::now() + head_timeout;
         ClientIo {
             inner,
             track,
             head_timeout,
-            head_deadline,
-            deadline: Box::pin(tokio::time::sleep_until(head_deadline)),
+            deadline: Deadline::new(Instant::now() + head_timeout),
             armed: Some(0),
             head_bytes: false,
             proto: Proto::Sniffing(0),
@@ -351,7 +343,7 @@ impl<I> ClientIo<I> {
             // The first byte of the next head on a kept-alive connection.
             self.armed = Some(self.track.heads.load(Ordering::Acquire));
             self.head_bytes = false;
-            self.head_deadline = Instant::now() + self.head_timeout;
+            self.deadline.set(Instant::now() + self.head_timeout);
         }
         if self.armed.is_some() && !self.head_bytes {
             self.head_bytes = true;
@@ -398,7 +390,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
         if let Poll::Ready(Ok(_)) = Pin::new(&mut self.inner).poll_write(cx, bytes.as_bytes()) {
             let _ = Pin::new(&mut self.inner).poll_flush(cx);
         }
-        let armed_at = self.head_deadline - self.head_timeout;
+        let armed_at = self.deadline.at() - self.head_timeout;
         let elapsed = Instant::now().saturating_duration_since(armed_at);
         self.unrouted.record(status.as_u16(), elapsed);
     }
@@ -433,20 +425,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
     }
 }
 
-impl<I> ClientIo<I> {
-    /// `Ready` once the head being read is late; otherwise the timer is
-    /// armed at or before its deadline, with `cx`'s waker.
-    fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while self.deadline.as_mut().poll(cx).is_ready() {
-            if self.deadline.deadline() >= self.head_deadline {
-                return Poll::Ready(());
-            }
-            self.deadline.as_mut().reset(self.head_deadline);
-        }
-        Poll::Pending
-    }
-}
-
 impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
     /// Reads from the client stream, running the head timer and the scans.
     fn read_inner(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -457,7 +435,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
                     self.armed = None;
                 }
             }
-            if self.armed.is_some() && self.poll_head_deadline(cx).is_ready() {
+            if self.armed.is_some() && self.deadline.poll_passed(cx).is_ready() {
                 self.end(cx, ProxyError::HeadTimeout);
                 return Poll::Ready(Ok(()));
             }

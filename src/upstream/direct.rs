@@ -25,11 +25,9 @@
 //! The pool's cut (the end of a drain) raises each connection's [`Flag`];
 //! a connection checks it at every read and is woken by it while it waits.
 //!
-//! `response_timeout` is one timer per connection, armed lazily: each
-//! exchange only notes its deadline, and the timer is moved to it when it
-//! fires early (for an earlier exchange's deadline) or is set later than it.
-//! A busy connection so touches the runtime's timer wheel about once per
-//! timeout instead of twice per request.
+//! `response_timeout` is one lazily armed [`Deadline`] per connection: each
+//! exchange only moves it, and a busy connection so touches the runtime's
+//! timer wheel about once per timeout instead of twice per request.
 
 use std::future::{poll_fn, Future as _};
 use std::io;
@@ -45,8 +43,9 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::{Duration, Instant, Sleep};
+use tokio::time::{Duration, Instant};
 
+use crate::deadline::Deadline;
 use crate::flag::Flag;
 use crate::proxy::headers::is_hop_by_hop;
 
@@ -135,13 +134,11 @@ pub struct DirectConn {
     names: Names,
     /// Room to make for the next read.
     read_size: usize,
-    /// When the response head of the current exchange is due.
-    deadline: Instant,
-    /// Fires at or before `deadline` (see the module's notes); made at the
-    /// first exchange that has to wait. In the pool it may still hold the
-    /// waker of the last task that waited, which it wakes once when it
-    /// fires (a spurious wake-up, at most one per connection per timeout).
-    timer: Option<Pin<Box<Sleep>>>,
+    /// When the response head of the current exchange is due. In the pool
+    /// its timer may still hold the waker of the last task that waited,
+    /// which it wakes once when it fires (a spurious wake-up, at most one
+    /// per connection per timeout).
+    deadline: Deadline,
 }
 
 /// The header names of a connection's last response, by position, as the
@@ -280,8 +277,7 @@ impl DirectConn {
             cut,
             names: Names::default(),
             read_size: READ_SIZE,
-            deadline: Instant::now(),
-            timer: None,
+            deadline: Deadline::new(Instant::now()),
         })
     }
 
@@ -330,7 +326,7 @@ impl DirectConn {
             Sending::Chunked
         };
         encode_head(req, lines, framing == Sending::Chunked, &mut self.out);
-        self.deadline = Instant::now() + timeout;
+        self.deadline.set(Instant::now() + timeout);
         self.send = Outgoing {
             framing,
             written: 0,
@@ -370,7 +366,7 @@ impl DirectConn {
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err((e, reached(&self.send)))),
                 Poll::Pending => {
-                    if self.poll_deadline(cx).is_ready() {
+                    if self.deadline.poll_passed(cx).is_ready() {
                         // Too late for a retry whatever was sent.
                         return Poll::Ready(Err((DirectError::TimedOut, Reached::Answered)));
                     }
@@ -379,29 +375,6 @@ impl DirectConn {
             }
         })
         .await
-    }
-
-    /// `Ready` once the current exchange's deadline has passed; otherwise
-    /// the timer is armed at or before it, with `cx`'s waker.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = self.deadline;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() > deadline {
-            // Set for a later exchange with a longer timeout (a reload).
-            timer.as_mut().reset(deadline);
-        }
-        loop {
-            if timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if timer.deadline() >= deadline {
-                return Poll::Ready(());
-            }
-            // It fired for an earlier exchange: on to this one's deadline.
-            timer.as_mut().reset(deadline);
-        }
     }
 
     /// Whether the whole request has been written.

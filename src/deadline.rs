@@ -1,0 +1,100 @@
+//! A deadline that moves at every request but rarely passes: the client's
+//! head timer, an upstream connection's response timeout.
+//!
+//! Setting it is a field write. The runtime's timer is made at the first
+//! wait and moved only when it fires before the deadline (it was set for an
+//! earlier one) or is set later than it (the deadline was brought forward,
+//! as a reload that shortens a timeout does). Resetting a timer for every
+//! request would touch the runtime's timer wheel twice per request; this
+//! touches it about once per timeout. The price: a timer left set for an
+//! earlier deadline may wake the last task that waited on it once, to no
+//! effect, when it fires.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::time::{Instant, Sleep};
+
+/// A lazily armed deadline.
+#[derive(Debug)]
+pub struct Deadline {
+    at: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    /// A deadline at `at`; no timer is made until something waits.
+    pub fn new(at: Instant) -> Deadline {
+        Deadline { at, timer: None }
+    }
+
+    /// When it passes.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
+    /// Moves it to `at`.
+    pub fn set(&mut self, at: Instant) {
+        self.at = at;
+    }
+
+    /// `Ready` once the deadline has passed; otherwise the timer is armed
+    /// at or before it, with `cx`'s waker.
+    pub fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let at = self.at;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() > at {
+            timer.as_mut().reset(at);
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if timer.deadline() >= at {
+                return Poll::Ready(());
+            }
+            // It fired for an earlier deadline: on to this one.
+            timer.as_mut().reset(at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use std::time::Duration;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test]
+    async fn it_passes_at_its_latest_setting_whichever_way_it_moved() {
+        let start = Instant::now();
+        let mut deadline = Deadline::new(start + ms(100));
+        // Armed for 100 ms, then moved later: it passes at 300, not at 100.
+        assert!(poll_fn(|cx| Poll::Ready(deadline.poll_passed(cx)))
+            .await
+            .is_pending());
+        deadline.set(start + ms(300));
+        poll_fn(|cx| deadline.poll_passed(cx)).await;
+        let took = start.elapsed();
+        assert!(took >= ms(300) && took < ms(800), "passed after {took:?}");
+        // Brought forward from where its timer is set: it passes at the
+        // earlier time.
+        let again = Instant::now();
+        deadline.set(again + ms(2000));
+        assert!(poll_fn(|cx| Poll::Ready(deadline.poll_passed(cx)))
+            .await
+            .is_pending());
+        deadline.set(again + ms(50));
+        poll_fn(|cx| deadline.poll_passed(cx)).await;
+        let took = again.elapsed();
+        assert!(took >= ms(50) && took < ms(1000), "passed after {took:?}");
+        assert_eq!(deadline.at(), again + ms(50));
+    }
+}
