@@ -625,11 +625,7 @@ fn frame(
     if names_fields {
         // Rare: put every `Connection` line back for the proxy, which
         // removes what they name (see `proxy::headers::remove_hop_by_hop`).
-        for &[ns, ne, vs, ve] in spans {
-            if head[ns as usize..ne as usize].eq_ignore_ascii_case(b"connection") {
-                headers.append(CONNECTION, span_value(head, vs, ve)?);
-            }
-        }
+        put_back(&mut headers, CONNECTION, head, spans)?;
     }
     let framing = if method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -666,13 +662,7 @@ fn frame(
     // and the length would frame the decoded body differently downstream
     // (RFC 9112 §6.3).
     if length.is_some() && chunked.is_none() && !matches!(framing, Framing::Length(_)) {
-        for &[ns, ne, vs, ve] in spans {
-            if head[ns as usize..ne as usize]
-                .eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes())
-            {
-                headers.append(CONTENT_LENGTH, span_value(head, vs, ve)?);
-            }
-        }
+        put_back(&mut headers, CONTENT_LENGTH, head, spans)?;
     }
     let mut response = Response::new(());
     *response.status_mut() = status;
@@ -683,6 +673,22 @@ fn frame(
         framing,
         keep_alive,
     })
+}
+
+/// Appends every `name` line of `head` (the rare fields the first pass
+/// left out), as they came.
+fn put_back(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    head: &Bytes,
+    spans: &[[u32; 4]],
+) -> Result<(), DirectError> {
+    for &[ns, ne, vs, ve] in spans {
+        if head[ns as usize..ne as usize].eq_ignore_ascii_case(name.as_str().as_bytes()) {
+            headers.append(name.clone(), span_value(head, vs, ve)?);
+        }
+    }
+    Ok(())
 }
 
 /// The header value at `vs..ve` of `head`, sharing its bytes.
