@@ -365,8 +365,7 @@ fn rewrite(
         parts.headers.insert(HOST, host.clone());
         Some(host)
     });
-    let mut lines = Vec::new();
-    if upgrade || seen.forwarded {
+    let lines = if upgrade || seen.forwarded {
         // Room for the three `X-Forwarded-*` at once rather than growing twice.
         parts.headers.reserve(3);
         headers::rewrite_request(
@@ -376,10 +375,11 @@ fn rewrite(
             host.as_ref(),
             upgrade,
         );
+        Vec::new()
     } else {
         headers::remove_hop_by_hop(&mut parts.headers, false);
-        lines = headers::forwarded_lines(client.addr.ip(), client.proto, host.as_ref());
-    }
+        headers::forwarded_lines(client.addr.ip(), client.proto, host.as_ref())
+    };
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts
             .uri
