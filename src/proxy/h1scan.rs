@@ -223,26 +223,51 @@ impl FrameScan {
                     // once, and look at its bytes only where they matter.
                     let rest = &bytes[i..];
                     let run = run_len(rest, self.state == State::Name);
-                    if run == 0 {
+                    if run > 0 {
+                        self.take_run(&rest[..run]);
+                        i += run;
+                        self.count_run(run);
+                    } else if self.state != State::Name && rest.starts_with(b"\r\n") {
+                        // A whole CRLF ending the request line or a value.
+                        self.line_end();
+                        i += 2;
+                    } else {
                         self.step(bytes[i], &mut found);
                         i += 1;
-                        continue;
                     }
-                    self.take_run(&rest[..run]);
-                    i += run;
-                    self.count_run(run);
                 }
-                State::LineStart => match other_line(&bytes[i..]) {
-                    // A whole line that cannot frame the body, at once.
-                    Some(len) => {
-                        i += len;
-                        self.count_run(len);
-                    }
-                    None => {
+                State::LineStart => {
+                    let rest = &bytes[i..];
+                    if rest.starts_with(b"\r\n") && self.head_len < self.limit {
+                        // The empty line ending the head, at once.
+                        if let Some(index) = self.end_of_head() {
+                            found = found.or(Some((index, Flag::LengthAndChunked)));
+                        }
+                        i += 2;
+                    } else if let Some(colon) = name_end(rest) {
+                        // A whole name: its field is known at its colon.
+                        let field = field_of(&rest[..colon]);
+                        match line_len(rest, colon) {
+                            // A whole line that cannot frame the body.
+                            Some(len) if field == Field::Other => {
+                                i += len;
+                                self.count_run(len);
+                            }
+                            _ => {
+                                self.line = Line {
+                                    field,
+                                    ..Line::new()
+                                };
+                                self.state = State::Value;
+                                i += colon + 1;
+                                self.count_run(colon + 1);
+                            }
+                        }
+                    } else {
                         self.step(bytes[i], &mut found);
                         i += 1;
                     }
-                },
+                }
                 _ => {
                     self.step(bytes[i], &mut found);
                     i += 1;
@@ -261,6 +286,18 @@ impl FrameScan {
             self.oversized = true;
             self.state = State::Lost;
         }
+    }
+
+    /// A CRLF ending the request line or a header value, taken at once as
+    /// byte by byte would: the line's end, then two head bytes.
+    fn line_end(&mut self) {
+        if self.state == State::Value && !self.end_of_line() {
+            // Refused at the CR, which is then not counted.
+            self.state = State::Lost;
+            return;
+        }
+        self.state = State::LineStart;
+        self.count_run(2);
     }
 
     /// Bytes of the request line, a header name or a header value, none of
@@ -586,28 +623,34 @@ fn run_len(rest: &[u8], in_name: bool) -> usize {
 /// See [`run_len`].
 const SHORT_RUN: usize = 32;
 
-/// The length of the header line at the start of `rest`, with its CRLF,
-/// when it is all there and changes nothing but the head's length: a
-/// `name: value` line (not an obs-fold, not the empty line) whose name is
-/// neither `Content-Length` nor `Transfer-Encoding`. Most lines are such
-/// lines; taking one at once leaves the scan as byte by byte would.
-fn other_line(rest: &[u8]) -> Option<usize> {
-    if matches!(rest.first(), None | Some(b'\r' | b'\n' | b' ' | b'\t')) {
-        return None;
-    }
+/// Where the header name at the start of `rest` ends, when its colon is
+/// there: the name cannot then hold a line end, and byte by byte would read
+/// it up to the colon and go on in the value.
+fn name_end(rest: &[u8]) -> Option<usize> {
     let colon = run_len(rest, true);
-    if rest.get(colon) != Some(&b':') {
-        return None;
+    (rest.get(colon) == Some(&b':')).then_some(colon)
+}
+
+/// The field a whole header name is, as [`FrameScan::name_byte`] decides
+/// it at the colon.
+fn field_of(name: &[u8]) -> Field {
+    if name.eq_ignore_ascii_case(CONTENT_LENGTH) {
+        Field::ContentLength
+    } else if name.eq_ignore_ascii_case(TRANSFER_ENCODING) {
+        Field::TransferEncoding
+    } else {
+        Field::Other
     }
-    let name = &rest[..colon];
-    if name.eq_ignore_ascii_case(CONTENT_LENGTH) || name.eq_ignore_ascii_case(TRANSFER_ENCODING) {
-        return None;
-    }
+}
+
+/// The length of the header line at the start of `rest`, with its CRLF,
+/// when all of it is there (`colon` is where its name ends). For a line
+/// whose name is neither `Content-Length` nor `Transfer-Encoding` nothing
+/// in it changes the scan but the head's length, so most lines are taken
+/// at once.
+fn line_len(rest: &[u8], colon: usize) -> Option<usize> {
     let end = colon + 1 + run_len(&rest[colon + 1..], false);
-    if rest.get(end..end + 2) != Some(b"\r\n") {
-        return None;
-    }
-    Some(end + 2)
+    (rest.get(end..end + 2) == Some(b"\r\n")).then_some(end + 2)
 }
 
 fn hex(b: u8) -> Option<u8> {

@@ -140,7 +140,7 @@ fn arbitrary_bytes_never_panic() {
 
 #[test]
 fn whole_bytewise_and_split_feeds_agree_on_request_like_streams() {
-    const PARTS: [&[u8]; 16] = [
+    const PARTS: [&[u8]; 20] = [
         b"GET / HTTP/1.1\r\n",
         b"POST /x?y=1 HTTP/1.1\r\n",
         b"Host: a\r\n",
@@ -151,6 +151,10 @@ fn whole_bytewise_and_split_feeds_agree_on_request_like_streams() {
         b"Content-Length: 5\r\n",
         b"Content-Length: 5 \r\n",
         b"Transfer-Encoding: chunked\r\n",
+        b"content-LENGTH: 7\r\n",
+        b"Content-Length: x\r\n",
+        b"transfer-encoding: gzip, CHUNKED\r\n",
+        b" folded: x\r\n",
         b"X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
         b"X-Bare: lf\n",
         b"\r\n",
