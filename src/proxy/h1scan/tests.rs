@@ -245,3 +245,31 @@ fn a_run_ends_at_the_first_line_end_or_name_colon_however_long() {
         assert_eq!(run_len(&line, false), len, "bare LF at {len}");
     }
 }
+
+#[test]
+fn a_run_stops_where_its_definition_says_for_any_bytes() {
+    // Bytes near the stops, their high-bit twins and bytes a borrow could
+    // turn into a false zero: a lead of them that stops nothing, of any
+    // length across the eight-byte words, then any mix with the stops.
+    const FILL: [u8; 9] = [b'a', 0x00, 0x01, 0x8d, 0x8a, 0xba, 0x0c, 0x0e, 0xff];
+    const STOPS: [u8; 3] = [b'\r', b'\n', b':'];
+    fn prop(lead: Vec<u8>, tail: Vec<u8>, spread: bool) -> bool {
+        let mut rest: Vec<u8> = lead
+            .iter()
+            .map(|p| FILL[usize::from(*p) % FILL.len()])
+            .collect();
+        rest.extend(tail.iter().map(|p| match (spread, usize::from(*p) % 12) {
+            (true, _) => *p,
+            (false, k) if k < STOPS.len() => STOPS[k],
+            (false, k) => FILL[k - STOPS.len()],
+        }));
+        [true, false].into_iter().all(|in_name| {
+            let stops = |b: u8| b == b'\r' || b == b'\n' || (in_name && b == b':');
+            let by_definition = rest.iter().position(|&b| stops(b)).unwrap_or(rest.len());
+            run_len(&rest, in_name) == by_definition
+        })
+    }
+    quickcheck::QuickCheck::new()
+        .tests(5000)
+        .quickcheck(prop as fn(Vec<u8>, Vec<u8>, bool) -> bool);
+}
