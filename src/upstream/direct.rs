@@ -400,14 +400,12 @@ impl DirectConn {
             while self.send.framing != Sending::Done
                 && self.out.len() - self.send.written < COALESCE
             {
-                match Pin::new(&mut *body).poll_frame(cx) {
+                let ended = match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Pending => break,
                     Poll::Ready(Some(Err(e))) => {
                         return Poll::Ready(Err(DirectError::Body(e.into())));
                     }
                     Poll::Ready(Some(Ok(frame))) => {
-                        self.send.taken = true;
-                        progressed = true;
                         // Request trailers are not forwarded (nor were they
                         // by hyper's client, unless declared).
                         if let Ok(data) = frame.into_data() {
@@ -415,15 +413,19 @@ impl DirectConn {
                                 self.send.push_data(&mut self.out, &data);
                             }
                         }
+                        // The last bytes of a body of known length end it:
+                        // no need to wait for the client's side to close.
+                        body.is_end_stream()
                     }
-                    Poll::Ready(None) => {
-                        self.send.taken = true;
-                        progressed = true;
-                        if self.send.framing == Sending::Chunked {
-                            self.out.extend_from_slice(b"0\r\n\r\n");
-                        }
-                        self.send.framing = Sending::Done;
+                    Poll::Ready(None) => true,
+                };
+                self.send.taken = true;
+                progressed = true;
+                if ended {
+                    if self.send.framing == Sending::Chunked {
+                        self.out.extend_from_slice(b"0\r\n\r\n");
                     }
+                    self.send.framing = Sending::Done;
                 }
             }
             if self.send.written < self.out.len() {

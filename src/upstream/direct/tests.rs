@@ -538,6 +538,58 @@ async fn an_answer_before_the_body_ends_is_taken_and_the_connection_dropped() {
     assert!(body.take_conn().is_none());
 }
 
+/// A body whose last bytes mark its end while its next poll does not come
+/// back, as a client's body from hyper until hyper closes its side.
+struct EndsBeforeClosing(Option<Bytes>);
+
+impl Body for EndsBeforeClosing {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            None => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+#[tokio::test]
+async fn a_sized_body_is_sent_once_its_last_bytes_are_in() {
+    let (mut conn, mut server, _cut) = pair().await;
+    let mut req = with_body(
+        EndsBeforeClosing(Some(Bytes::from_static(b"{\"q\":1}"))),
+        Some(7),
+    );
+    let serve = async {
+        read_request(&mut server).await;
+        let body = read_exact(&mut server, 7).await;
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        body
+    };
+    let (sent, body) = tokio::time::timeout(BOUND, async {
+        tokio::join!(conn.round_trip(&mut req, b"", BOUND), serve)
+    })
+    .await
+    .expect("the request waited for its body to close");
+    assert_eq!(body, b"{\"q\":1}");
+    let head = sent.unwrap();
+    // The whole request went before its answer: the connection is kept.
+    assert!(DirectBody::new(conn, &head, Empty::<Bytes>::new())
+        .take_conn()
+        .is_some());
+}
+
 #[tokio::test]
 async fn a_client_body_that_fails_is_reported_as_taken() {
     let (mut conn, server, _cut) = pair().await;
