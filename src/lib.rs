@@ -57,5 +57,6 @@ pub mod server;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;
+pub mod wake;
 
 pub use server::{run, spawn, Listeners, Running, StartError};

@@ -23,8 +23,9 @@
 //! atomics, touched a handful of times per request. After an HTTP/1.1
 //! upgrade the stream is a tunnel and none of this applies.
 
+use std::future::Future as _;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -40,6 +41,7 @@ use super::error::ProxyError;
 use super::h1scan::{Flag, FrameScan};
 use crate::deadline::Deadline;
 use crate::metrics::PoolMetrics;
+use crate::wake::OwnWaker;
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -185,7 +187,17 @@ impl Drop for Active {
 
 /// Resolves once the connection has had no request in flight (and no head
 /// arriving) for `timeout`. Never resolves while a request or stream runs.
+///
+/// Its timer is polled only when it fires ([`OwnWaker`]): the deadline only
+/// ever moves later, and it is checked again each time the timer fires, so
+/// the connection's other wake-ups need not look at it.
 pub async fn idle(track: &ConnTrack, timeout: Duration) {
+    let own = OwnWaker::default();
+    let mut wait = pin!(idle_wait(track, timeout));
+    std::future::poll_fn(|cx| own.poll(cx, |cx| wait.as_mut().poll(cx))).await;
+}
+
+async fn idle_wait(track: &ConnTrack, timeout: Duration) {
     loop {
         let now = Instant::now();
         let deadline = if track.busy() {
