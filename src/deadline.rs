@@ -6,9 +6,10 @@
 //! earlier one) or is set later than it (the deadline was brought forward,
 //! as a reload that shortens a timeout does). Resetting a timer for every
 //! request would touch the runtime's timer wheel twice per request; this
-//! touches it about once per timeout. The price: a timer left set for an
-//! earlier deadline may wake the last task that waited on it once, to no
-//! effect, when it fires.
+//! touches it about once per timeout. The timer has a waker of its own
+//! ([`OwnWaker`]): waiting on the deadline polls it only when it fired or
+//! was moved. The price: a timer left set for an earlier deadline may wake
+//! the last task that waited on it once, to no effect, when it fires.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,11 +17,21 @@ use std::task::{Context, Poll};
 
 use tokio::time::{Instant, Sleep};
 
+use crate::wake::OwnWaker;
+
 /// A lazily armed deadline.
 #[derive(Debug)]
 pub struct Deadline {
     at: Instant,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Option<Timer>,
+}
+
+/// The runtime's timer, made at the first wait, and its own waker: it is
+/// polled when it fires or was moved, not at every poll of the deadline.
+#[derive(Debug)]
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    own: OwnWaker,
 }
 
 impl Deadline {
@@ -40,25 +51,28 @@ impl Deadline {
     }
 
     /// `Ready` once the deadline has passed; otherwise the timer is armed
-    /// at or before it, with `cx`'s waker.
+    /// at or before it, and its firing wakes `cx`'s task.
     pub fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let at = self.at;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        if timer.deadline() > at {
-            timer.as_mut().reset(at);
+        let Timer { sleep, own } = self.timer.get_or_insert_with(|| Timer {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            own: OwnWaker::default(),
+        });
+        if sleep.deadline() > at {
+            // Brought forward: the timer moves now, and is polled at once.
+            sleep.as_mut().reset(at);
+            own.mark();
         }
-        loop {
-            if timer.as_mut().poll(cx).is_pending() {
+        own.poll(cx, |cx| loop {
+            if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            if timer.deadline() >= at {
+            if sleep.deadline() >= at {
                 return Poll::Ready(());
             }
             // It fired for an earlier deadline: on to this one.
-            timer.as_mut().reset(at);
-        }
+            sleep.as_mut().reset(at);
+        })
     }
 }
 

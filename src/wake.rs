@@ -54,6 +54,12 @@ impl Default for OwnWaker {
 }
 
 impl OwnWaker {
+    /// Has the next [`poll`](OwnWaker::poll) call its future whether or not
+    /// it woke (it was changed from outside, as a timer that was moved).
+    pub fn mark(&self) {
+        self.woken.flag.store(true, Ordering::Release);
+    }
+
     /// Calls `poll` with this waker when it fired since the last call (or
     /// at the first, or after `poll` was ready); else `Pending` without
     /// calling it. Either way, a later wake wakes the task of `cx`.
