@@ -267,11 +267,23 @@ fn check(req: &Request<Incoming>) -> Result<(Option<&HeaderValue>, bool), &'stat
     if authority.is_some_and(|a| a.as_str().contains('@')) {
         return Err("userinfo in request target");
     }
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let host = hosts.next();
-    match (host, hosts.next()) {
-        (Some(_), Some(_)) => return Err("multiple host headers"),
-        (Some(host), None) => {
+    // One walk over the fields: the Host (without a lookup of its own),
+    // names that read as another once `_` is `-`, the client's own
+    // `X-Forwarded-*`.
+    let (mut host, mut hosts, mut ambiguous, mut forwarded) = (None, 0, false, false);
+    for (name, value) in req.headers() {
+        if name == HOST {
+            host = host.or(Some(value));
+            hosts += 1;
+            continue;
+        }
+        let name = name.as_str();
+        ambiguous |= headers::ambiguous_name(name);
+        forwarded |= name.starts_with("x-forwarded-");
+    }
+    match (host, hosts > 1) {
+        (Some(_), true) => return Err("multiple host headers"),
+        (Some(host), false) => {
             if !headers::valid_host(host.as_bytes()) {
                 return Err("invalid host header");
             }
@@ -287,13 +299,8 @@ fn check(req: &Request<Incoming>) -> Result<(Option<&HeaderValue>, bool), &'stat
             }
         }
     }
-    let mut forwarded = false;
-    for name in req.headers().keys() {
-        let name = name.as_str();
-        if headers::ambiguous_name(name) {
-            return Err("ambiguous header name");
-        }
-        forwarded |= name.starts_with("x-forwarded-");
+    if ambiguous {
+        return Err("ambiguous header name");
     }
     Ok((host, forwarded))
 }
