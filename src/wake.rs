@@ -84,18 +84,17 @@ impl OwnWaker {
 mod tests {
     use super::*;
     use std::cell::Cell;
+    use std::future::Future;
     use std::time::Duration;
 
     /// A future that counts its polls and is ready once `after` passed.
-    fn counted(polls: &Cell<u32>, after: Duration) -> impl std::future::Future<Output = ()> + '_ {
+    fn counted(polls: &Cell<u32>, after: Duration) -> impl Future<Output = ()> + '_ {
         let mut sleep = Box::pin(tokio::time::sleep(after));
         std::future::poll_fn(move |cx| {
             polls.set(polls.get() + 1);
             sleep.as_mut().poll(cx)
         })
     }
-
-    use std::future::Future as _;
 
     #[tokio::test]
     async fn the_future_is_polled_only_when_it_woke_and_its_wake_reaches_the_task() {
