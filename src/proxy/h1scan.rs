@@ -277,8 +277,8 @@ impl FrameScan {
         found
     }
 
-    /// Counts `n` head bytes taken at once, stopping where byte by byte
-    /// would have: one past the limit.
+    /// Counts `n` head bytes (one, or a run taken at once), stopping where
+    /// byte by byte would have: one past the limit.
     fn count_run(&mut self, n: usize) {
         self.head_len += n;
         if self.head_len > self.limit {
@@ -334,11 +334,7 @@ impl FrameScan {
             *found = found.or(Some((self.heads - 1, Flag::BadChunk)));
         }
         if self.in_head() {
-            self.head_len += 1;
-            if self.head_len > self.limit {
-                self.oversized = true;
-                self.state = State::Lost;
-            }
+            self.count_run(1);
         }
     }
 
