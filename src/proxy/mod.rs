@@ -62,8 +62,6 @@ const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// HTTP/2 keep-alive ping interval, and how long an answer may take.
 const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Most header lines in an HTTP/1.1 head (hyper's default; more: 431).
-const H1_MAX_HEADERS: usize = 100;
 /// hyper's smallest allowed read buffer.
 const H1_MIN_BUF: usize = 8192;
 /// An HTTP/1.1 connection idle this long lets go of hyper's state (some
@@ -90,7 +88,10 @@ pub struct ProxyListener {
 ///   obs-fold, whitespace before a colon, differing Content-Lengths or a
 ///   final encoding other than chunked, and 431 to a head that fills its
 ///   read buffer, sized from `max_header_bytes` (hyper's floor is 8 KiB;
-///   hyper-util's auto builder does not expose the exact `max_header_size`).
+///   hyper-util's auto builder does not expose the exact `max_header_size`),
+///   or to more than 100 header lines. That limit is hyper's default and
+///   is left unset: set, even to 100, hyper fills two 100-slot arrays slot
+///   by slot for every request head instead of using them uninitialized.
 ///   Its own `header_read_timeout` is off: [`conn::ClientIo`] runs the head
 ///   timer with the SPEC's semantics.
 /// - HTTP/2: h2 answers 431 to a header list over `max_header_list_size`
@@ -103,7 +104,6 @@ fn builder(limits: &Limits) -> Builders {
     h1.timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(H1_MIN_BUF))
-        .max_headers(H1_MAX_HEADERS)
         .keep_alive(true);
     let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
