@@ -170,15 +170,31 @@ pub struct Upstream {
     ip: Option<SocketAddr>,
     /// Idle hyper connections (upgrades).
     idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
-    /// Idle direct connections (everything else). Boxed in the list too: a
-    /// connection is boxed once for its life, not at every return.
-    #[allow(clippy::vec_box)]
-    idle_direct: Mutex<Vec<Box<DirectConn>>>,
+    /// Idle direct connections (everything else).
+    idle_direct: Mutex<IdleDirect>,
     /// The pool's open connections, cut together at the end of a drain.
     cutter: Arc<Cutter>,
     /// Failed requests since the last good response head.
     strikes: AtomicU32,
 }
+
+/// An [`Upstream`]'s idle direct connections, newest last.
+#[derive(Debug, Default)]
+struct IdleDirect {
+    /// Boxed in the list too: a connection is boxed once for its life, not
+    /// at every return.
+    #[allow(clippy::vec_box)]
+    conns: Vec<Box<DirectConn>>,
+    /// Returns so far, to check the oldest at every
+    /// [`CHECK_OLDEST_EVERY`]th.
+    returns: u32,
+}
+
+/// How often a return checks the oldest idle direct connection. Nothing
+/// else watches an idle direct connection, so those the server closed while
+/// they sat at the bottom of the stack would pile up; a check polls the
+/// socket's readiness under the runtime's lock, too dear for every request.
+const CHECK_OLDEST_EVERY: u32 = 8;
 
 /// A connection checked out of an [`Upstream`]'s pool.
 #[derive(Debug)]
@@ -229,7 +245,7 @@ impl Upstream {
             ip: addr.ip(),
             addr,
             idle: Mutex::new(Vec::new()),
-            idle_direct: Mutex::new(Vec::new()),
+            idle_direct: Mutex::default(),
             cutter,
             strikes: AtomicU32::new(0),
         }
@@ -439,7 +455,7 @@ impl Upstream {
     /// Pops idle direct connections until one the server has not closed.
     fn checkout_direct(&self) -> Option<Box<DirectConn>> {
         loop {
-            let mut conn = lock(&self.idle_direct).pop()?;
+            let mut conn = lock(&self.idle_direct).conns.pop()?;
             if conn.is_reusable() {
                 return Some(conn);
             }
@@ -460,14 +476,17 @@ impl Upstream {
             }
             Conn::Direct(conn) => {
                 let mut idle = lock(&self.idle_direct);
-                // Nothing watches an idle direct connection: the oldest is
-                // checked at each return, so those the server closed while
-                // they sat at the bottom of the stack do not pile up.
-                if idle.first_mut().is_some_and(|oldest| !oldest.is_reusable()) {
-                    idle.remove(0);
+                idle.returns = idle.returns.wrapping_add(1);
+                if idle.returns % CHECK_OLDEST_EVERY == 0
+                    && idle
+                        .conns
+                        .first_mut()
+                        .is_some_and(|oldest| !oldest.is_reusable())
+                {
+                    idle.conns.remove(0);
                 }
-                if idle.len() < MAX_IDLE_PER_SERVER {
-                    idle.push(conn);
+                if idle.conns.len() < MAX_IDLE_PER_SERVER {
+                    idle.conns.push(conn);
                 }
             }
         }
@@ -476,7 +495,7 @@ impl Upstream {
     /// Drops every idle connection (used when a server leaves the config).
     pub fn clear_idle(&self) {
         lock(&self.idle).clear();
-        lock(&self.idle_direct).clear();
+        lock(&self.idle_direct).conns.clear();
     }
 
     async fn connect_stream(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
@@ -618,10 +637,22 @@ mod tests {
         // The server closes the two idle ones.
         drop(servers);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // Each return checks the oldest idle connection.
-        upstream.release(Conn::Direct(newest));
+        // Every CHECK_OLDEST_EVERY-th return checks the oldest idle
+        // connection. Two returns so far: the live one goes back and forth
+        // until the return before that.
+        let mut live = newest;
+        for _ in 2..CHECK_OLDEST_EVERY - 1 {
+            upstream.release(Conn::Direct(live));
+            live = upstream.checkout_direct().expect("the live connection");
+            assert_eq!(
+                lock(&upstream.idle_direct).conns.len(),
+                2,
+                "checked before its turn"
+            );
+        }
+        upstream.release(Conn::Direct(live));
         assert_eq!(
-            lock(&upstream.idle_direct).len(),
+            lock(&upstream.idle_direct).conns.len(),
             2,
             "the oldest closed one stayed"
         );
@@ -631,7 +662,7 @@ mod tests {
             upstream.checkout_direct().is_none(),
             "a connection the server closed was handed out"
         );
-        assert!(lock(&upstream.idle_direct).is_empty());
+        assert!(lock(&upstream.idle_direct).conns.is_empty());
         drop((taken, newest_server));
 
         // A cut makes every connection of the pool unusable.
