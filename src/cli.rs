@@ -138,25 +138,33 @@ fn serve(path: &Path) -> ExitCode {
     })
 }
 
-/// The runtime for `workers` threads (default: one per core). One worker
-/// gets the current-thread scheduler: the same single thread, without the
-/// work-stealing machinery it would never use (measured cheaper per request
-/// by `benches/e2e.py`).
+/// The runtime for `workers` threads (default: [`default_workers`]). One
+/// worker gets the current-thread scheduler: the same single thread, without
+/// the work-stealing machinery it would never use (measured cheaper per
+/// request by `benches/e2e.py`).
 fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut builder = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    let workers = workers.unwrap_or_else(default_workers);
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
     };
     builder.enable_all();
-    builder.build().map_err(|e| {
+    let runtime = builder.build().map_err(|e| {
         eprintln!("cutover: cannot start the runtime: {e}");
         ExitCode::FAILURE
-    })
+    })?;
+    tracing::info!(workers, "runtime started");
+    Ok(runtime)
+}
+
+/// The cores this process may run on: its CPU affinity and cgroup quota
+/// count, so a proxy pinned to one core with `taskset`, or run in a
+/// container limited to one CPU, gets the single-thread scheduler.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,6 +1,7 @@
 //! The `cutover` binary: parse the command line, set up logging, hand over
 //! to [`cutover::cli::run`].
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -46,6 +47,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: not in `docker logs` or a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if matches!(
         cli.command,

@@ -25,11 +25,11 @@ struct BinaryProxy {
     _dir: tempfile::TempDir,
 }
 
-/// A whole config for the binary: the proxy on `port`, the admin API on a
-/// socket only, then `body`.
-fn binary_config(port: u16, body: &str) -> String {
+/// A whole config for the binary: the proxy on `port` (with `server`, more
+/// `[server]` lines), the admin API on a socket only, then `body`.
+fn binary_config(port: u16, server: &str, body: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n{server}\n\
          [admin]\nsocket = \"{SOCKET_FILE}\"\n\n\
          [state]\npath = \"{STATE_FILE}\"\n\n{body}"
     )
@@ -38,13 +38,18 @@ fn binary_config(port: u16, body: &str) -> String {
 /// Starts `cutover run` on `body`; returns once `/readyz` answers 200 over
 /// the socket.
 async fn run_binary(body: &str) -> BinaryProxy {
+    run_binary_with("", body, ChildProxy::run).await
+}
+
+/// [`run_binary`] with `server` lines, the child started by `start`.
+async fn run_binary_with(server: &str, body: &str, start: fn(&Path) -> ChildProxy) -> BinaryProxy {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join(CONFIG_FILE);
     let socket = dir.path().join(SOCKET_FILE);
     for _attempt in 0..5 {
         let port = free_port();
-        std::fs::write(&config, binary_config(port, body)).expect("write config");
-        let mut child = ChildProxy::run(&config);
+        std::fs::write(&config, binary_config(port, server, body)).expect("write config");
+        let mut child = start(&config);
         for _ in 0..250 {
             if let Some(status) = child.try_wait() {
                 // Most likely the port was taken in between: try another.
@@ -115,6 +120,30 @@ async fn sigterm_lets_the_inflight_request_finish_then_exits_0_and_removes_the_s
 }
 
 #[tokio::test]
+async fn pinned_to_one_cpu_it_runs_one_worker_unless_the_config_says_otherwise() {
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let body = route(None, "/", "app") + &service("app", &[blue.addr], &[green.addr]);
+        for (server, expected) in [("", "workers=1"), ("workers = 2\n", "workers=2")] {
+            let mut proxy = run_binary_with(server, &body, ChildProxy::run_on_one_cpu).await;
+            let reply = fetch(proxy.addr, "/").await;
+            assert_eq!(reply.status, StatusCode::OK, "{server:?}");
+            proxy.child.signal("TERM");
+            let status = proxy.child.wait_exit(Duration::from_secs(8)).await;
+            let log = proxy.child.stderr();
+            assert_eq!(status.code(), Some(0), "{log}");
+            let started = log
+                .lines()
+                .find(|l| l.contains("runtime started"))
+                .unwrap_or_else(|| panic!("no start-up line in {log:?}"));
+            assert!(started.contains(expected), "{server:?}: {started}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn sighup_reloads_the_config_and_serves_the_new_route() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
@@ -127,7 +156,7 @@ async fn sighup_reloads_the_config_and_serves_the_new_route() {
         let body = blue_green(&blue, &green)
             + &route(None, "/docs", "docs")
             + &service("docs", &[docs.addr], &[docs.addr]);
-        std::fs::write(&proxy.config, binary_config(port, &body)).unwrap();
+        std::fs::write(&proxy.config, binary_config(port, "", &body)).unwrap();
         proxy.child.signal("HUP");
 
         let addr = proxy.addr;

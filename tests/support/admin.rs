@@ -468,11 +468,28 @@ pub struct ChildProxy {
 impl ChildProxy {
     /// Starts `cutover run -c config`.
     pub fn run(config: &Path) -> ChildProxy {
-        let child = Command::new(cutover_bin())
+        let mut command = Command::new(cutover_bin());
+        command.env("CUTOVER_LOG", "warn");
+        ChildProxy::spawn(command, config)
+    }
+
+    /// Starts `cutover run -c config` allowed to run on CPU 0 only
+    /// (`taskset`), logging its own start-up at info level.
+    pub fn run_on_one_cpu(config: &Path) -> ChildProxy {
+        let mut command = Command::new("taskset");
+        command
+            .arg("-c")
+            .arg("0")
+            .arg(cutover_bin())
+            .env("CUTOVER_LOG", "warn,cutover::cli=info");
+        ChildProxy::spawn(command, config)
+    }
+
+    fn spawn(mut command: Command, config: &Path) -> ChildProxy {
+        let child = command
             .arg("run")
             .arg("-c")
             .arg(config)
-            .env("CUTOVER_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
