@@ -106,15 +106,28 @@ impl Canary {
         standby: PoolTotals,
         active: PoolTotals,
     ) -> Option<(Canary, u8)> {
-        let weight = stages.first()?.weight;
-        let canary = Canary {
+        let canary = Canary::resume(stages, 0, now, standby, active)?;
+        let weight = canary.weight();
+        Some((canary, weight))
+    }
+
+    /// Takes a rollout up again at `stage` (after a restart): the stage's
+    /// hold and request count start again at `now` from these totals.
+    /// `None` when there is no such stage.
+    pub fn resume(
+        stages: Vec<CanaryStage>,
+        stage: usize,
+        now: Instant,
+        standby: PoolTotals,
+        active: PoolTotals,
+    ) -> Option<Canary> {
+        (stage < stages.len()).then_some(Canary {
             stages,
-            stage: 0,
+            stage,
             stage_started: now,
             standby_at_start: standby,
             active_at_start: active,
-        };
-        Some((canary, weight))
+        })
     }
 
     /// The current stage index.

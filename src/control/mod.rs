@@ -178,31 +178,39 @@ pub struct SwitchRequest {
     pub force: bool,
 }
 
+/// Each service's runtime values from the state file, the event log, and
+/// the canaries that were running (service, stage), to take up again.
 fn runtime_from_state(
     config: &Config,
     state: Option<StateFile>,
-) -> (BTreeMap<String, Runtime>, EventLog) {
+) -> (BTreeMap<String, Runtime>, EventLog, Vec<(String, usize)>) {
     let (mut saved, events) = match state {
         Some(s) => (s.services, EventLog::from_events(s.events)),
         None => (BTreeMap::new(), EventLog::default()),
     };
+    let mut canaries = Vec::new();
     let services = config
         .services
         .iter()
         .map(|sc| {
             let rt = match saved.remove(&sc.name) {
-                Some(s) => Runtime {
-                    standby_weight: s.standby_weight.min(100),
-                    previous: s.previous,
-                    last_switch: s.last_switch,
-                    ..Runtime::fresh(s.active, 1)
-                },
+                Some(s) => {
+                    if let Some(stage) = s.canary_stage {
+                        canaries.push((sc.name.clone(), stage));
+                    }
+                    Runtime {
+                        standby_weight: s.standby_weight.min(100),
+                        previous: s.previous,
+                        last_switch: s.last_switch,
+                        ..Runtime::fresh(s.active, 1)
+                    }
+                }
                 None => Runtime::fresh(sc.active, 1),
             };
             (sc.name.clone(), rt)
         })
         .collect();
-    (services, events)
+    (services, events, canaries)
 }
 
 /// Reads the state file; a bad one is reported, set aside, and ignored.
@@ -236,7 +244,7 @@ impl ControlPlane {
         metrics: Arc<Metrics>,
     ) -> Arc<ControlPlane> {
         let state = read_state(&config.state.path);
-        let (services, events) = runtime_from_state(&config, state);
+        let (services, events, canaries) = runtime_from_state(&config, state);
         let (objects, failures) = Objects::new(metrics.clone());
         let mut health = HashMap::new();
         for sc in &config.services {
@@ -263,6 +271,7 @@ impl ControlPlane {
         let snapshot = build(&mut inner, 1);
         inner.generation = 1;
         export_gauges(&inner, &snapshot);
+        progressive::resume_canaries(&mut inner, &canaries);
         let (health_tx, health_rx) = mpsc::channel(1024);
         let control = Arc::new(ControlPlane {
             routing: Arc::new(Routing::new(snapshot)),
@@ -491,7 +500,7 @@ impl ControlPlane {
         rt.watch = None;
         let epoch = rt.drain_epoch;
         if matches!(reason, Reason::Manual | Reason::Canary) {
-            self.start_watch(inner, service, to);
+            progressive::start_watch(inner, service, to);
         }
         publish(&self.routing, inner);
         inner
@@ -999,6 +1008,7 @@ fn state_file(inner: &Inner) -> Saved {
                         standby_weight: rt.standby_weight,
                         previous: rt.previous,
                         last_switch: rt.last_switch.clone(),
+                        canary_stage: rt.canary.as_ref().map(Canary::stage),
                     },
                 )
             })

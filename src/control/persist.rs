@@ -64,6 +64,10 @@ pub struct ServiceState {
     /// The last switch, rollback or promotion.
     #[serde(default)]
     pub last_switch: Option<Event>,
+    /// The stage of the staged rollout in progress, taken up again at the
+    /// next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_stage: Option<usize>,
 }
 
 /// The whole file.
@@ -239,6 +243,7 @@ mod tests {
                 standby_weight: 10,
                 previous: Some(PoolName::Blue),
                 last_switch: events.last().cloned(),
+                canary_stage: Some(1),
             },
         );
         Saved {

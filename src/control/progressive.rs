@@ -31,28 +31,85 @@ enum Action {
     Blocked { why: String, verdict: Verdict },
 }
 
-impl ControlPlane {
-    /// Starts watching `pool` of `service` if the service has a `[rollback]`
-    /// section.
-    pub(super) fn start_watch(&self, inner: &mut Inner, service: &str, pool: PoolName) {
-        let Some(cfg) = inner
+/// Starts watching `pool` of `service` if the service has a `[rollback]`
+/// section.
+pub(super) fn start_watch(inner: &mut Inner, service: &str, pool: PoolName) {
+    let Some(cfg) = inner
+        .config
+        .services
+        .iter()
+        .find(|s| s.name == service)
+        .and_then(|s| s.rollback.clone())
+    else {
+        return;
+    };
+    let Some(state) = inner.objects.pool_state(service, pool) else {
+        return;
+    };
+    let watch = Watch::start(Instant::now(), cfg.window, state.metrics.totals());
+    if let Some(rt) = inner.services.get_mut(service) {
+        rt.watch = Some((pool, watch));
+    }
+}
+
+/// Takes up the staged rollouts that were running when the proxy stopped
+/// (`canaries`: service and stage, from the state file), at the stage they
+/// had reached. The counts behind a stage's verdict are gone with the old
+/// process, so the stage's hold and `min_requests` start again. A rollout
+/// whose stage the config no longer has, or whose weight was changed in
+/// the file, is not taken up: its weight stays, as every weight does
+/// across a restart, and a warning says so.
+pub(super) fn resume_canaries(inner: &mut Inner, canaries: &[(String, usize)]) {
+    for (service, stage) in canaries {
+        let Some(rt) = inner.services.get(service) else {
+            continue;
+        };
+        let (standby, active, weight) = (rt.active.other(), rt.active, rt.standby_weight);
+        let stages = inner
             .config
             .services
             .iter()
-            .find(|s| s.name == service)
-            .and_then(|s| s.rollback.clone())
-        else {
-            return;
+            .find(|s| &s.name == service)
+            .map(|s| s.canary.clone())
+            .unwrap_or_default();
+        let totals = |pool: PoolName| {
+            inner
+                .objects
+                .pool_state(service, pool)
+                .map(|s| s.metrics.totals())
+                .unwrap_or_default()
         };
-        let Some(state) = inner.objects.pool_state(service, pool) else {
-            return;
+        let resumed = Canary::resume(
+            stages,
+            *stage,
+            Instant::now(),
+            totals(standby),
+            totals(active),
+        )
+        .filter(|canary| canary.weight() == weight);
+        let Some(canary) = resumed else {
+            tracing::warn!(
+                service = %service,
+                stage,
+                weight,
+                "the canary running at the last stop does not match the config's stages: not resumed; the weights stay"
+            );
+            continue;
         };
-        let watch = Watch::start(Instant::now(), cfg.window, state.metrics.totals());
+        tracing::info!(
+            service = %service,
+            stage,
+            weight,
+            "canary resumed: this stage's hold and request count start again"
+        );
         if let Some(rt) = inner.services.get_mut(service) {
-            rt.watch = Some((pool, watch));
+            rt.canary = Some(canary);
         }
+        start_watch(inner, service, standby);
     }
+}
 
+impl ControlPlane {
     /// Starts the staged rollout of `service`'s standby pool.
     ///
     /// # Errors
@@ -100,7 +157,7 @@ impl ControlPlane {
         if let Some(rt) = inner.services.get_mut(service) {
             rt.canary = Some(canary);
         }
-        self.start_watch(&mut inner, service, standby);
+        start_watch(&mut inner, service, standby);
         let detail = json!({"canary": "start", "stage": 0, "stages": stages, "standby": weight});
         Ok(self
             .apply_weight(&mut inner, service, weight, Reason::Weight, actor, detail)

@@ -88,6 +88,29 @@ fn healthy_canary_walks_every_stage_then_promotes() {
 }
 
 #[test]
+fn a_resumed_canary_holds_its_stage_afresh_then_promotes() {
+    let t0 = Instant::now();
+    let zero = totals(0, 0, FAST);
+    let stages = vec![stage(10, 100), stage(50, 100)];
+    assert!(
+        Canary::resume(stages.clone(), 2, t0, zero.clone(), zero.clone()).is_none(),
+        "no third stage"
+    );
+    let mut c = Canary::resume(stages, 1, t0, zero.clone(), zero).unwrap();
+    assert_eq!((c.stage(), c.weight()), (1, 50));
+    let good = totals(60, 0, FAST);
+    assert_eq!(
+        c.step(t0 + Duration::from_millis(50), &good, &good),
+        Step::Hold,
+        "its hold starts at the resume"
+    );
+    assert_eq!(
+        c.step(t0 + Duration::from_millis(100), &good, &good),
+        Step::Promote
+    );
+}
+
+#[test]
 fn hold_is_extended_until_min_requests() {
     let t0 = Instant::now();
     let zero = totals(0, 0, FAST);
