@@ -170,8 +170,8 @@ impl EventLog {
             .filter(move |e| service.is_none_or(|s| e.service.as_deref() == Some(s)))
     }
 
-    /// Every event's JSON, oldest first (for the state file).
-    pub fn json(&self) -> Vec<Arc<str>> {
+    /// Every event's JSON, oldest first (the state file's history).
+    pub fn json(&self) -> VecDeque<Arc<str>> {
         self.events.iter().map(|(_, j)| j.clone()).collect()
     }
 }

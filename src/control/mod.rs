@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::snapshot::{Objects, Routing, ServerFailure, ServiceRuntime, Snapshot};
 use analysis::{Budget, Canary, Watch};
 use events::{Actor, Event, EventLog, Reason};
-use persist::{Saved, ServiceState, StateFile};
+use persist::{ServiceState, StateFile};
 use status::{Applied, Drained, PoolStatus, ServerStatus, ServiceStatus, Status};
 
 /// Without active health checks, a server marked down by a failed connection
@@ -245,6 +245,7 @@ impl ControlPlane {
     ) -> Arc<ControlPlane> {
         let state = read_state(&config.state.path);
         let (services, events, canaries) = runtime_from_state(&config, state);
+        let events_json = events.json();
         let (objects, failures) = Objects::new(metrics.clone());
         let mut health = HashMap::new();
         for sc in &config.services {
@@ -266,7 +267,7 @@ impl ControlPlane {
             health,
             events,
             checkers: Vec::new(),
-            writer: writer::Writer::start(),
+            writer: writer::Writer::start(events_json),
         };
         let snapshot = build(&mut inner, 1);
         inner.generation = 1;
@@ -978,7 +979,7 @@ fn export_gauges(inner: &Inner, snapshot: &Snapshot) {
 async fn commit(inner: &mut Inner, event: Event) -> bool {
     let line = inner.events.push(event);
     let state = inner.config.state.path.clone();
-    let result = inner.writer.write(line, state, state_file(inner)).await;
+    let result = inner.writer.write(line, state, services_state(inner)).await;
     if let Err(e) = &result {
         tracing::error!(error = %e, "state not persisted");
     }
@@ -995,26 +996,24 @@ pub fn audit_path(state: &std::path::Path) -> PathBuf {
     state.with_file_name(format!("{stem}-audit.jsonl"))
 }
 
-fn state_file(inner: &Inner) -> Saved {
-    Saved {
-        services: inner
-            .services
-            .iter()
-            .map(|(name, rt)| {
-                (
-                    name.clone(),
-                    ServiceState {
-                        active: rt.active,
-                        standby_weight: rt.standby_weight,
-                        previous: rt.previous,
-                        last_switch: rt.last_switch.clone(),
-                        canary_stage: rt.canary.as_ref().map(Canary::stage),
-                    },
-                )
-            })
-            .collect(),
-        events: inner.events.json(),
-    }
+/// What the state file keeps of each service (the writer keeps the history).
+fn services_state(inner: &Inner) -> BTreeMap<String, ServiceState> {
+    inner
+        .services
+        .iter()
+        .map(|(name, rt)| {
+            (
+                name.clone(),
+                ServiceState {
+                    active: rt.active,
+                    standby_weight: rt.standby_weight,
+                    previous: rt.previous,
+                    last_switch: rt.last_switch.clone(),
+                    canary_stage: rt.canary.as_ref().map(Canary::stage),
+                },
+            )
+        })
+        .collect()
 }
 
 fn warn_on_restart_keys(old: &Config, new: &Config) {

@@ -6,7 +6,7 @@
 //! half of one. A file that cannot be read or parsed is reported and moved
 //! aside, never overwritten.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -90,7 +90,7 @@ pub struct Saved {
     /// Per service.
     pub services: BTreeMap<String, ServiceState>,
     /// The event history, oldest first, one JSON object each.
-    pub events: Vec<Arc<str>>,
+    pub events: VecDeque<Arc<str>>,
 }
 
 impl Saved {
@@ -286,7 +286,7 @@ mod tests {
         assert_eq!(back.services, state.services);
         let state = Saved {
             services: BTreeMap::new(),
-            events: vec![],
+            events: VecDeque::new(),
         };
         let back: StateFile = serde_json::from_slice(&state.encode()).unwrap();
         assert!(back.services.is_empty() && back.events.is_empty());

@@ -7,7 +7,11 @@
 //! up every request in flight on that core for as long; at a lower priority
 //! the scheduler slices it between requests instead. The caller still waits
 //! for the write to finish before it answers.
+//!
+//! The thread keeps the event history itself, as the lines it was handed: a
+//! write brings one new line, not the whole history.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -15,7 +19,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::persist::{self, PersistError, Saved};
+use super::events::MAX_EVENTS;
+use super::persist::{self, PersistError, Saved, ServiceState};
 
 /// Nice value of the writer thread (the workers run at 0).
 pub const NICENESS: i32 = 10;
@@ -23,7 +28,7 @@ pub const NICENESS: i32 = 10;
 struct Job {
     line: Arc<str>,
     state: PathBuf,
-    saved: Saved,
+    services: BTreeMap<String, ServiceState>,
     done: oneshot::Sender<Result<(), PersistError>>,
 }
 
@@ -35,31 +40,43 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread.
+    /// Starts the writer thread with the event `history` so far (as the
+    /// state file holds it, oldest first).
     ///
     /// # Panics
     ///
     /// When the OS cannot start a thread (as `std::thread::spawn`).
-    pub fn start() -> Writer {
+    pub fn start(history: VecDeque<Arc<str>>) -> Writer {
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("cutover-state".into())
             .spawn(move || {
                 lower_priority();
+                let mut saved = Saved {
+                    services: BTreeMap::new(),
+                    events: history,
+                };
                 for job in rx {
                     append_audit(&super::audit_path(&job.state), &job.line);
+                    // The same bound as the control plane's own log.
+                    saved.events.push_back(job.line);
+                    while saved.events.len() > MAX_EVENTS {
+                        saved.events.pop_front();
+                    }
+                    saved.services = job.services;
                     // The caller may have gone (its task was cancelled); the
                     // write is done all the same.
-                    let _ = job.done.send(persist::save(&job.state, &job.saved));
+                    let _ = job.done.send(persist::save(&job.state, &saved));
                 }
             })
             .expect("start the state writer thread");
         Writer { jobs }
     }
 
-    /// Appends `line` to the audit log beside the state file at `state`
-    /// (an error there is logged, not returned), then writes `saved` to the
-    /// state file atomically, and resolves when both are done.
+    /// Appends the event `line` to the audit log beside the state file at
+    /// `state` (an error there is logged, not returned), then writes the
+    /// state file atomically with `services` and the history ending in
+    /// `line`, and resolves when both are done.
     ///
     /// # Errors
     ///
@@ -68,7 +85,7 @@ impl Writer {
         &self,
         line: Arc<str>,
         state: PathBuf,
-        saved: Saved,
+        services: BTreeMap<String, ServiceState>,
     ) -> Result<(), PersistError> {
         let gone = |path: &Path| PersistError::Io {
             path: path.to_path_buf(),
@@ -78,7 +95,7 @@ impl Writer {
         let job = Job {
             line,
             state: state.clone(),
-            saved,
+            services,
             done,
         };
         if self.jobs.send(job).is_err() {
@@ -113,39 +130,56 @@ fn lower_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+
+    fn written(state: &Path) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap()
+    }
 
     #[tokio::test]
-    async fn writes_the_audit_lines_then_the_state_file() {
+    async fn writes_the_audit_lines_then_the_state_file_with_the_history() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("cutover-state.json");
         let audit = dir.path().join("cutover-audit.jsonl");
-        let writer = Writer::start();
+        let writer = Writer::start(VecDeque::from([Arc::from("{\"n\":-1}")]));
         for n in 0..2 {
-            let saved = Saved {
-                services: BTreeMap::new(),
-                events: vec![],
-            };
             let line: Arc<str> = format!("{{\"n\":{n}}}").into();
-            writer.write(line, state.clone(), saved).await.unwrap();
+            writer
+                .write(line, state.clone(), BTreeMap::new())
+                .await
+                .unwrap();
         }
         assert_eq!(
             std::fs::read_to_string(&audit).unwrap(),
             "{\"n\":0}\n{\"n\":1}\n"
         );
-        assert!(persist::load(&state).unwrap().is_some());
+        assert_eq!(
+            written(&state)["events"],
+            serde_json::json!([{"n": -1}, {"n": 0}, {"n": 1}])
+        );
+    }
+
+    #[tokio::test]
+    async fn the_history_keeps_the_newest_max_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("cutover-state.json");
+        let full: VecDeque<Arc<str>> = (0..MAX_EVENTS).map(|n| n.to_string().into()).collect();
+        let writer = Writer::start(full);
+        writer
+            .write("\"new\"".into(), state.clone(), BTreeMap::new())
+            .await
+            .unwrap();
+        let events = written(&state)["events"].as_array().unwrap().clone();
+        assert_eq!(events.len(), MAX_EVENTS);
+        assert_eq!(events[0], 1, "the oldest went");
+        assert_eq!(events[MAX_EVENTS - 1], "new");
     }
 
     #[tokio::test]
     async fn a_state_file_that_cannot_be_written_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("missing-dir").join("s.json");
-        let saved = Saved {
-            services: BTreeMap::new(),
-            events: vec![],
-        };
-        let err = Writer::start()
-            .write("{}".into(), state, saved)
+        let err = Writer::start(VecDeque::new())
+            .write("{}".into(), state, BTreeMap::new())
             .await
             .unwrap_err();
         assert!(err.to_string().contains("missing-dir"), "{err}");
