@@ -532,8 +532,12 @@ conn.request("GET", "/api/v1/services/bench")
 resp = conn.getresponse()
 active = json.loads(resp.read())["active"]
 other = "green" if active == "blue" else "blue"
+# Started and connected: the load starts now, and the first switch comes
+# one interval into it.
+print("ready", flush=True)
 ok = 0
 for i in range(n):
+    time.sleep(interval)
     # "noop" asks for the pool already active: the same request, answered
     # the same way, with nothing switched.
     to = active if mode == "noop" else (other if i % 2 == 0 else active)
@@ -542,9 +546,19 @@ for i in range(n):
     resp = conn.getresponse()
     resp.read()
     ok += resp.status == 200
-    time.sleep(interval)
 print(f"switched {ok}", flush=True)
 """
+
+
+def wait_ready(proc, log_path, bound=30.0):
+    """Waits until `proc` wrote "ready" to its log."""
+    deadline = time.monotonic() + bound
+    while b"ready" not in log_path.read_bytes():
+        if proc.poll() is not None:
+            sys.exit(f"{proc.bench_name} exited early: {log_path.read_text()}")
+        if time.monotonic() > deadline:
+            sys.exit(f"{proc.bench_name} not ready within {bound:.0f} s")
+        time.sleep(0.01)
 
 
 def switching(args, target, admin_port, workdir):
@@ -552,7 +566,8 @@ def switching(args, target, admin_port, workdir):
     switches, and with one switching blue/green; interleaved rounds.
 
     The switches go through the admin API on one kept-alive connection, the
-    way a deploy script would, from the load CPU. The no-op run carries the
+    way a deploy script would, from the load CPU. The switcher starts (and
+    its interpreter loads) before the load does. The no-op run carries the
     same switcher (the same requests from the same CPU, answered the same
     way) without a switch, so comparing it with the switching run measures
     what switching itself costs; the switcher's own work on the load CPU
@@ -574,6 +589,7 @@ def switching(args, target, admin_port, workdir):
                 f"switcher-{mode}-{r}",
                 workdir,
             )
+            wait_ready(switcher, workdir / f"switcher-{mode}-{r}.log")
             res = wrk(args, target.url, args.conns, args.duration)
             switcher.wait(timeout=args.duration + 60)
             out = (workdir / f"switcher-{mode}-{r}.log").read_text()
