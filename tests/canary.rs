@@ -149,13 +149,10 @@ async fn a_restart_takes_the_canary_up_again_at_its_stage() {
         let _traffic = Traffic::start(proxy.addr, 4, "/");
         let status = until_status(&proxy, "green promoted", |s| s["active"] == "green").await;
         assert_eq!(status["canary"], Value::Null);
-        let reasons: Vec<Value> = proxy
-            .events("app")
-            .await
-            .iter()
-            .map(|e| e["reason"].clone())
-            .collect();
-        assert_eq!(reasons, ["weight", "weight", "canary"]);
+        assert_eq!(
+            proxy.event_reasons("app").await,
+            ["weight", "weight", "canary"]
+        );
     })
     .await;
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use support::admin::*;
 use support::*;
 
@@ -349,13 +349,10 @@ async fn rollback_after_rollback_switches_back_again() {
             generation = next;
             assert_eq!(fetch(proxy.addr, "/").await.echo().upstream, expected);
         }
-        let reasons: Vec<Value> = proxy
-            .events("app")
-            .await
-            .iter()
-            .map(|e| e["reason"].clone())
-            .collect();
-        assert_eq!(reasons, ["manual", "rollback", "rollback", "rollback"]);
+        assert_eq!(
+            proxy.event_reasons("app").await,
+            ["manual", "rollback", "rollback", "rollback"]
+        );
     })
     .await;
 }

@@ -16,7 +16,8 @@ use super::analysis::{Canary, Step, Verdict, Watch};
 use super::events::{Actor, Event, Reason};
 use super::status::Applied;
 use super::{check_target, commit, runtime, ControlError, ControlPlane, Inner};
-use crate::config::PoolName;
+use crate::config::{CanaryStage, PoolName};
+use crate::metrics::PoolTotals;
 
 /// How often the analysis runs.
 pub const ANALYSIS_INTERVAL: Duration = Duration::from_millis(250);
@@ -52,6 +53,27 @@ pub(super) fn start_watch(inner: &mut Inner, service: &str, pool: PoolName) {
     }
 }
 
+/// The cumulative totals of `pool` of `service` (zero when there is no such
+/// pool).
+fn pool_totals(inner: &Inner, service: &str, pool: PoolName) -> PoolTotals {
+    inner
+        .objects
+        .pool_state(service, pool)
+        .map(|s| s.metrics.totals())
+        .unwrap_or_default()
+}
+
+/// The configured stages of `service`'s staged rollout.
+fn canary_stages(inner: &Inner, service: &str) -> Vec<CanaryStage> {
+    inner
+        .config
+        .services
+        .iter()
+        .find(|s| s.name == service)
+        .map(|s| s.canary.clone())
+        .unwrap_or_default()
+}
+
 /// Takes up the staged rollouts that were running when the proxy stopped
 /// (`canaries`: service and stage, from the state file), at the stage they
 /// had reached. The counts behind a stage's verdict are gone with the old
@@ -65,26 +87,12 @@ pub(super) fn resume_canaries(inner: &mut Inner, canaries: &[(String, usize)]) {
             continue;
         };
         let (standby, active, weight) = (rt.active.other(), rt.active, rt.standby_weight);
-        let stages = inner
-            .config
-            .services
-            .iter()
-            .find(|s| &s.name == service)
-            .map(|s| s.canary.clone())
-            .unwrap_or_default();
-        let totals = |pool: PoolName| {
-            inner
-                .objects
-                .pool_state(service, pool)
-                .map(|s| s.metrics.totals())
-                .unwrap_or_default()
-        };
         let resumed = Canary::resume(
-            stages,
+            canary_stages(inner, service),
             *stage,
             Instant::now(),
-            totals(standby),
-            totals(active),
+            pool_totals(inner, service, standby),
+            pool_totals(inner, service, active),
         )
         .filter(|canary| canary.weight() == weight);
         let Some(canary) = resumed else {
@@ -126,39 +134,24 @@ impl ControlPlane {
         if rt.canary.is_some() {
             return Err(ControlError::CanaryRunning(service.to_string()));
         }
-        let stages = inner
-            .config
-            .services
-            .iter()
-            .find(|s| s.name == service)
-            .map(|s| s.canary.clone())
-            .unwrap_or_default();
+        let stages = canary_stages(&inner, service);
+        let count = stages.len();
         let standby = rt.active.other();
         check_target(&inner, service, standby, None)?;
-        let totals = |pool: PoolName| {
-            inner
-                .objects
-                .pool_state(service, pool)
-                .map(|s| s.metrics.totals())
-                .unwrap_or_default()
-        };
-        let (standby_totals, active_totals) = (totals(standby), totals(rt.active));
+        let (standby_totals, active_totals) = (
+            pool_totals(&inner, service, standby),
+            pool_totals(&inner, service, rt.active),
+        );
         let Some((canary, weight)) =
             Canary::start(stages, Instant::now(), standby_totals, active_totals)
         else {
             return Err(ControlError::NoCanaryStages(service.to_string()));
         };
-        let stages = inner
-            .config
-            .services
-            .iter()
-            .find(|s| s.name == service)
-            .map_or(0, |s| s.canary.len());
         if let Some(rt) = inner.services.get_mut(service) {
             rt.canary = Some(canary);
         }
         start_watch(&mut inner, service, standby);
-        let detail = json!({"canary": "start", "stage": 0, "stages": stages, "standby": weight});
+        let detail = json!({"canary": "start", "stage": 0, "stages": count, "standby": weight});
         Ok(self
             .apply_weight(&mut inner, service, weight, Reason::Weight, actor, detail)
             .await)
@@ -292,13 +285,7 @@ fn decide(inner: &mut Inner, service: &str, now: Instant) -> Option<Action> {
         .iter()
         .find(|s| s.name == service)?
         .clone();
-    let totals = |pool: PoolName| {
-        inner
-            .objects
-            .pool_state(service, pool)
-            .map(|s| s.metrics.totals())
-            .unwrap_or_default()
-    };
+    let totals = |pool: PoolName| pool_totals(inner, service, pool);
     let rt = inner.services.get(service)?;
     let (active, standby) = (rt.active, rt.active.other());
     let (active_totals, standby_totals) = (totals(active), totals(standby));

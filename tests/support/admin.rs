@@ -176,6 +176,12 @@ impl Proxy {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         reply.json().as_array().expect("events are a list").clone()
     }
+
+    /// The `reason` of each of `svc`'s events, oldest first.
+    pub async fn event_reasons(&self, svc: &str) -> Vec<Value> {
+        let events = self.events(svc).await;
+        events.iter().map(|e| e["reason"].clone()).collect()
+    }
 }
 
 // ---------------------------------------------------------------------------
