@@ -262,7 +262,11 @@ const SENSITIVE: [&str; 17] = [
 /// header would be read by such an upstream as the real one.
 pub fn ambiguous_name(name: &str) -> bool {
     let name = name.as_bytes();
-    name.contains(&b'_')
+    // The length first: most names have no sensitive one's length, and the
+    // search for a `_` (a `memchr` call) is left for those that have.
+    name.len() < 32
+        && SENSITIVE_LENGTHS >> name.len() & 1 == 1
+        && name.contains(&b'_')
         && SENSITIVE.iter().any(|s| {
             let s = s.as_bytes();
             s.len() == name.len()
@@ -272,6 +276,18 @@ pub fn ambiguous_name(name: &str) -> bool {
                     .all(|(&n, &s)| n.eq_ignore_ascii_case(&s) || (n == b'_' && s == b'-'))
         })
 }
+
+/// Bit `n` is set when a [`SENSITIVE`] name is `n` bytes long (all are
+/// under 32).
+const SENSITIVE_LENGTHS: u32 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < SENSITIVE.len() {
+        mask |= 1 << SENSITIVE[i].len();
+        i += 1;
+    }
+    mask
+};
 
 /// The bytes of a DNS name or an IPv4 address in a Host value: ASCII
 /// letters and digits, `-`, `.` and `_`.

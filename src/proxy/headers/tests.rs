@@ -298,6 +298,46 @@ fn cleaned_responses_keep_no_hop_by_hop_header() {
 }
 
 #[test]
+fn ambiguous_name_is_its_definition() {
+    // The definition: a `_` in the name, and a sensitive name it spells
+    // once each `_` is read as `-`.
+    fn definition(name: &str) -> bool {
+        let name = name.as_bytes();
+        name.contains(&b'_')
+            && SENSITIVE.iter().any(|s| {
+                let s = s.as_bytes();
+                s.len() == name.len()
+                    && name
+                        .iter()
+                        .zip(s)
+                        .all(|(&n, &s)| n.eq_ignore_ascii_case(&s) || (n == b'_' && s == b'-'))
+            })
+    }
+    // Sensitive names with some `-` turned into `_`, some letters raised,
+    // and now and then one byte changed; and arbitrary strings.
+    fn prop(pick: usize, flips: Vec<u8>, other: String) -> bool {
+        let base = SENSITIVE[pick % SENSITIVE.len()].as_bytes();
+        let name: Vec<u8> = base
+            .iter()
+            .zip(flips.iter().chain(std::iter::repeat(&0)))
+            .map(|(&b, &f)| match (b, f % 8) {
+                (b'-', 1..=4) => b'_',
+                (_, 5) => b.to_ascii_uppercase(),
+                (_, 6) => b'x',
+                (_, 7) => b'_',
+                _ => b,
+            })
+            .collect();
+        let name = String::from_utf8(name).expect("ASCII");
+        ambiguous_name(&name) == definition(&name) && ambiguous_name(&other) == definition(&other)
+    }
+    QuickCheck::new()
+        .tests(5000)
+        .quickcheck(prop as fn(usize, Vec<u8>, String) -> bool);
+    assert!(definition("x_forwarded_for") && !definition("x-forwarded-for"));
+}
+
+#[test]
 fn header_checks_never_panic_on_arbitrary_bytes() {
     fn prop(bytes: Vec<u8>, name: String) -> bool {
         let _ = valid_host(&bytes);
