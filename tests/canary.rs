@@ -125,27 +125,35 @@ async fn canary_walks_its_stages_and_promotes_a_healthy_green() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_takes_the_canary_up_again_at_its_stage() {
-    // The second stage wants more answers than the traffic gives it before
-    // the restart, so it is still running when the proxy stops.
-    let stages = STAGES
-        .replacen("min_requests = 20", "min_requests = 1", 1)
-        .replacen("min_requests = 20", "min_requests = 150", 1);
+    // The second stage holds for an hour, so it is still running when the
+    // proxy stops, however slowly this test runs; the config the new
+    // process reads shortens it (same stages, same weights), and the
+    // rollout goes on from there to its promotion.
+    let first_stage_quick = STAGES.replacen("min_requests = 20", "min_requests = 1", 1);
+    let before = first_stage_quick.replacen(
+        "hold = \"500ms\"\nmin_requests = 20",
+        "hold = \"1h\"\nmin_requests = 20",
+        1,
+    );
+    assert_ne!(before, first_stage_quick, "the second stage's hold is set");
     within(CANARY_BOUND, async {
         let blue = Flaky::start("blue", "1").await;
         let green = Flaky::start("green", "2").await;
-        let proxy = Proxy::start(&app(&blue, &green, "", &stages)).await;
+        let proxy = Proxy::start(&app(&blue, &green, "", &before)).await;
         let traffic = Traffic::start(proxy.addr, 2, "/");
         let reply = admin_post(proxy.admin, CANARY, json!({})).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         until_status(&proxy, "second stage", |s| s["canary"]["stage"] == 1).await;
         drop(traffic);
 
-        let proxy = proxy.restart().await;
+        let dir = proxy.stop().await;
+        let text = header() + &app(&blue, &green, "", &first_stage_quick);
+        let proxy = Proxy::start_in(dir, &text).await;
 
         let status = proxy.service("app").await;
         assert_eq!(status["canary"]["stage"], 1, "{status:#}");
         assert_eq!(status["weights"], json!({"blue": 50, "green": 50}));
-        // It goes on from there.
+        assert_eq!(status["canary"]["hold_ms"], 500, "the new config's hold");
         let _traffic = Traffic::start(proxy.addr, 4, "/");
         let status = until_status(&proxy, "green promoted", |s| s["active"] == "green").await;
         assert_eq!(status["canary"], Value::Null);
