@@ -149,16 +149,16 @@ async fn each_head_on_a_kept_alive_connection_gets_the_whole_header_read_timeout
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
         let green = Upstream::start("green").await;
-        let keys = "header_read_timeout = \"500ms\"\nidle_timeout = \"5s\"";
+        let keys = "header_read_timeout = \"1s\"\nidle_timeout = \"5s\"";
         let proxy = Cutover::start(&limits(keys, &blue, &green)).await;
 
         let mut stream = connect(proxy.addr).await;
         get_ok(&mut stream, "first request").await;
-        // The next head starts 300 ms after the first and takes 350 ms:
-        // past the first head's deadline, within its own.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The next head starts 650 ms after the first and takes 550 ms:
+        // past the first head's deadline, well within its own.
+        tokio::time::sleep(Duration::from_millis(650)).await;
         write(&mut stream, b"GET / HTTP/1.1\r\nHo", false).await;
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        tokio::time::sleep(Duration::from_millis(550)).await;
         write(&mut stream, b"st: a\r\n\r\n", false).await;
         let answer = read_answer(&mut stream).await;
         assert_eq!(answer.status(), Some(200), "{:?}", answer.text);
@@ -170,7 +170,7 @@ async fn each_head_on_a_kept_alive_connection_gets_the_whole_header_read_timeout
         assert_eq!(answer.status(), Some(408), "{:?}", answer.text);
         let took = started.elapsed();
         assert!(
-            took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+            took >= Duration::from_millis(950) && took < Duration::from_millis(2500),
             "cut after {took:?}"
         );
     })
