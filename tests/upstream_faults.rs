@@ -2,7 +2,8 @@
 //! of a response, garbage instead of HTTP, a response that never ends, a
 //! server that accepts and never answers. The client gets a clean 502/504
 //! or a cleanly closed stream, a server that keeps failing is marked down,
-//! and other clients are served meanwhile.
+//! and other clients are served meanwhile. A client that leaves before the
+//! answer (or during it) takes its upstream request with it.
 
 mod raw;
 mod support;
@@ -215,6 +216,83 @@ async fn response_body_that_never_ends_streams_until_the_client_leaves() {
         drop(client);
         eventually("the upstream connection was closed", || async {
             upstream_saw_close.load(Ordering::SeqCst)
+        })
+        .await;
+        assert_eq!(fetch(proxy.addr, "/").await.echo().upstream, "blue");
+    })
+    .await;
+}
+
+/// A server that reads a head, answers nothing and flags when the proxy
+/// closes the connection: a model call still thinking.
+async fn thinking_upstream() -> (RawUpstream, Arc<AtomicUsize>, Arc<AtomicBool>) {
+    let heads = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicBool::new(false));
+    let (seen, saw_close) = (heads.clone(), closed.clone());
+    let upstream = RawUpstream::start(move |mut conn| {
+        let (seen, saw_close) = (seen.clone(), saw_close.clone());
+        async move {
+            if conn.head().await.is_none() {
+                return;
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            conn.drain().await;
+            saw_close.store(true, Ordering::SeqCst);
+        }
+    })
+    .await;
+    (upstream, heads, closed)
+}
+
+/// A client that hangs up while its request waits for the response head:
+/// the proxy closes the upstream connection (cancelling the model call),
+/// long before the response timeout, on HTTP/1.1 and on h2c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_answer_cancels_the_upstream_request() {
+    within(BOUND, async {
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
+        let (thinking, heads, closed) = thinking_upstream().await;
+        let proxy = Cutover::start(&bad_and_good(
+            &thinking,
+            &blue,
+            &green,
+            "response_timeout = \"60s\"",
+        ))
+        .await;
+
+        // HTTP/1.1, the client closes its connection.
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        raw::write(&mut stream, b"GET /bad HTTP/1.1\r\nHost: a\r\n\r\n", false).await;
+        eventually("the request reached the upstream", || async {
+            heads.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        assert!(
+            !closed.load(Ordering::SeqCst),
+            "closed before the client left"
+        );
+        drop(stream);
+        eventually("the upstream connection was closed", || async {
+            closed.load(Ordering::SeqCst)
+        })
+        .await;
+
+        // h2c: the client drops the connection with the stream open.
+        closed.store(false, Ordering::SeqCst);
+        let mut client = Client::h2(proxy.addr).await;
+        let pending = tokio::spawn(async move {
+            let _ = client.send(get("/bad")).await;
+        });
+        eventually("the h2 request reached the upstream", || async {
+            heads.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        pending.abort();
+        eventually("the upstream connection was closed after h2", || async {
+            closed.load(Ordering::SeqCst)
         })
         .await;
         assert_eq!(fetch(proxy.addr, "/").await.echo().upstream, "blue");
