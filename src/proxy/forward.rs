@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
+use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -27,6 +27,7 @@ use crate::body::{Lease, RequestBody, RequestBodyError, ResponseBody};
 use crate::config::PoolName;
 use crate::metrics::PoolMetrics;
 use crate::snapshot::{InflightGuard, PoolState, Routing, Server, Service};
+use crate::upstream::direct::RequestHead;
 use crate::upstream::{Answer, Conn, Timeouts, UpstreamError, Via};
 
 /// Where a request came from.
@@ -84,10 +85,11 @@ struct Exchange {
     target: Target,
     /// The rewritten request until it is written to a connection; put back
     /// when it never left (see [`Upstream::send`](crate::upstream::Upstream::send)).
+    /// With a `head`, only its method and body are left in it.
     req: Option<Request<RequestBody>>,
-    /// Header lines written after the request's own: its `X-Forwarded-*`
-    /// when it goes on a direct connection and the client sent none.
-    lines: Vec<u8>,
+    /// The head a direct connection writes (`None` for an upgrade, which
+    /// goes on a hyper connection with the request's own head).
+    head: Option<RequestHead>,
     client_upgrade: Option<oneshot::Receiver<Upgraded>>,
     client: SocketAddr,
     start: Instant,
@@ -126,11 +128,11 @@ fn prepare(
     // The connection registers for an upgrade only when the request is an
     // HTTP/1.1 upgrade, so this is the same test, already made.
     let upgrade = client_upgrade.is_some();
-    let (req, lines) = rewrite(req, seen, client, upgrade, target.max_body);
+    let (req, head) = rewrite(req, seen, client, upgrade, target.max_body);
     Prepared::Send(Exchange {
         target,
         req: Some(req),
-        lines,
+        head,
         client_upgrade,
         client: client.addr,
         start,
@@ -159,9 +161,9 @@ impl Exchange {
     async fn send(&mut self) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
         // No upgrade: the request's own task can drive the upstream
         // connection (see `upstream::direct`).
-        let via = match self.client_upgrade {
-            None => Via::Direct { lines: &self.lines },
-            Some(_) => Via::Hyper,
+        let via = match &self.head {
+            Some(head) => Via::Direct { head },
+            None => Via::Hyper,
         };
         let (answer, guard) = send(&self.target, &mut self.req, via).await?;
         let target = &self.target;
@@ -364,7 +366,7 @@ fn rewrite(
     client: ClientInfo,
     upgrade: bool,
     max_body: Option<u64>,
-) -> (Request<RequestBody>, Vec<u8>) {
+) -> (Request<RequestBody>, Option<RequestHead>) {
     let (mut parts, body) = req.into_parts();
     let host = seen.host.or_else(|| {
         let authority = parts.uri.authority()?;
@@ -372,7 +374,11 @@ fn rewrite(
         parts.headers.insert(HOST, host.clone());
         Some(host)
     });
-    let lines = if upgrade || seen.forwarded {
+    // The `X-Forwarded-*` fields go into the map when the client sent its
+    // own or the request goes on a hyper connection; otherwise they are
+    // written after its headers (see `headers::forwarded_lines`).
+    let in_map = upgrade || seen.forwarded;
+    if in_map {
         // Room for the three `X-Forwarded-*` at once rather than growing twice.
         parts.headers.reserve(3);
         headers::rewrite_request(
@@ -382,22 +388,37 @@ fn rewrite(
             host.as_ref(),
             upgrade,
         );
-        Vec::new()
     } else {
         headers::remove_hop_by_hop(&mut parts.headers, false);
-        headers::forwarded_lines(client.addr.ip(), client.proto, host.as_ref())
-    };
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let pq = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(pq);
     }
+    let head = if upgrade {
+        // On a hyper connection, which writes the request's own head.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let pq = parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(pq);
+        }
+        None
+    } else {
+        let ended = http_body::Body::is_end_stream(&body);
+        let (ip, proto) = (client.addr.ip(), client.proto);
+        let head = RequestHead::of(&parts.method, &parts.uri, &parts.headers, ended, |out| {
+            if !in_map {
+                headers::push_forwarded_lines(out, ip, proto, host.as_ref());
+            }
+        });
+        // Written from `head` from now on: the parsed target and headers go
+        // now, before the first await (see `RequestHead`).
+        parts.uri = Uri::default();
+        parts.headers = HeaderMap::new();
+        Some(head)
+    };
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, RequestBody::new(body, max_body));
-    (req, lines)
+    (req, head)
 }
 
 /// Sends to a healthy server of the target pool; a request whose connection

@@ -156,14 +156,25 @@ pub fn rewrite_request(
 
 /// The `X-Forwarded-*` fields [`rewrite_request`] sets, as header lines,
 /// for a request that carries none of its own: they are written after its
-/// headers as it goes out (see `upstream::Via::Direct`) instead of put
+/// headers as it goes out (see `upstream::direct::RequestHead`) instead of put
 /// into its map, where three entries cost more than the rest of the
 /// rewrite.
 pub fn forwarded_lines(client: IpAddr, proto: &str, host: Option<&HeaderValue>) -> Vec<u8> {
-    let mut text = [0u8; 64];
     let host_len = host.map_or(0, HeaderValue::len);
     // Room for all of it at once: the names, an IPv6 address, the proto.
     let mut out = Vec::with_capacity(128 + host_len);
+    push_forwarded_lines(&mut out, client, proto, host);
+    out
+}
+
+/// [`forwarded_lines`], written at the end of `out`.
+pub fn push_forwarded_lines(
+    out: &mut Vec<u8>,
+    client: IpAddr,
+    proto: &str,
+    host: Option<&HeaderValue>,
+) {
+    let mut text = [0u8; 64];
     out.extend_from_slice(b"x-forwarded-for: ");
     out.extend_from_slice(ip_text(client, &mut text));
     out.extend_from_slice(b"\r\nx-forwarded-proto: ");
@@ -174,7 +185,6 @@ pub fn forwarded_lines(client: IpAddr, proto: &str, host: Option<&HeaderValue>) 
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {

@@ -39,7 +39,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::TRANSFER_ENCODING;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, UPGRADE};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
@@ -301,9 +301,9 @@ impl DirectConn {
         }
     }
 
-    /// Writes the head of `req` (with `lines`, whole header lines, after
-    /// its headers), then its body as it arrives, and reads the response
-    /// head. A server may answer before it has read the whole
+    /// Writes `head` (the head of `req`, see [`RequestHead`]), then the
+    /// body of `req` as it arrives, and reads the response head. A server
+    /// may answer before it has read the whole
     /// body (a 413, or a stream that echoes): the rest of the body is then
     /// sent as the response body is read (see [`DirectBody`]). Gives up
     /// with [`DirectError::TimedOut`] when no head came within `timeout`.
@@ -311,21 +311,16 @@ impl DirectConn {
     pub async fn round_trip<B>(
         &mut self,
         req: &mut Request<B>,
-        lines: &[u8],
+        head: &RequestHead,
         timeout: Duration,
     ) -> Result<Head, (DirectError, Reached)>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let framing = if req.body().is_end_stream() {
-            Sending::Done
-        } else if req.headers().contains_key(CONTENT_LENGTH) {
-            Sending::Length
-        } else {
-            Sending::Chunked
-        };
-        encode_head(req, lines, framing == Sending::Chunked, &mut self.out);
+        let framing = head.framing;
+        self.out.clear();
+        self.out.extend_from_slice(&head.bytes);
         self.deadline.set(Instant::now() + timeout);
         self.send = Outgoing {
             framing,
@@ -476,27 +471,86 @@ impl DirectConn {
     }
 }
 
-/// `METHOD target HTTP/1.1`, the headers as they are, `lines` (with
-/// `Transfer-Encoding: chunked` for a body of unknown length, as hyper's
-/// client adds it), and the empty line.
-fn encode_head<B>(req: &Request<B>, lines: &[u8], chunked: bool, out: &mut Vec<u8>) {
-    out.clear();
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    out.extend_from_slice(req.method().as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+/// What a request head is given at first: a few header lines of an API
+/// client's request fit, within the allocator's small blocks.
+const HEAD_CAPACITY: usize = 512;
+
+/// A request's head as a direct connection writes it, and how its body
+/// follows.
+///
+/// It is encoded once, as the request is prepared, so the request's header
+/// map and target can be let go of before anything is sent: their values
+/// share the client connection's read buffer, and while they live, the
+/// client side cannot read into that buffer again (it reads while a request
+/// is in flight, to see the client leave) and takes a fresh 8 KiB one for
+/// every request instead. A retry on another connection sends these bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    bytes: Vec<u8>,
+    framing: Sending,
+}
+
+impl RequestHead {
+    /// The head of `req` with `lines` (whole header lines, each ending in
+    /// CRLF) after its own headers; see [`RequestHead::of`].
+    pub fn encode<B: Body>(req: &Request<B>, lines: &[u8]) -> RequestHead {
+        let ended = req.body().is_end_stream();
+        RequestHead::of(req.method(), req.uri(), req.headers(), ended, |out| {
+            out.extend_from_slice(lines);
+        })
+    }
+
+    /// The head of a request given by its parts: `METHOD target HTTP/1.1`,
+    /// the headers as they are, what `lines` writes (whole header lines,
+    /// each ending in CRLF), `Transfer-Encoding: chunked` for a body of
+    /// unknown length (as hyper's client adds it), and the empty line. The
+    /// body goes as it is framed: by its `Content-Length`, chunked when it
+    /// has none, or not at all when it has `ended`.
+    // Not inlined: its caller builds the request's future, and growing that
+    // frame made the compiler move the future more often.
+    #[inline(never)]
+    pub fn of(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        ended: bool,
+        lines: impl FnOnce(&mut Vec<u8>),
+    ) -> RequestHead {
+        let framing = if ended {
+            Sending::Done
+        } else if headers.contains_key(CONTENT_LENGTH) {
+            Sending::Length
+        } else {
+            Sending::Chunked
+        };
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // Most heads fit; a larger one grows as it is written.
+        let mut out = Vec::with_capacity(HEAD_CAPACITY);
+        out.extend_from_slice(method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        lines(&mut out);
+        if framing == Sending::Chunked {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
         out.extend_from_slice(b"\r\n");
+        RequestHead {
+            bytes: out,
+            framing,
+        }
     }
-    out.extend_from_slice(lines);
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+
+    /// The encoded head.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Takes one final response head off the front of `buf` (skipping interim

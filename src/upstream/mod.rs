@@ -41,7 +41,7 @@ use crate::flag::{Flag, Flags};
 
 pub mod direct;
 
-use direct::{DirectBody, DirectConn, DirectError, Reached};
+use direct::{DirectBody, DirectConn, DirectError, Reached, RequestHead};
 
 /// Most idle connections kept per server.
 const MAX_IDLE_PER_SERVER: usize = 512;
@@ -208,11 +208,11 @@ pub enum Conn {
 /// How [`Upstream::send`] carries a request.
 #[derive(Debug, Clone, Copy)]
 pub enum Via<'a> {
-    /// On a direct connection, with `lines` (whole header lines, each
-    /// ending in CRLF) written after the request's own headers.
+    /// On a direct connection, which writes `head`, the request's head as
+    /// it was encoded when the request was prepared.
     Direct {
-        /// The added lines.
-        lines: &'a [u8],
+        /// The encoded head.
+        head: &'a RequestHead,
     },
     /// On a hyper connection: an upgrade.
     Hyper,
@@ -301,9 +301,9 @@ impl Upstream {
         via: Via<'_>,
     ) -> Result<Answer, UpstreamError> {
         assert!(slot.is_some(), "Upstream::send needs a request");
-        if let Via::Direct { lines } = via {
+        if let Via::Direct { head } = via {
             return self
-                .send_direct(slot, lines, timeouts)
+                .send_direct(slot, head, timeouts)
                 .await
                 .map(Answer::Direct);
         }
@@ -341,7 +341,7 @@ impl Upstream {
     async fn send_direct(
         &self,
         slot: &mut Option<Request<RequestBody>>,
-        lines: &[u8],
+        head: &RequestHead,
         timeouts: &Timeouts,
     ) -> Result<Response<DirectBody<RequestBody>>, UpstreamError> {
         let idempotent = slot
@@ -350,7 +350,7 @@ impl Upstream {
         // Nothing is kept across the awaits but what they need: this future
         // is part of every request's.
         while let Some(conn) = self.checkout_direct() {
-            let error = match self.exchange(conn, slot, lines, timeouts.response).await {
+            let error = match self.exchange(conn, slot, head, timeouts.response).await {
                 Ok(resp) => return Ok(resp),
                 Err((error, Reached::Unsent)) => error,
                 Err((error, Reached::Unanswered)) if idempotent => error,
@@ -364,7 +364,7 @@ impl Upstream {
         // Boxed, as for hyper's.
         let stream = Box::pin(self.connect_stream(timeouts.connect)).await?;
         let conn = DirectConn::new(stream, self.cutter.flag());
-        let sent = self.exchange(conn, slot, lines, timeouts.response).await;
+        let sent = self.exchange(conn, slot, head, timeouts.response).await;
         sent.map_err(|(error, _)| {
             *slot = None;
             error
@@ -373,19 +373,19 @@ impl Upstream {
 
     /// One request on one direct connection, up to the response head; the
     /// request leaves `slot` with its answer (the response body sends what
-    /// is left of the request body). `lines` go after its headers.
+    /// is left of the request body). `head` is what is written first.
     async fn exchange(
         &self,
         mut conn: Box<DirectConn>,
         slot: &mut Option<Request<RequestBody>>,
-        lines: &[u8],
+        head: &RequestHead,
         timeout: Duration,
     ) -> Result<Response<DirectBody<RequestBody>>, (UpstreamError, Reached)> {
         let Some(req) = slot.as_mut() else {
             unreachable!("send checked the slot");
         };
         let head = conn
-            .round_trip(req, lines, timeout)
+            .round_trip(req, head, timeout)
             .await
             .map_err(|(source, reached)| {
                 let addr = self.label.clone();

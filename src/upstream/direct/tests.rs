@@ -35,6 +35,24 @@ fn request(method: Method, target: &str) -> Request<Empty<Bytes>> {
         .unwrap()
 }
 
+impl DirectConn {
+    /// [`DirectConn::round_trip`] with the head encoded from `req` and
+    /// `lines` just before, as the proxy does.
+    async fn encode_and_round_trip<B>(
+        &mut self,
+        req: &mut Request<B>,
+        lines: &[u8],
+        timeout: Duration,
+    ) -> Result<Head, (DirectError, Reached)>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let head = RequestHead::encode(req, lines);
+        self.round_trip(req, &head, timeout).await
+    }
+}
+
 /// Reads one request head off the server's end.
 async fn read_request(server: &mut TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
@@ -66,7 +84,7 @@ where
         server.write_all(answer).await.unwrap();
     };
     let (head, ()) = tokio::time::timeout(BOUND, async {
-        tokio::join!(conn.round_trip(req, b"", BOUND), serve)
+        tokio::join!(conn.encode_and_round_trip(req, b"", BOUND), serve)
     })
     .await
     .expect("exchange timed out");
@@ -111,14 +129,16 @@ async fn drain(
 
 #[test]
 fn the_request_head_is_the_method_target_and_headers_as_given() {
-    let mut out = Vec::new();
-    encode_head(&request(Method::GET, "/a/b?c=d"), b"", false, &mut out);
+    let out = RequestHead::encode(&request(Method::GET, "/a/b?c=d"), b"");
     assert_eq!(
-        out,
+        out.as_bytes(),
         b"GET /a/b?c=d HTTP/1.1\r\nhost: up\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
     );
-    encode_head(&request(Method::OPTIONS, "*"), b"", false, &mut out);
-    assert!(out.starts_with(b"OPTIONS * HTTP/1.1\r\n"), "{out:?}");
+    let out = RequestHead::encode(&request(Method::OPTIONS, "*"), b"");
+    assert!(
+        out.as_bytes().starts_with(b"OPTIONS * HTTP/1.1\r\n"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
@@ -324,7 +344,7 @@ async fn how_far_a_failed_exchange_got_is_reported() {
             drop(server);
         };
         let mut req = request(Method::GET, "/");
-        let (sent, ()) = tokio::join!(conn.round_trip(&mut req, b"", BOUND), serve);
+        let (sent, ()) = tokio::join!(conn.encode_and_round_trip(&mut req, b"", BOUND), serve);
         match sent {
             Err((DirectError::Closed, reached)) if reached == expected => {}
             other => panic!("{reply:?}: {other:?}"),
@@ -447,6 +467,61 @@ fn with_body<B>(body: B, length: Option<usize>) -> Request<B> {
     req.body(body).unwrap()
 }
 
+/// The encoded head is the request's head with the added lines, framed by
+/// the body: nothing for an ended body, the length for a sized one, chunked
+/// (with its line) for one of unknown length. A usual head is one
+/// allocation; a large one grows to hold it all.
+#[test]
+fn a_request_head_is_encoded_once_with_its_framing() {
+    let lines = b"x-forwarded-proto: http\r\n";
+    let empty = RequestHead::encode(&request(Method::GET, "/a"), lines);
+    assert_eq!(
+        empty.as_bytes(),
+        b"GET /a HTTP/1.1\r\nhost: up\r\nx-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
+    );
+    assert_eq!(empty.framing, Sending::Done);
+
+    let sized = with_body(Full::new(Bytes::from_static(b"{}")), Some(2));
+    let sized = RequestHead::encode(&sized, b"");
+    assert_eq!(
+        sized.as_bytes(),
+        b"POST /in HTTP/1.1\r\nhost: up\r\ncontent-length: 2\r\n\r\n"
+    );
+    assert_eq!(sized.framing, Sending::Length);
+
+    let frames = futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(
+        Bytes::from_static(b"x"),
+    ))]);
+    let unsized_req = with_body(http_body_util::StreamBody::new(frames), None);
+    let streamed = RequestHead::encode(&unsized_req, lines);
+    assert_eq!(
+        streamed.as_bytes(),
+        b"POST /in HTTP/1.1\r\nhost: up\r\nx-forwarded-proto: http\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    assert_eq!(streamed.framing, Sending::Chunked);
+    for head in [&empty, &sized, &streamed] {
+        assert_eq!(head.bytes.capacity(), HEAD_CAPACITY, "{head:?}");
+    }
+
+    let mut large = request(Method::GET, "/");
+    let value = "v".repeat(100);
+    for i in 0..20 {
+        let name = HeaderName::try_from(format!("x-field-{i}")).unwrap();
+        large
+            .headers_mut()
+            .insert(name, HeaderValue::from_str(&value).unwrap());
+    }
+    let head = RequestHead::encode(&large, b"");
+    let text = String::from_utf8(head.as_bytes().to_vec()).unwrap();
+    assert!(text.len() > HEAD_CAPACITY, "{}", text.len());
+    assert!(text.starts_with("GET / HTTP/1.1\r\nhost: up\r\n"), "{text}");
+    assert!(
+        text.ends_with(&format!("x-field-19: {value}\r\n\r\n")),
+        "{text}"
+    );
+    assert_eq!(text.matches("\r\n").count(), 1 + 2 + 20 + 1);
+}
+
 #[tokio::test]
 async fn a_sized_body_follows_its_head_and_the_added_lines_unchanged() {
     let (mut conn, mut server, _cut) = pair().await;
@@ -461,7 +536,8 @@ async fn a_sized_body_follows_its_head_and_the_added_lines_unchanged() {
         (head, body)
     };
     let lines = b"x-forwarded-for: 192.0.2.1\r\n";
-    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req, lines, BOUND), serve);
+    let (sent, (head, body)) =
+        tokio::join!(conn.encode_and_round_trip(&mut req, lines, BOUND), serve);
     assert_eq!(
         String::from_utf8(head).unwrap(),
         "POST /in HTTP/1.1\r\nhost: up\r\ncontent-length: 7\r\nx-forwarded-for: 192.0.2.1\r\n\r\n"
@@ -495,7 +571,8 @@ async fn a_body_without_a_length_is_sent_in_chunks() {
         (head, body)
     };
     let lines = b"x-forwarded-proto: http\r\n";
-    let (sent, (head, body)) = tokio::join!(conn.round_trip(&mut req, lines, BOUND), serve);
+    let (sent, (head, body)) =
+        tokio::join!(conn.encode_and_round_trip(&mut req, lines, BOUND), serve);
     let head_text = String::from_utf8(head).unwrap();
     assert!(
         head_text.ends_with("x-forwarded-proto: http\r\ntransfer-encoding: chunked\r\n\r\n"),
@@ -525,7 +602,7 @@ async fn an_answer_before_the_body_ends_is_taken_and_the_connection_dropped() {
             .unwrap();
     };
     let (sent, ()) = tokio::time::timeout(BOUND, async {
-        tokio::join!(conn.round_trip(&mut req, b"", BOUND), serve)
+        tokio::join!(conn.encode_and_round_trip(&mut req, b"", BOUND), serve)
     })
     .await
     .expect("the early answer was not taken");
@@ -578,7 +655,7 @@ async fn a_sized_body_is_sent_once_its_last_bytes_are_in() {
         body
     };
     let (sent, body) = tokio::time::timeout(BOUND, async {
-        tokio::join!(conn.round_trip(&mut req, b"", BOUND), serve)
+        tokio::join!(conn.encode_and_round_trip(&mut req, b"", BOUND), serve)
     })
     .await
     .expect("the request waited for its body to close");
@@ -598,7 +675,7 @@ async fn a_client_body_that_fails_is_reported_as_taken() {
         Err(std::io::Error::other("client went away")),
     ]);
     let mut req = with_body(http_body_util::StreamBody::new(frames), Some(1000));
-    let sent = tokio::time::timeout(BOUND, conn.round_trip(&mut req, b"", BOUND))
+    let sent = tokio::time::timeout(BOUND, conn.encode_and_round_trip(&mut req, b"", BOUND))
         .await
         .expect("the failure was not reported");
     match sent {
@@ -629,7 +706,7 @@ async fn timed_exchange(
         }
     };
     let sent = async {
-        let sent = conn.round_trip(&mut req, b"", timeout).await;
+        let sent = conn.encode_and_round_trip(&mut req, b"", timeout).await;
         (sent, started.elapsed())
     };
     let (sent, ()) = tokio::time::timeout(BOUND, async { tokio::join!(sent, serve) })
