@@ -1,7 +1,8 @@
 //! Automated rollback: after a switch the new pool is watched for
 //! `rollback.window`; errors or ill health send traffic back to the previous
 //! pool, at most once per `cooldown` (a held-back rollback is a `blocked`
-//! event, and manual commands are never held back).
+//! event, and manual commands are never held back). A restart within the
+//! window keeps the watch.
 
 mod progressive;
 mod support;
@@ -310,6 +311,57 @@ async fn reload_without_a_rollback_section_ends_the_running_watch() {
         })
         .await;
         assert_eq!(proxy.service("app").await["active"], "green");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_within_the_window_keeps_watching_the_new_pool() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let proxy = Proxy::start(&app(&blue, &green, "", &rollback_table("1h"))).await;
+        let applied = switch_to_green(&proxy).await;
+        let until = applied["service"]["watch"]["until"].clone();
+        assert!(until.is_string(), "{applied:#}");
+        let saved = std::fs::read_to_string(proxy.state_path()).expect("state file");
+        assert!(saved.contains("rollback_watch_until"), "{saved}");
+
+        let proxy = proxy.restart().await;
+
+        // Watched on until the same time, and judged from fresh counts.
+        let status = proxy.service("app").await;
+        assert_eq!(status["active"], "green");
+        assert_eq!(status["watch"]["pool"], "green", "{status:#}");
+        assert_eq!(status["watch"]["until"], until, "{status:#}");
+        green.set_failing(true);
+        let _traffic = Traffic::start(proxy.addr, 4, "/");
+        let rollback = until_event(&proxy, "auto_rollback").await;
+        assert_eq!(
+            (&rollback["from"], &rollback["to"]),
+            (&json!("green"), &json!("blue"))
+        );
+        assert_eq!(proxy.service("app").await["active"], "blue");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_window_passed_before_the_restart_is_not_taken_up() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let proxy = Proxy::start(&app(&blue, &green, "", &rollback_table("300ms"))).await;
+        switch_to_green(&proxy).await;
+        let dir = proxy.stop().await;
+        // The window passes while the proxy is down.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = std::fs::read_to_string(dir.path().join(CONFIG_FILE)).expect("config");
+        let proxy = Proxy::start_in(dir, &text).await;
+
+        let status = proxy.service("app").await;
+        assert_eq!(status["active"], "green");
+        assert_eq!(status["watch"], Value::Null, "{status:#}");
     })
     .await;
 }

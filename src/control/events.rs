@@ -129,6 +129,11 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// `t` as RFC 3339 with milliseconds.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 /// The bounded history, oldest first.
 ///
 /// Each event is kept with its JSON, made once when it is pushed: the audit

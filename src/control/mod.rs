@@ -178,17 +178,26 @@ pub struct SwitchRequest {
     pub force: bool,
 }
 
+/// What was under way at the last stop, to take up again.
+#[derive(Debug, Default)]
+struct Resume {
+    /// The canaries that were running: service, stage.
+    canaries: Vec<(String, usize)>,
+    /// The automated-rollback watches of active pools: service, until when.
+    watches: Vec<(String, SystemTime)>,
+}
+
 /// Each service's runtime values from the state file, the event log, and
-/// the canaries that were running (service, stage), to take up again.
+/// what was under way.
 fn runtime_from_state(
     config: &Config,
     state: Option<StateFile>,
-) -> (BTreeMap<String, Runtime>, EventLog, Vec<(String, usize)>) {
+) -> (BTreeMap<String, Runtime>, EventLog, Resume) {
     let (mut saved, events) = match state {
         Some(s) => (s.services, EventLog::from_events(s.events)),
         None => (BTreeMap::new(), EventLog::default()),
     };
-    let mut canaries = Vec::new();
+    let mut resume = Resume::default();
     let services = config
         .services
         .iter()
@@ -196,7 +205,18 @@ fn runtime_from_state(
             let rt = match saved.remove(&sc.name) {
                 Some(s) => {
                     if let Some(stage) = s.canary_stage {
-                        canaries.push((sc.name.clone(), stage));
+                        resume.canaries.push((sc.name.clone(), stage));
+                    }
+                    if let Some(until) = s.rollback_watch_until.as_deref() {
+                        match humantime::parse_rfc3339_weak(until) {
+                            Ok(until) => resume.watches.push((sc.name.clone(), until)),
+                            Err(e) => tracing::warn!(
+                                service = %sc.name,
+                                value = until,
+                                error = %e,
+                                "state file: rollback_watch_until is not an RFC 3339 time; the watch is not taken up"
+                            ),
+                        }
                     }
                     Runtime {
                         standby_weight: s.standby_weight.min(100),
@@ -210,7 +230,7 @@ fn runtime_from_state(
             (sc.name.clone(), rt)
         })
         .collect();
-    (services, events, canaries)
+    (services, events, resume)
 }
 
 /// Reads the state file; a bad one is reported, set aside, and ignored.
@@ -244,7 +264,7 @@ impl ControlPlane {
         metrics: Arc<Metrics>,
     ) -> Arc<ControlPlane> {
         let state = read_state(&config.state.path);
-        let (services, events, canaries) = runtime_from_state(&config, state);
+        let (services, events, resume) = runtime_from_state(&config, state);
         let events_json = events.json();
         let (objects, failures) = Objects::new(metrics.clone());
         let mut health = HashMap::new();
@@ -272,7 +292,8 @@ impl ControlPlane {
         let snapshot = build(&mut inner, 1);
         inner.generation = 1;
         export_gauges(&inner, &snapshot);
-        progressive::resume_canaries(&mut inner, &canaries);
+        progressive::resume_canaries(&mut inner, &resume.canaries);
+        progressive::resume_watches(&mut inner, &resume.watches);
         let (health_tx, health_rx) = mpsc::channel(1024);
         let control = Arc::new(ControlPlane {
             routing: Arc::new(Routing::new(snapshot)),
@@ -1010,6 +1031,7 @@ fn services_state(inner: &Inner) -> BTreeMap<String, ServiceState> {
                     previous: rt.previous,
                     last_switch: rt.last_switch.clone(),
                     canary_stage: rt.canary.as_ref().map(Canary::stage),
+                    rollback_watch_until: progressive::active_watch_until(rt),
                 },
             )
         })

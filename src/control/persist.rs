@@ -68,6 +68,11 @@ pub struct ServiceState {
     /// next start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_stage: Option<usize>,
+    /// Until when the active pool is watched for an automated rollback
+    /// (RFC 3339), after a switch or a promotion; the watch goes on for what
+    /// is left of it at the next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_watch_until: Option<String>,
 }
 
 /// The whole file.
@@ -244,6 +249,7 @@ mod tests {
                 previous: Some(PoolName::Blue),
                 last_switch: events.last().cloned(),
                 canary_stage: Some(1),
+                rollback_watch_until: Some("2026-11-30T04:20:00.250Z".into()),
             },
         );
         Saved {

@@ -117,6 +117,56 @@ pub(super) fn resume_canaries(inner: &mut Inner, canaries: &[(String, usize)]) {
     }
 }
 
+/// Until when the active pool of a service without a canary is watched,
+/// for the state file (a canary's watch starts again with the canary).
+pub(super) fn active_watch_until(rt: &super::Runtime) -> Option<String> {
+    if rt.canary.is_some() {
+        return None;
+    }
+    let (pool, watch) = rt.watch.as_ref()?;
+    let left = watch.until.saturating_duration_since(Instant::now());
+    (*pool == rt.active).then(|| super::events::rfc3339_millis(SystemTime::now() + left))
+}
+
+/// Takes up the automated-rollback watches that were running at the last
+/// stop, each on its service's active pool for what is left of its window.
+/// Its counts start again (they went with the old process); a watch whose
+/// time is up, or whose service has no `[rollback]` any more, is not taken
+/// up.
+pub(super) fn resume_watches(inner: &mut Inner, watches: &[(String, SystemTime)]) {
+    let now = SystemTime::now();
+    for (service, until) in watches {
+        let Ok(left) = until.duration_since(now) else {
+            continue;
+        };
+        let Some(rt) = inner.services.get(service) else {
+            continue;
+        };
+        if rt.canary.is_some() || left.is_zero() {
+            continue;
+        }
+        let pool = rt.active;
+        let has_rollback = inner
+            .config
+            .services
+            .iter()
+            .any(|s| s.name == *service && s.rollback.is_some());
+        if !has_rollback {
+            continue;
+        }
+        let watch = Watch::start(Instant::now(), left, pool_totals(inner, service, pool));
+        tracing::info!(
+            service = %service,
+            pool = %pool,
+            left = %humantime::format_duration(Duration::from_secs(left.as_secs())),
+            "automated-rollback watch resumed for the rest of its window"
+        );
+        if let Some(rt) = inner.services.get_mut(service) {
+            rt.watch = Some((pool, watch));
+        }
+    }
+}
+
 impl ControlPlane {
     /// Starts the staged rollout of `service`'s standby pool.
     ///
