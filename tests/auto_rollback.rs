@@ -2,7 +2,7 @@
 //! `rollback.window`; errors or ill health send traffic back to the previous
 //! pool, at most once per `cooldown` (a held-back rollback is a `blocked`
 //! event, and manual commands are never held back). A restart within the
-//! window keeps the watch.
+//! window keeps the watch, and a restart keeps the cooldown.
 
 mod progressive;
 mod support;
@@ -362,6 +362,34 @@ async fn a_watch_whose_window_passed_before_the_restart_is_not_taken_up() {
         let status = proxy.service("app").await;
         assert_eq!(status["active"], "green");
         assert_eq!(status["watch"], Value::Null, "{status:#}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_cooldown_of_the_last_automated_rollback() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Flaky::start("blue", "1").await;
+        let green = Flaky::start("green", "2").await;
+        let proxy = Proxy::start(&app(&blue, &green, "", &rollback_table("5s"))).await;
+        switch_to_green(&proxy).await;
+        green.set_failing(true);
+        let traffic = Traffic::start(proxy.addr, 4, "/");
+        until_event(&proxy, "auto_rollback").await;
+        drop(traffic);
+
+        let proxy = proxy.restart().await;
+
+        // The operator insists, green still fails: the cooldown (1 h) of
+        // the rollback before the restart holds the next one back.
+        let applied = switch_to_green(&proxy).await;
+        assert_eq!(applied["service"]["watch"]["pool"], "green");
+        let _traffic = Traffic::start(proxy.addr, 4, "/");
+        let blocked = until_event(&proxy, "blocked").await;
+        let why = blocked["detail"]["why"].as_str().unwrap_or_default();
+        assert!(why.contains("cooldown"), "{blocked:#}");
+        assert_eq!(proxy.service("app").await["active"], "green");
+        assert_eq!(events_with(&proxy, "auto_rollback").await.len(), 1);
     })
     .await;
 }

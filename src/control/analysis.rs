@@ -9,7 +9,7 @@
 //! the thresholds or it turns unhealthy.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
@@ -307,6 +307,31 @@ impl Budget {
             ));
         }
         Ok(())
+    }
+
+    /// The budget left by the automated rollbacks done at `times` (wall
+    /// clock, oldest first), as seen at `now` / `wall_now`: those of the
+    /// last hour count, so a restart neither resets the cooldown nor the
+    /// hourly cap.
+    pub fn from_history(
+        times: impl IntoIterator<Item = SystemTime>,
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Budget {
+        let hour = Duration::from_secs(3600);
+        let mut budget = Budget::default();
+        for t in times {
+            // A time ahead of the clock (set back since) counts as now.
+            let age = wall_now.duration_since(t).unwrap_or_default();
+            if age >= hour {
+                continue;
+            }
+            // Older than the monotonic clock (a reboot since): counted as
+            // now, which holds the next rollback back rather than let one
+            // through early.
+            budget.record(now.checked_sub(age).unwrap_or(now));
+        }
+        budget
     }
 
     /// Records an automated rollback at `now`.

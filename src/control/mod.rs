@@ -194,9 +194,11 @@ fn runtime_from_state(
     state: Option<StateFile>,
 ) -> (BTreeMap<String, Runtime>, EventLog, Resume) {
     let (mut saved, events) = match state {
-        Some(s) => (s.services, EventLog::from_events(s.events)),
-        None => (BTreeMap::new(), EventLog::default()),
+        Some(s) => (s.services, s.events),
+        None => (BTreeMap::new(), Vec::new()),
     };
+    let mut budgets = rollback_budgets(&events);
+    let events = EventLog::from_events(events);
     let mut resume = Resume::default();
     let services = config
         .services
@@ -222,6 +224,7 @@ fn runtime_from_state(
                         standby_weight: s.standby_weight.min(100),
                         previous: s.previous,
                         last_switch: s.last_switch,
+                        budget: budgets.remove(&sc.name).unwrap_or_default(),
                         ..Runtime::fresh(s.active, 1)
                     }
                 }
@@ -231,6 +234,23 @@ fn runtime_from_state(
         })
         .collect();
     (services, events, resume)
+}
+
+/// Each service's automated-rollback budget, from the rollbacks in the
+/// saved history: a restart keeps the cooldown and the hourly cap.
+fn rollback_budgets(events: &[Event]) -> HashMap<String, Budget> {
+    let mut times: HashMap<String, Vec<SystemTime>> = HashMap::new();
+    for e in events.iter().filter(|e| e.reason == Reason::AutoRollback) {
+        let (Some(service), Ok(at)) = (&e.service, humantime::parse_rfc3339_weak(&e.time)) else {
+            continue;
+        };
+        times.entry(service.clone()).or_default().push(at);
+    }
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    times
+        .into_iter()
+        .map(|(service, at)| (service, Budget::from_history(at, now, wall)))
+        .collect()
 }
 
 /// Reads the state file; a bad one is reported, set aside, and ignored.

@@ -236,3 +236,28 @@ fn budget_enforces_cooldown_and_hourly_cap() {
         .starts_with("max_per_hour"));
     assert!(b.check(t0 + Duration::from_secs(3601), &cfg).is_ok());
 }
+
+#[test]
+fn budget_from_history_counts_the_last_hour_of_rollbacks() {
+    let cfg = rollback_cfg();
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let ago = |s: u64| wall - Duration::from_secs(s);
+
+    // 30 s ago: still in the cooldown, which ends 30 s from now.
+    let b = Budget::from_history([ago(30)], now, wall);
+    assert!(b.check(now, &cfg).unwrap_err().starts_with("cooldown"));
+    assert!(b.check(now + Duration::from_secs(31), &cfg).is_ok());
+
+    // Two in the last hour, past the cooldown: the hourly cap (2) holds.
+    let b = Budget::from_history([ago(3000), ago(600)], now, wall);
+    assert!(b.check(now, &cfg).unwrap_err().starts_with("max_per_hour"));
+    assert!(b.check(now + Duration::from_secs(601), &cfg).is_ok());
+
+    // Older than an hour: nothing is held back.
+    let b = Budget::from_history([ago(7200), ago(3700)], now, wall);
+    assert!(b.check(now, &cfg).is_ok());
+
+    // Ahead of the clock: counted as now.
+    let b = Budget::from_history([wall + Duration::from_secs(5)], now, wall);
+    assert!(b.check(now, &cfg).unwrap_err().starts_with("cooldown"));
+}
