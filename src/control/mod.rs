@@ -542,7 +542,7 @@ impl ControlPlane {
         rt.watch = None;
         let epoch = rt.drain_epoch;
         if matches!(reason, Reason::Manual | Reason::Canary) {
-            progressive::start_watch(inner, service, to);
+            progressive::start_watch(inner, service, to, None);
         }
         publish(&self.routing, inner);
         inner

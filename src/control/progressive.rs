@@ -32,25 +32,33 @@ enum Action {
     Blocked { why: String, verdict: Verdict },
 }
 
-/// Starts watching `pool` of `service` if the service has a `[rollback]`
-/// section.
-pub(super) fn start_watch(inner: &mut Inner, service: &str, pool: PoolName) {
+/// Starts watching `pool` of `service` for `window` (`None`: the
+/// configured one) if the service has a `[rollback]` section; false when it
+/// has none.
+pub(super) fn start_watch(
+    inner: &mut Inner,
+    service: &str,
+    pool: PoolName,
+    window: Option<Duration>,
+) -> bool {
     let Some(cfg) = inner
         .config
         .services
         .iter()
         .find(|s| s.name == service)
-        .and_then(|s| s.rollback.clone())
+        .and_then(|s| s.rollback.as_ref())
     else {
-        return;
+        return false;
     };
+    let window = window.unwrap_or(cfg.window);
     let Some(state) = inner.objects.pool_state(service, pool) else {
-        return;
+        return false;
     };
-    let watch = Watch::start(Instant::now(), cfg.window, state.metrics.totals());
+    let watch = Watch::start(Instant::now(), window, state.metrics.totals());
     if let Some(rt) = inner.services.get_mut(service) {
         rt.watch = Some((pool, watch));
     }
+    true
 }
 
 /// The cumulative totals of `pool` of `service` (zero when there is no such
@@ -113,7 +121,7 @@ pub(super) fn resume_canaries(inner: &mut Inner, canaries: &[(String, usize)]) {
         if let Some(rt) = inner.services.get_mut(service) {
             rt.canary = Some(canary);
         }
-        start_watch(inner, service, standby);
+        start_watch(inner, service, standby, None);
     }
 }
 
@@ -146,23 +154,13 @@ pub(super) fn resume_watches(inner: &mut Inner, watches: &[(String, SystemTime)]
             continue;
         }
         let pool = rt.active;
-        let has_rollback = inner
-            .config
-            .services
-            .iter()
-            .any(|s| s.name == *service && s.rollback.is_some());
-        if !has_rollback {
-            continue;
-        }
-        let watch = Watch::start(Instant::now(), left, pool_totals(inner, service, pool));
-        tracing::info!(
-            service = %service,
-            pool = %pool,
-            left = %humantime::format_duration(Duration::from_secs(left.as_secs())),
-            "automated-rollback watch resumed for the rest of its window"
-        );
-        if let Some(rt) = inner.services.get_mut(service) {
-            rt.watch = Some((pool, watch));
+        if start_watch(inner, service, pool, Some(left)) {
+            tracing::info!(
+                service = %service,
+                pool = %pool,
+                left = %humantime::format_duration(Duration::from_secs(left.as_secs())),
+                "automated-rollback watch resumed for the rest of its window"
+            );
         }
     }
 }
@@ -200,7 +198,7 @@ impl ControlPlane {
         if let Some(rt) = inner.services.get_mut(service) {
             rt.canary = Some(canary);
         }
-        start_watch(&mut inner, service, standby);
+        start_watch(&mut inner, service, standby, None);
         let detail = json!({"canary": "start", "stage": 0, "stages": count, "standby": weight});
         Ok(self
             .apply_weight(&mut inner, service, weight, Reason::Weight, actor, detail)

@@ -376,7 +376,7 @@ fn rewrite(
     });
     // The `X-Forwarded-*` fields go into the map when the client sent its
     // own or the request goes on a hyper connection; otherwise they are
-    // written after its headers (see `headers::forwarded_lines`).
+    // written after its headers (see `headers::push_forwarded_lines`).
     let in_map = upgrade || seen.forwarded;
     if in_map {
         // Room for the three `X-Forwarded-*` at once rather than growing twice.

@@ -154,20 +154,11 @@ pub fn rewrite_request(
     }
 }
 
-/// The `X-Forwarded-*` fields [`rewrite_request`] sets, as header lines,
-/// for a request that carries none of its own: they are written after its
-/// headers as it goes out (see `upstream::direct::RequestHead`) instead of put
-/// into its map, where three entries cost more than the rest of the
-/// rewrite.
-pub fn forwarded_lines(client: IpAddr, proto: &str, host: Option<&HeaderValue>) -> Vec<u8> {
-    let host_len = host.map_or(0, HeaderValue::len);
-    // Room for all of it at once: the names, an IPv6 address, the proto.
-    let mut out = Vec::with_capacity(128 + host_len);
-    push_forwarded_lines(&mut out, client, proto, host);
-    out
-}
-
-/// [`forwarded_lines`], written at the end of `out`.
+/// Writes at the end of `out` the `X-Forwarded-*` fields
+/// [`rewrite_request`] sets, as header lines, for a request that carries
+/// none of its own: they go after its headers as it goes out (see
+/// `upstream::direct::RequestHead`) instead of into its map, where three
+/// entries cost more than the rest of the rewrite.
 pub fn push_forwarded_lines(
     out: &mut Vec<u8>,
     client: IpAddr,

@@ -484,22 +484,13 @@ const HEAD_CAPACITY: usize = 512;
 /// client side cannot read into that buffer again (it reads while a request
 /// is in flight, to see the client leave) and takes a fresh 8 KiB one for
 /// every request instead. A retry on another connection sends these bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct RequestHead {
     bytes: Vec<u8>,
     framing: Sending,
 }
 
 impl RequestHead {
-    /// The head of `req` with `lines` (whole header lines, each ending in
-    /// CRLF) after its own headers; see [`RequestHead::of`].
-    pub fn encode<B: Body>(req: &Request<B>, lines: &[u8]) -> RequestHead {
-        let ended = req.body().is_end_stream();
-        RequestHead::of(req.method(), req.uri(), req.headers(), ended, |out| {
-            out.extend_from_slice(lines);
-        })
-    }
-
     /// The head of a request given by its parts: `METHOD target HTTP/1.1`,
     /// the headers as they are, what `lines` writes (whole header lines,
     /// each ending in CRLF), `Transfer-Encoding: chunked` for a body of
@@ -545,11 +536,6 @@ impl RequestHead {
             bytes: out,
             framing,
         }
-    }
-
-    /// The encoded head.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
     }
 }
 
