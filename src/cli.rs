@@ -138,17 +138,69 @@ fn serve(path: &Path) -> ExitCode {
     })
 }
 
-/// The runtime for `workers` threads (default: [`default_workers`]). One
-/// worker gets the current-thread scheduler: the same single thread, without
-/// the work-stealing machinery it would never use (measured cheaper per
-/// request by `benches/e2e.py`).
-fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let workers = workers.unwrap_or_else(default_workers);
-    let mut builder = if workers == 1 {
+/// The environment variable read for the worker count when the config sets
+/// none (tokio's own name for it, which its builder reads only when nothing
+/// else sets the count).
+pub const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// How many workers to run, and what said so (for the start-up log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workers {
+    /// The number of worker threads.
+    pub count: usize,
+    /// `"config"`, [`WORKERS_ENV`] or `"cores"`.
+    pub from: &'static str,
+}
+
+/// The worker count: `server.workers` when the config sets it, else the
+/// value of [`WORKERS_ENV`] (`env`), else [`default_workers`]. A value in
+/// the environment that is not a whole number of at least 1 is an error
+/// naming the variable, the value and what was expected.
+pub fn worker_count(
+    configured: Option<usize>,
+    env: Option<std::ffi::OsString>,
+) -> Result<Workers, String> {
+    if let Some(count) = configured {
+        return Ok(Workers {
+            count,
+            from: "config",
+        });
+    }
+    let Some(value) = env else {
+        return Ok(Workers {
+            count: default_workers(),
+            from: "cores",
+        });
+    };
+    let count = value
+        .to_str()
+        .and_then(|v| v.trim().parse::<std::num::NonZeroUsize>().ok())
+        .ok_or_else(|| {
+            format!(
+                "{WORKERS_ENV}={value:?}: expected a whole number of worker threads, at least 1 \
+                 (or unset it: `server.workers` in the config, else one per core)"
+            )
+        })?;
+    Ok(Workers {
+        count: count.get(),
+        from: WORKERS_ENV,
+    })
+}
+
+/// The runtime for `configured` worker threads (else as [`worker_count`]
+/// says). One worker gets the current-thread scheduler: the same single
+/// thread, without the work-stealing machinery it would never use (measured
+/// cheaper per request by `benches/e2e.py`).
+fn runtime(configured: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let workers = worker_count(configured, std::env::var_os(WORKERS_ENV)).map_err(|e| {
+        eprintln!("cutover: not starting: {e}");
+        ExitCode::FAILURE
+    })?;
+    let mut builder = if workers.count == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
+        b.worker_threads(workers.count);
         b
     };
     builder.enable_all();
@@ -156,7 +208,11 @@ fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> 
         eprintln!("cutover: cannot start the runtime: {e}");
         ExitCode::FAILURE
     })?;
-    tracing::info!(workers, "runtime started");
+    tracing::info!(
+        workers = workers.count,
+        from = workers.from,
+        "runtime started"
+    );
     Ok(runtime)
 }
 
@@ -188,5 +244,56 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_sets_the_worker_count_before_the_environment() {
+        let w = worker_count(Some(3), Some("2".into())).unwrap();
+        assert_eq!(
+            w,
+            Workers {
+                count: 3,
+                from: "config"
+            }
+        );
+    }
+
+    #[test]
+    fn the_environment_sets_it_when_the_config_does_not() {
+        let w = worker_count(None, Some(" 2 ".into())).unwrap();
+        assert_eq!(
+            w,
+            Workers {
+                count: 2,
+                from: WORKERS_ENV
+            }
+        );
+    }
+
+    #[test]
+    fn with_neither_it_is_one_per_core() {
+        let w = worker_count(None, None).unwrap();
+        assert_eq!(
+            w,
+            Workers {
+                count: default_workers(),
+                from: "cores"
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_the_environment_names_the_variable_the_value_and_what_was_expected() {
+        for bad in ["0", "two", "-1", ""] {
+            let e = worker_count(None, Some(bad.into())).unwrap_err();
+            assert!(e.contains(WORKERS_ENV), "{e}");
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+            assert!(e.contains("at least 1"), "{e}");
+        }
     }
 }

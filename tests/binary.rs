@@ -42,7 +42,10 @@ async fn run_binary(body: &str) -> BinaryProxy {
 }
 
 /// [`run_binary`] with `server` lines, the child started by `start`.
-async fn run_binary_with(server: &str, body: &str, start: fn(&Path) -> ChildProxy) -> BinaryProxy {
+/// How a test starts the binary.
+type Start = fn(&Path) -> ChildProxy;
+
+async fn run_binary_with(server: &str, body: &str, start: Start) -> BinaryProxy {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join(CONFIG_FILE);
     let socket = dir.path().join(SOCKET_FILE);
@@ -120,13 +123,26 @@ async fn sigterm_lets_the_inflight_request_finish_then_exits_0_and_removes_the_s
 }
 
 #[tokio::test]
-async fn pinned_to_one_cpu_it_runs_one_worker_unless_the_config_says_otherwise() {
+async fn pinned_to_one_cpu_it_runs_one_worker_unless_the_config_or_the_environment_says_otherwise()
+{
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
         let green = Upstream::start("green").await;
         let body = route(None, "/", "app") + &service("app", &[blue.addr], &[green.addr]);
-        for (server, expected) in [("", "workers=1"), ("workers = 2\n", "workers=2")] {
-            let mut proxy = run_binary_with(server, &body, ChildProxy::run_on_one_cpu).await;
+        let two_from_env: Start =
+            |c| ChildProxy::run_on_one_cpu_with_env(c, &[("TOKIO_WORKER_THREADS", "2")]);
+        let cases: [(&str, Start, &str); 4] = [
+            ("", ChildProxy::run_on_one_cpu, "workers=1 from=\"cores\""),
+            (
+                "workers = 2\n",
+                ChildProxy::run_on_one_cpu,
+                "workers=2 from=\"config\"",
+            ),
+            ("", two_from_env, "workers=2 from=\"TOKIO_WORKER_THREADS\""),
+            ("workers = 1\n", two_from_env, "workers=1 from=\"config\""),
+        ];
+        for (server, start, expected) in cases {
+            let mut proxy = run_binary_with(server, &body, start).await;
             let reply = fetch(proxy.addr, "/").await;
             assert_eq!(reply.status, StatusCode::OK, "{server:?}");
             proxy.child.signal("TERM");
@@ -137,8 +153,40 @@ async fn pinned_to_one_cpu_it_runs_one_worker_unless_the_config_says_otherwise()
                 .lines()
                 .find(|l| l.contains("runtime started"))
                 .unwrap_or_else(|| panic!("no start-up line in {log:?}"));
-            assert!(started.contains(expected), "{server:?}: {started}");
+            assert!(
+                started.contains(expected),
+                "{server:?} {expected}: {started}"
+            );
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_worker_count_in_the_environment_stops_the_start_with_a_clear_error() {
+    within(BOUND, async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join(CONFIG_FILE);
+        let unused = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let body = route(None, "/", "app") + &service("app", &[unused], &[unused]);
+        std::fs::write(&config, binary_config(free_port(), "", &body)).expect("write config");
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(cutover_bin())
+                .arg("run")
+                .arg("-c")
+                .arg(&config)
+                .env("TOKIO_WORKER_THREADS", "lots")
+                .output()
+                .expect("run cutover")
+        })
+        .await
+        .expect("blocking task");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("TOKIO_WORKER_THREADS=\"lots\"") && stderr.contains("at least 1"),
+            "{stderr}"
+        );
     })
     .await;
 }

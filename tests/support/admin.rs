@@ -482,12 +482,20 @@ impl ChildProxy {
     /// Starts `cutover run -c config` allowed to run on CPU 0 only
     /// (`taskset`), logging its own start-up at info level.
     pub fn run_on_one_cpu(config: &Path) -> ChildProxy {
+        ChildProxy::run_on_one_cpu_with_env(config, &[])
+    }
+
+    /// As [`ChildProxy::run_on_one_cpu`], with `env` added to its
+    /// environment (and `TOKIO_WORKER_THREADS` removed unless `env` sets it).
+    pub fn run_on_one_cpu_with_env(config: &Path, env: &[(&str, &str)]) -> ChildProxy {
         let mut command = Command::new("taskset");
         command
             .arg("-c")
             .arg("0")
             .arg(cutover_bin())
-            .env("CUTOVER_LOG", "warn,cutover::cli=info");
+            .env("CUTOVER_LOG", "warn,cutover::cli=info")
+            .env_remove("TOKIO_WORKER_THREADS")
+            .envs(env.iter().copied());
         ChildProxy::spawn(command, config)
     }
 
