@@ -7,15 +7,17 @@
 //! Long-lived per-server health lives here, not in snapshots; a snapshot only
 //! carries which servers take traffic.
 
+mod actions;
 pub mod analysis;
+mod effect;
 pub mod events;
 pub mod persist;
 mod progressive;
+mod restore;
 pub mod status;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -27,11 +29,15 @@ use crate::config::{self, Config, ConfigError, PoolName, ServerAddr};
 use crate::health::state::HealthState;
 use crate::health::{self, HealthReport, Outcome};
 use crate::metrics::Metrics;
-use crate::snapshot::{Objects, Routing, ServerFailure, ServiceRuntime, Snapshot};
+use crate::snapshot::{Objects, Routing, ServerFailure};
+use actions::check_target;
 use analysis::{Budget, Canary, Watch};
+use effect::{build, commit, export_gauges, publish};
 use events::{Actor, Event, EventLog, Reason};
-use persist::{ServiceState, StateFile};
-use status::{Applied, Drained, PoolStatus, ServerStatus, ServiceStatus, Status};
+use restore::{read_state, runtime_from_state};
+use status::{service_status, Applied, Drained, ServiceStatus, Status};
+
+pub use effect::audit_path;
 
 /// Without active health checks, a server marked down by a failed connection
 /// takes traffic again after this long.
@@ -176,100 +182,6 @@ pub struct SwitchRequest {
     /// Skip the health and version gates.
     #[serde(default)]
     pub force: bool,
-}
-
-/// What was under way at the last stop, to take up again.
-#[derive(Debug, Default)]
-struct Resume {
-    /// The canaries that were running: service, stage.
-    canaries: Vec<(String, usize)>,
-    /// The automated-rollback watches of active pools: service, until when.
-    watches: Vec<(String, SystemTime)>,
-}
-
-/// Each service's runtime values from the state file, the event log, and
-/// what was under way.
-fn runtime_from_state(
-    config: &Config,
-    state: Option<StateFile>,
-) -> (BTreeMap<String, Runtime>, EventLog, Resume) {
-    let (mut saved, events) = match state {
-        Some(s) => (s.services, s.events),
-        None => (BTreeMap::new(), Vec::new()),
-    };
-    let mut budgets = rollback_budgets(&events);
-    let events = EventLog::from_events(events);
-    let mut resume = Resume::default();
-    let services = config
-        .services
-        .iter()
-        .map(|sc| {
-            let rt = match saved.remove(&sc.name) {
-                Some(s) => {
-                    if let Some(stage) = s.canary_stage {
-                        resume.canaries.push((sc.name.clone(), stage));
-                    }
-                    if let Some(until) = s.rollback_watch_until.as_deref() {
-                        match humantime::parse_rfc3339_weak(until) {
-                            Ok(until) => resume.watches.push((sc.name.clone(), until)),
-                            Err(e) => tracing::warn!(
-                                service = %sc.name,
-                                value = until,
-                                error = %e,
-                                "state file: rollback_watch_until is not an RFC 3339 time; the watch is not taken up"
-                            ),
-                        }
-                    }
-                    Runtime {
-                        standby_weight: s.standby_weight.min(100),
-                        previous: s.previous,
-                        last_switch: s.last_switch,
-                        budget: budgets.remove(&sc.name).unwrap_or_default(),
-                        ..Runtime::fresh(s.active, 1)
-                    }
-                }
-                None => Runtime::fresh(sc.active, 1),
-            };
-            (sc.name.clone(), rt)
-        })
-        .collect();
-    (services, events, resume)
-}
-
-/// Each service's automated-rollback budget, from the rollbacks in the
-/// saved history: a restart keeps the cooldown and the hourly cap.
-fn rollback_budgets(events: &[Event]) -> HashMap<String, Budget> {
-    let mut times: HashMap<String, Vec<SystemTime>> = HashMap::new();
-    for e in events.iter().filter(|e| e.reason == Reason::AutoRollback) {
-        let (Some(service), Ok(at)) = (&e.service, humantime::parse_rfc3339_weak(&e.time)) else {
-            continue;
-        };
-        times.entry(service.clone()).or_default().push(at);
-    }
-    let (now, wall) = (Instant::now(), SystemTime::now());
-    times
-        .into_iter()
-        .map(|(service, at)| (service, Budget::from_history(at, now, wall)))
-        .collect()
-}
-
-/// Reads the state file; a bad one is reported, set aside, and ignored.
-fn read_state(path: &std::path::Path) -> Option<StateFile> {
-    match persist::load(path) {
-        Ok(state) => state,
-        Err(e) => {
-            tracing::error!(error = %e, "state file unusable: starting from the config's active pools");
-            match persist::set_aside(path) {
-                Ok(aside) => {
-                    tracing::warn!(path = %aside.display(), "kept the unusable state file aside")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not move the unusable state file aside")
-                }
-            }
-            None
-        }
-    }
 }
 
 impl ControlPlane {
@@ -451,220 +363,6 @@ impl ControlPlane {
                     })
                     .await;
             });
-        }
-    }
-
-    /// Switches `service` to `req.to` (default: the standby pool), gated on
-    /// the target's health and version unless `force`.
-    ///
-    /// # Errors
-    ///
-    /// Unknown service, unhealthy target, version mismatch.
-    pub async fn switch(
-        self: &Arc<Self>,
-        service: &str,
-        req: SwitchRequest,
-        actor: Actor,
-    ) -> Result<Applied, ControlError> {
-        let mut inner = self.inner.lock().await;
-        let rt = runtime(&inner, service)?;
-        let to = req.to.unwrap_or(rt.active.other());
-        if to == rt.active {
-            return Ok(unchanged(&self.routing, &inner, service));
-        }
-        if !req.force {
-            check_target(&inner, service, to, req.expect_version.as_deref())?;
-        }
-        let detail = serde_json::json!({"force": req.force, "expect_version": req.expect_version});
-        Ok(self
-            .apply_switch(&mut inner, service, to, Reason::Manual, actor, detail)
-            .await)
-    }
-
-    /// Switches `service` back to the pool active before its last switch.
-    ///
-    /// # Errors
-    ///
-    /// Unknown service, or no switch to undo.
-    pub async fn rollback(
-        self: &Arc<Self>,
-        service: &str,
-        actor: Actor,
-    ) -> Result<Applied, ControlError> {
-        let mut inner = self.inner.lock().await;
-        let rt = runtime(&inner, service)?;
-        let to = rt
-            .previous
-            .filter(|p| *p != rt.active)
-            .ok_or_else(|| ControlError::NothingToRollBack(service.to_string()))?;
-        Ok(self
-            .apply_switch(
-                &mut inner,
-                service,
-                to,
-                Reason::Rollback,
-                actor,
-                serde_json::json!({}),
-            )
-            .await)
-    }
-
-    async fn apply_switch(
-        self: &Arc<Self>,
-        inner: &mut Inner,
-        service: &str,
-        to: PoolName,
-        reason: Reason,
-        actor: Actor,
-        detail: serde_json::Value,
-    ) -> Applied {
-        let generation = inner.generation + 1;
-        let drain = inner
-            .config
-            .services
-            .iter()
-            .find(|s| s.name == service)
-            .map_or(config::DEFAULT_DRAIN_TIMEOUT, |s| s.drain_timeout);
-        let rt = inner
-            .services
-            .get_mut(service)
-            .expect("caller checked the service exists");
-        let from = rt.active;
-        let mut event = Event::now(Some(service), Some(from), Some(to), reason, actor, detail);
-        event.generation = generation;
-        rt.previous = Some(from);
-        rt.active = to;
-        rt.standby_weight = 0;
-        rt.generation = generation;
-        rt.last_switch = Some(event.clone());
-        rt.drain_epoch += 1;
-        rt.canary = None;
-        rt.watch = None;
-        let epoch = rt.drain_epoch;
-        if matches!(reason, Reason::Manual | Reason::Canary) {
-            progressive::start_watch(inner, service, to, None);
-        }
-        publish(&self.routing, inner);
-        inner
-            .objects
-            .metrics()
-            .switches
-            .with_label_values(&[service, reason.as_str()])
-            .inc();
-        tracing::info!(service, from = %from, to = %to, reason = reason.as_str(), actor = actor.as_str(), generation, "switched");
-        let persisted = commit(inner, event).await;
-        let control = self.clone();
-        let service_name = service.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(drain).await;
-            control.end_drain(&service_name, from, epoch).await;
-        });
-        Applied {
-            generation,
-            changed: true,
-            service: service_status(&self.routing.load(), inner, service),
-            persisted,
-        }
-    }
-
-    /// At the drain deadline, cuts what is still open on the pool that lost
-    /// the traffic, unless a later switch or a weight made it live again.
-    async fn end_drain(&self, service: &str, pool: PoolName, epoch: u64) {
-        let inner = self.inner.lock().await;
-        let Some(rt) = inner.services.get(service) else {
-            return;
-        };
-        if rt.drain_epoch != epoch || rt.active == pool || rt.standby_weight > 0 {
-            return;
-        }
-        if let Some(state) = inner.objects.pool_state(service, pool) {
-            let cut = state.cut();
-            inner
-                .objects
-                .metrics()
-                .drain_cut
-                .with_label_values(&[service, pool.as_str()])
-                .inc_by(cut);
-            if cut > 0 {
-                tracing::warn!(service, pool = %pool, cut, "drain timeout: cut requests still in flight on the old pool");
-            }
-        }
-    }
-
-    /// Sends `percent` of new requests of `service` to its standby pool.
-    ///
-    /// # Errors
-    ///
-    /// Unknown service, or a weight outside 0..=100.
-    pub async fn set_weight(
-        &self,
-        service: &str,
-        percent: i64,
-        actor: Actor,
-    ) -> Result<Applied, ControlError> {
-        let weight = u8::try_from(percent)
-            .ok()
-            .filter(|w| *w <= 100)
-            .ok_or(ControlError::InvalidWeight(percent))?;
-        let mut inner = self.inner.lock().await;
-        let rt = runtime(&inner, service)?;
-        if rt.standby_weight == weight {
-            return Ok(unchanged(&self.routing, &inner, service));
-        }
-        // An operator's weight ends a staged rollout: the operator takes over.
-        let ended_canary = inner
-            .services
-            .get_mut(service)
-            .and_then(|rt| rt.canary.take())
-            .is_some();
-        let detail = serde_json::json!({"standby": weight, "was": rt.standby_weight, "ended_canary": ended_canary});
-        Ok(self
-            .apply_weight(&mut inner, service, weight, Reason::Weight, actor, detail)
-            .await)
-    }
-
-    /// Sets the standby weight of an existing service, records the event and
-    /// persists.
-    async fn apply_weight(
-        &self,
-        inner: &mut Inner,
-        service: &str,
-        weight: u8,
-        reason: Reason,
-        actor: Actor,
-        detail: serde_json::Value,
-    ) -> Applied {
-        let generation = inner.generation + 1;
-        let rt = inner
-            .services
-            .get_mut(service)
-            .expect("caller checked the service exists");
-        let mut event = Event::now(
-            Some(service),
-            Some(rt.active),
-            Some(rt.active.other()),
-            reason,
-            actor,
-            detail,
-        );
-        event.generation = generation;
-        rt.standby_weight = weight;
-        rt.generation = generation;
-        publish(&self.routing, inner);
-        tracing::info!(
-            service,
-            standby = weight,
-            reason = reason.as_str(),
-            actor = actor.as_str(),
-            generation,
-            "weight changed"
-        );
-        let persisted = commit(inner, event).await;
-        Applied {
-            generation,
-            changed: true,
-            service: service_status(&self.routing.load(), inner, service),
-            persisted,
         }
     }
 
@@ -850,55 +548,6 @@ fn unchanged(routing: &Routing, inner: &Inner, service: &str) -> Applied {
     }
 }
 
-/// The health and version gates of a switch to `to`.
-fn check_target(
-    inner: &Inner,
-    service: &str,
-    to: PoolName,
-    expect_version: Option<&str>,
-) -> Result<(), ControlError> {
-    let servers = inner
-        .config
-        .services
-        .iter()
-        .find(|s| s.name == service)
-        .map(|s| s.pool(to).servers.clone())
-        .unwrap_or_default();
-    let healthy: Vec<(&ServerAddr, &ServerHealth)> = servers
-        .iter()
-        .filter_map(|addr| {
-            inner
-                .health
-                .get(&(service.to_string(), to, addr.clone()))
-                .map(|h| (addr, h))
-        })
-        .filter(|(_, h)| h.state.is_healthy())
-        .collect();
-    if healthy.is_empty() {
-        return Err(ControlError::TargetUnhealthy {
-            service: service.to_string(),
-            pool: to,
-        });
-    }
-    if let Some(expected) = expect_version {
-        for (addr, h) in healthy {
-            if h.version.as_deref() != Some(expected) {
-                let found = match &h.version {
-                    Some(v) => format!("{addr} reports {v:?}"),
-                    None => format!("{addr} reports no version"),
-                };
-                return Err(ControlError::VersionMismatch {
-                    service: service.to_string(),
-                    pool: to,
-                    expected: expected.to_string(),
-                    found,
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Applies one health report; true when the server's health flipped.
 fn record(inner: &mut Inner, report: &HealthReport) -> bool {
     let thresholds = inner
@@ -941,123 +590,6 @@ fn record(inner: &mut Inner, report: &HealthReport) -> bool {
     flipped
 }
 
-/// Builds a snapshot of `inner` at `generation`.
-fn build(inner: &mut Inner, generation: u64) -> Snapshot {
-    let Inner {
-        config,
-        objects,
-        services,
-        health,
-        tls,
-        ..
-    } = inner;
-    objects.build(
-        config.clone(),
-        generation,
-        tls.clone(),
-        &|sc| {
-            let rt = services.get(&sc.name);
-            ServiceRuntime {
-                active: rt.map_or(sc.active, |r| r.active),
-                standby_weight: rt.map_or(0, |r| r.standby_weight),
-                generation: rt.map_or(generation, |r| r.generation),
-            }
-        },
-        &|svc, pool, server| {
-            health
-                .get(&(svc.to_string(), pool, server.upstream.addr().clone()))
-                .is_none_or(|h| h.state.is_healthy())
-        },
-    )
-}
-
-/// Builds and stores the next snapshot; returns its generation.
-fn publish(routing: &Routing, inner: &mut Inner) -> u64 {
-    let generation = inner.generation + 1;
-    let snapshot = build(inner, generation);
-    export_gauges(inner, &snapshot);
-    routing.store(snapshot);
-    inner.generation = generation;
-    generation
-}
-
-/// Mirrors active pools, weights and server health into their gauges.
-fn export_gauges(inner: &Inner, snapshot: &Snapshot) {
-    let metrics = inner.objects.metrics();
-    for svc in &snapshot.services {
-        for pool in PoolName::ALL {
-            let labels = [&*svc.name, pool.as_str()];
-            let active = pool == svc.active;
-            metrics
-                .active_pool
-                .with_label_values(&labels)
-                .set(i64::from(active));
-            let weight = if active {
-                100 - svc.standby_weight
-            } else {
-                svc.standby_weight
-            };
-            metrics
-                .weight
-                .with_label_values(&labels)
-                .set(i64::from(weight));
-            let view = svc.pool(pool);
-            for server in &view.servers {
-                let up = view.healthy.iter().any(|h| Arc::ptr_eq(h, server));
-                metrics
-                    .upstream_up
-                    .with_label_values(&[&*svc.name, pool.as_str(), server.upstream.label()])
-                    .set(i64::from(up));
-            }
-        }
-    }
-}
-
-/// Appends an event to the history and writes it, with the state it leaves,
-/// to the audit log beside the state file (JSON lines, so what happened can
-/// be read after the fact) and to the state file, on the writer thread.
-/// False (and an error log) when the state file could not be written.
-async fn commit(inner: &mut Inner, event: Event) -> bool {
-    let line = inner.events.push(event);
-    let state = inner.config.state.path.clone();
-    let result = inner.writer.write(line, state, services_state(inner)).await;
-    if let Err(e) = &result {
-        tracing::error!(error = %e, "state not persisted");
-    }
-    result.is_ok()
-}
-
-/// `cutover-state.json` → `cutover-audit.jsonl` in the same directory.
-pub fn audit_path(state: &std::path::Path) -> PathBuf {
-    let stem = state
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("cutover-state");
-    let stem = stem.strip_suffix("-state").unwrap_or(stem);
-    state.with_file_name(format!("{stem}-audit.jsonl"))
-}
-
-/// What the state file keeps of each service (the writer keeps the history).
-fn services_state(inner: &Inner) -> BTreeMap<String, ServiceState> {
-    inner
-        .services
-        .iter()
-        .map(|(name, rt)| {
-            (
-                name.clone(),
-                ServiceState {
-                    active: rt.active,
-                    standby_weight: rt.standby_weight,
-                    previous: rt.previous,
-                    last_switch: rt.last_switch.clone(),
-                    canary_stage: rt.canary.as_ref().map(Canary::stage),
-                    rollback_watch_until: progressive::active_watch_until(rt),
-                },
-            )
-        })
-        .collect()
-}
-
 fn warn_on_restart_keys(old: &Config, new: &Config) {
     if old.server.listen != new.server.listen
         || old.server.tls.as_ref().map(|t| t.listen) != new.server.tls.as_ref().map(|t| t.listen)
@@ -1070,64 +602,4 @@ fn warn_on_restart_keys(old: &Config, new: &Config) {
     if old.server.workers != new.server.workers || old.server.limits != new.server.limits {
         tracing::warn!("reload: [server] workers and limits take effect at the next restart (upstream timeouts apply now)");
     }
-}
-
-/// One service's status from the snapshot and health records.
-fn service_status(snapshot: &Snapshot, inner: &Inner, name: &str) -> Option<ServiceStatus> {
-    let rt = inner.services.get(name)?;
-    let svc = snapshot.service(name)?;
-    let standby = rt.active.other();
-    let (canary, watch) = progressive::describe(inner, name);
-    let mut weights = BTreeMap::new();
-    weights.insert(rt.active, 100 - rt.standby_weight);
-    weights.insert(standby, rt.standby_weight);
-    let pools = PoolName::ALL
-        .into_iter()
-        .map(|pool| {
-            let view = svc.pool(pool);
-            let inflight = view.state.inflight();
-            let draining = if pool != rt.active && rt.standby_weight == 0 {
-                inflight
-            } else {
-                0
-            };
-            let servers = view
-                .servers
-                .iter()
-                .map(|server| {
-                    let addr = server.upstream.addr();
-                    let h = inner.health.get(&(name.to_string(), pool, addr.clone()));
-                    ServerStatus {
-                        address: addr.to_string(),
-                        healthy: h.is_none_or(|h| h.state.is_healthy()),
-                        version: h.and_then(|h| h.version.clone()),
-                        inflight: server.inflight(),
-                        last_check: h.and_then(|h| h.last_check).map(events::rfc3339),
-                        last_error: h.and_then(|h| h.last_error.clone()),
-                    }
-                })
-                .collect();
-            (
-                pool,
-                PoolStatus {
-                    inflight,
-                    draining,
-                    healthy: !view.healthy.is_empty(),
-                    servers,
-                },
-            )
-        })
-        .collect();
-    Some(ServiceStatus {
-        name: name.to_string(),
-        active: rt.active,
-        standby,
-        generation: rt.generation,
-        weights,
-        previous: rt.previous,
-        last_switch: rt.last_switch.clone(),
-        pools,
-        canary,
-        watch,
-    })
 }
