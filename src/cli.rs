@@ -153,9 +153,9 @@ pub struct Workers {
 }
 
 /// The worker count: `server.workers` when the config sets it, else the
-/// value of [`WORKERS_ENV`] (`env`), else [`default_workers`]. A value in
-/// the environment that is not a whole number of at least 1 is an error
-/// naming the variable, the value and what was expected.
+/// value of [`WORKERS_ENV`] (`env`) unless empty, else [`default_workers`].
+/// A value in the environment that is not a whole number of at least 1 is
+/// an error naming the variable, the value and what was expected.
 pub fn worker_count(
     configured: Option<usize>,
     env: Option<std::ffi::OsString>,
@@ -166,7 +166,8 @@ pub fn worker_count(
             from: "config",
         });
     }
-    let Some(value) = env else {
+    // Set but empty (as compose leaves `VAR: ${UNSET}`) counts as unset.
+    let Some(value) = env.filter(|v| !v.to_string_lossy().trim().is_empty()) else {
         return Ok(Workers {
             count: default_workers(),
             from: "cores",
@@ -277,19 +278,19 @@ mod tests {
 
     #[test]
     fn with_neither_it_is_one_per_core() {
-        let w = worker_count(None, None).unwrap();
-        assert_eq!(
-            w,
-            Workers {
-                count: default_workers(),
-                from: "cores"
-            }
-        );
+        let cores = Workers {
+            count: default_workers(),
+            from: "cores",
+        };
+        assert_eq!(worker_count(None, None).unwrap(), cores);
+        // Set but empty, as compose leaves a variable whose source is unset.
+        assert_eq!(worker_count(None, Some("".into())).unwrap(), cores);
+        assert_eq!(worker_count(None, Some(" ".into())).unwrap(), cores);
     }
 
     #[test]
     fn a_bad_value_in_the_environment_names_the_variable_the_value_and_what_was_expected() {
-        for bad in ["0", "two", "-1", ""] {
+        for bad in ["0", "two", "-1", "2.5"] {
             let e = worker_count(None, Some(bad.into())).unwrap_err();
             assert!(e.contains(WORKERS_ENV), "{e}");
             assert!(e.contains(&format!("{bad:?}")), "{e}");
