@@ -179,7 +179,7 @@ pub fn worker_count(
         .ok_or_else(|| {
             format!(
                 "{WORKERS_ENV}={value:?}: expected a whole number of worker threads, at least 1 \
-                 (or unset it: `server.workers` in the config, else one per core)"
+                 (or set `server.workers` in the config, or leave it unset for one per core)"
             )
         })?;
     Ok(Workers {

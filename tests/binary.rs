@@ -41,10 +41,10 @@ async fn run_binary(body: &str) -> BinaryProxy {
     run_binary_with("", body, ChildProxy::run).await
 }
 
-/// [`run_binary`] with `server` lines, the child started by `start`.
 /// How a test starts the binary.
 type Start = fn(&Path) -> ChildProxy;
 
+/// [`run_binary`] with `server` lines, the child started by `start`.
 async fn run_binary_with(server: &str, body: &str, start: Start) -> BinaryProxy {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join(CONFIG_FILE);
