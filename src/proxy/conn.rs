@@ -31,9 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut as _, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -415,24 +415,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
     pub async fn sniff(&mut self) -> io::Result<Option<bool>> {
         // Everything that has arrived is taken: the next reader gets it
         // whole (a malformed head is then refused with nothing left unread).
-        let mut seen = vec![0u8; SNIFF_BUF];
-        let mut filled = 0;
+        // Read into uninitialized capacity and handed on as it is: nothing
+        // zeroed or copied for each new connection.
+        let mut seen = BytesMut::with_capacity(SNIFF_BUF);
         while let Proto::Sniffing(_) = self.proto {
-            if filled == seen.len() {
-                seen.resize(filled + SNIFF_BUF, 0);
+            if seen.len() == seen.capacity() {
+                seen.reserve(SNIFF_BUF);
             }
-            let n = std::future::poll_fn(|cx| {
-                let mut buf = ReadBuf::new(&mut seen[filled..]);
-                ready!(Pin::new(&mut *self).poll_read(cx, &mut buf))?;
-                Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
-            })
-            .await?;
-            if n == 0 {
+            if self.read_buf(&mut seen).await? == 0 {
                 return Ok(None);
             }
-            filled += n;
         }
-        self.replay = Bytes::copy_from_slice(&seen[..filled]);
+        self.replay = seen.freeze();
         Ok(Some(self.proto == Proto::Http2))
     }
 }
@@ -471,18 +465,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientIo<I> {
     /// else has already arrived, for the next reader: hyper then gets the
     /// client's first segment whole, as on a new connection.
     pub async fn replay_with_available(&mut self, first: u8) {
-        let mut more = vec![0u8; SNIFF_BUF];
-        more[0] = first;
-        let filled = std::future::poll_fn(|cx| {
-            let mut buf = ReadBuf::new(&mut more[1..]);
-            Poll::Ready(match self.read_inner(cx, &mut buf) {
-                Poll::Ready(Ok(())) => buf.filled().len(),
-                // Nothing more yet, or an error the next read will see.
-                Poll::Ready(Err(_)) | Poll::Pending => 0,
-            })
+        debug_assert!(self.replay.is_empty() && !self.ended);
+        let mut more = BytesMut::with_capacity(SNIFF_BUF);
+        more.put_u8(first);
+        std::future::poll_fn(|cx| {
+            // One read, not waiting: nothing more yet, or an error the next
+            // read will see, and the replay is `first` alone.
+            let _ = pin!(self.read_buf(&mut more)).poll(cx);
+            Poll::Ready(())
         })
         .await;
-        self.replay = Bytes::copy_from_slice(&more[..1 + filled]);
+        self.replay = more.freeze();
     }
 }
 
