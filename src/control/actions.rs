@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use super::effect::{commit, publish};
 use super::events::{Actor, Event, Reason};
 use super::status::{service_status, Applied};
 use super::{
-    commit, progressive, publish, runtime, unchanged, ControlError, ControlPlane, Inner,
-    ServerHealth, SwitchRequest,
+    progressive, runtime, unchanged, ControlError, ControlPlane, Inner, ServerHealth, SwitchRequest,
 };
 use crate::config::{self, PoolName, ServerAddr};
 

@@ -110,7 +110,7 @@ pub fn audit_path(state: &std::path::Path) -> PathBuf {
 }
 
 /// What the state file keeps of each service (the writer keeps the history).
-pub(super) fn services_state(inner: &Inner) -> BTreeMap<String, ServiceState> {
+fn services_state(inner: &Inner) -> BTreeMap<String, ServiceState> {
     inner
         .services
         .iter()

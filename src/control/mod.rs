@@ -30,7 +30,6 @@ use crate::health::state::HealthState;
 use crate::health::{self, HealthReport, Outcome};
 use crate::metrics::Metrics;
 use crate::snapshot::{Objects, Routing, ServerFailure};
-use actions::check_target;
 use analysis::{Budget, Canary, Watch};
 use effect::{build, commit, export_gauges, publish};
 use events::{Actor, Event, EventLog, Reason};

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
+use super::actions::check_target;
 use super::analysis::{Canary, Step, Verdict, Watch};
+use super::effect::commit;
 use super::events::{Actor, Event, Reason};
 use super::status::Applied;
-use super::{check_target, commit, runtime, ControlError, ControlPlane, Inner};
+use super::{runtime, ControlError, ControlPlane, Inner};
 use crate::config::{CanaryStage, PoolName};
 use crate::metrics::PoolTotals;
 

@@ -42,16 +42,12 @@ pub(super) fn runtime_from_state(
                     if let Some(stage) = s.canary_stage {
                         resume.canaries.push((sc.name.clone(), stage));
                     }
-                    if let Some(until) = s.rollback_watch_until.as_deref() {
-                        match humantime::parse_rfc3339_weak(until) {
-                            Ok(until) => resume.watches.push((sc.name.clone(), until)),
-                            Err(e) => tracing::warn!(
-                                service = %sc.name,
-                                value = until,
-                                error = %e,
-                                "state file: rollback_watch_until is not an RFC 3339 time; the watch is not taken up"
-                            ),
-                        }
+                    if let Some(until) = s
+                        .rollback_watch_until
+                        .as_deref()
+                        .and_then(|v| watch_until(&sc.name, v))
+                    {
+                        resume.watches.push((sc.name.clone(), until));
                     }
                     Runtime {
                         standby_weight: s.standby_weight.min(100),
@@ -69,9 +65,24 @@ pub(super) fn runtime_from_state(
     (services, events, resume)
 }
 
+/// The end of a saved rollback watch of `service`; a bad value is logged
+/// and the watch not taken up.
+fn watch_until(service: &str, value: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(value)
+        .inspect_err(|e| {
+            tracing::warn!(
+                service = %service,
+                value,
+                error = %e,
+                "state file: rollback_watch_until is not an RFC 3339 time; the watch is not taken up"
+            );
+        })
+        .ok()
+}
+
 /// Each service's automated-rollback budget, from the rollbacks in the
 /// saved history: a restart keeps the cooldown and the hourly cap.
-pub(super) fn rollback_budgets(events: &[Event]) -> HashMap<String, Budget> {
+fn rollback_budgets(events: &[Event]) -> HashMap<String, Budget> {
     let mut times: HashMap<String, Vec<SystemTime>> = HashMap::new();
     for e in events.iter().filter(|e| e.reason == Reason::AutoRollback) {
         let (Some(service), Ok(at)) = (&e.service, humantime::parse_rfc3339_weak(&e.time)) else {
