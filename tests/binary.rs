@@ -329,3 +329,52 @@ async fn check_reads_the_certificates_and_names_a_missing_file() {
     })
     .await;
 }
+
+/// Whether the kernel may give process `pid` transparent huge pages: the
+/// `THP_enabled` line of its `/proc` status (0 after `PR_SET_THP_DISABLE`).
+fn huge_pages_allowed(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled line in /proc/{pid}/status"));
+    line.trim() == "1"
+}
+
+#[tokio::test]
+async fn the_proxy_keeps_transparent_huge_pages_and_ctl_turns_them_off() {
+    within(BOUND, async {
+        // The setting is inherited: a test run that already has huge pages
+        // off cannot tell the two apart.
+        if !huge_pages_allowed(std::process::id()) {
+            eprintln!("skipped: transparent huge pages are off for the test process");
+            return;
+        }
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let mut proxy = run_binary(&blue_green(&blue, &green)).await;
+        assert!(huge_pages_allowed(proxy.child.pid()), "cutover run");
+
+        // `ctl` against an admin API that accepts and never answers: it
+        // waits, so its status can be read.
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", admin.local_addr().expect("addr"));
+        let mut ctl = std::process::Command::new(cutover_bin())
+            .args(["ctl", "--admin", &url, "status"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start cutover ctl");
+        let _waiting = admin.accept().await.expect("ctl connects");
+        let ctl_allowed = huge_pages_allowed(ctl.id());
+        ctl.kill().expect("kill ctl");
+        ctl.wait().expect("reap ctl");
+        assert!(!ctl_allowed, "cutover ctl");
+
+        proxy.child.signal("TERM");
+        proxy.child.wait_exit(Duration::from_secs(8)).await;
+    })
+    .await;
+}
