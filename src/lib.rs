@@ -32,6 +32,7 @@
 //! - [`server`]: bind, run, drain.
 //! - [`demo`]: `cutover demo`'s built-in upstreams.
 //! - [`metrics`]: Prometheus families and per-pool window statistics.
+//! - [`priority`]: the lower priority of the threads beside the workers.
 //! - [`cli`]: the command line.
 //! - [`ctl`]: `cutover ctl`, the admin client (HTTP over the Unix socket or TCP).
 
@@ -51,6 +52,7 @@ pub mod demo;
 pub mod flag;
 pub mod health;
 pub mod metrics;
+pub mod priority;
 pub mod proxy;
 pub mod route;
 pub mod server;

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -57,10 +56,11 @@ pub struct Listeners {
     pub http: ProxyListener,
     /// `server.tls.listen` and the TLS config of `server.tls`.
     pub https: Option<(ProxyListener, Arc<rustls::ServerConfig>)>,
-    /// `admin.listen`.
-    pub admin: Option<TcpListener>,
-    /// `admin.socket` and its path.
-    pub socket: Option<(UnixListener, PathBuf)>,
+    /// `admin.listen` (non-blocking; served on the admin thread).
+    pub admin: Option<std::net::TcpListener>,
+    /// `admin.socket` and its path (non-blocking; served on the admin
+    /// thread).
+    pub socket: Option<(std::os::unix::net::UnixListener, PathBuf)>,
     /// The bearer token the admin TCP listener requires.
     pub token: Option<Arc<str>>,
 }
@@ -99,8 +99,8 @@ impl Listeners {
         };
         let admin = match config.admin.listen {
             Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
+                std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
                     .map_err(bind_error(addr, "admin.listen"))?,
             ),
             None => None,
@@ -190,25 +190,20 @@ async fn serve(
     // The admin API outlives the drain: `/readyz` answers 503 and
     // `wait-drained` keeps working while in-flight requests finish.
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-    let mut admin_tasks: Vec<JoinHandle<()>> = Vec::new();
-    if let Some(l) = listeners.admin {
+    if let Some(l) = &listeners.admin {
         tracing::info!(listen = ?l.local_addr().ok(), "admin API listening");
-        admin_tasks.push(tokio::spawn(admin::serve_tcp(
-            l,
-            control.clone(),
-            listeners.token.clone(),
-            admin_stop_rx.clone(),
-        )));
     }
-    if let Some((l, path)) = listeners.socket {
+    if let Some((_, path)) = &listeners.socket {
         tracing::info!(socket = %path.display(), "admin socket listening");
-        admin_tasks.push(tokio::spawn(admin::serve_unix(
-            l,
-            path,
-            control.clone(),
-            admin_stop_rx,
-        )));
     }
+    let admin_stopped = admin::spawn(
+        admin::Listeners {
+            tcp: listeners.admin.map(|l| (l, listeners.token.clone())),
+            unix: listeners.socket,
+        },
+        control.clone(),
+        admin_stop_rx,
+    );
     tokio::spawn({
         let control = control.clone();
         async move { control.start_health().await }
@@ -252,9 +247,7 @@ async fn serve(
     }
     cut_inflight(&control);
     let _ = admin_stop_tx.send(true);
-    for task in admin_tasks {
-        let _ = task.await;
-    }
+    let _ = admin_stopped.await;
     tracing::info!("stopped");
 }
 

@@ -378,3 +378,79 @@ async fn the_proxy_keeps_transparent_huge_pages_and_ctl_turns_them_off() {
     })
     .await;
 }
+
+/// A thread of process `pid`: its name, CPU ticks (user + system) and nice
+/// value, from `/proc/<pid>/task/<tid>/`.
+#[derive(Debug)]
+struct ThreadStat {
+    tid: u32,
+    name: String,
+    ticks: u64,
+    nice: i64,
+}
+
+fn threads(pid: u32) -> Vec<ThreadStat> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list threads");
+    dir.filter_map(|entry| {
+        let tid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_string();
+        // After the name: field 3 (state) is rest[0], so field n is rest[n - 3].
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields[14 - 3].parse().ok()?;
+        let stime: u64 = fields[15 - 3].parse().ok()?;
+        let nice: i64 = fields[19 - 3].parse().ok()?;
+        Some(ThreadStat {
+            tid,
+            name,
+            ticks: utime + stime,
+            nice,
+        })
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn the_admin_api_runs_on_a_thread_of_its_own_below_the_workers_priority() {
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        // One worker: the runtime runs on the main thread.
+        let mut proxy =
+            run_binary_with("workers = 1\n", &blue_green(&blue, &green), ChildProxy::run).await;
+        let pid = proxy.child.pid();
+        let before = threads(pid);
+        let main_before = before.iter().find(|t| t.tid == pid).expect("main").ticks;
+        let admin = before
+            .iter()
+            .find(|t| t.name == "cutover-admin")
+            .unwrap_or_else(|| panic!("no cutover-admin thread in {before:?}"));
+        let main_nice = before.iter().find(|t| t.tid == pid).expect("main").nice;
+        assert_eq!(admin.nice, (main_nice + 10).min(19), "{before:?}");
+
+        // Enough admin calls for the CPU they cost to show in clock ticks.
+        for _ in 0..1_500 {
+            let reply = try_socket_call(&proxy.socket, Method::GET, "/api/v1/services/app", None)
+                .await
+                .expect("admin call");
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+        let after = threads(pid);
+        let main_spent = after.iter().find(|t| t.tid == pid).expect("main").ticks - main_before;
+        let admin_spent = after
+            .iter()
+            .find(|t| t.tid == admin.tid)
+            .expect("admin thread")
+            .ticks
+            - admin.ticks;
+        assert!(
+            admin_spent > 2 * main_spent.max(1),
+            "the admin thread spent {admin_spent} ticks, the workers' thread {main_spent}"
+        );
+
+        proxy.child.signal("TERM");
+        proxy.child.wait_exit(Duration::from_secs(8)).await;
+    })
+    .await;
+}

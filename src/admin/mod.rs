@@ -7,6 +7,14 @@
 //! `Authorization: Bearer <token>` (compared in constant time); `/metrics`,
 //! `/healthz` and `/readyz` stay open. The admin API is never served on the
 //! proxy's own listeners.
+//!
+//! The API is served on a thread of its own, at a lower priority
+//! ([`crate::priority`]): an admin call (a switch building and storing the
+//! next snapshot, a `/metrics` scrape rendering every series, a deploy
+//! script's `status` polls) never takes a turn of the workers' event loop,
+//! and on a busy core the scheduler fits it between requests. The tasks an
+//! admin call starts (a drain's end, health checks after a reload, a canary)
+//! run on that thread too.
 
 pub mod api;
 pub mod error;
@@ -25,19 +33,20 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::control::events::Actor;
 use crate::control::ControlPlane;
 use error::ApiError;
 
-/// Binds the admin Unix socket at `path` with mode 0600 before listening.
+/// Binds the admin Unix socket at `path` with mode 0600 before listening;
+/// the listener is non-blocking, for [`spawn`] to serve.
 ///
 /// # Errors
 ///
 /// When another process is listening on `path`, `path` is not a socket, or
 /// binding fails.
-pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+pub fn bind_unix(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -69,7 +78,7 @@ pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     socket.listen(128)?;
     socket.set_nonblocking(true)?;
-    UnixListener::from_std(std::os::unix::net::UnixListener::from(socket))
+    Ok(socket.into())
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -146,9 +155,101 @@ async fn serve_conn<I>(
     });
 }
 
+/// The admin listeners, bound and not yet served.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `admin.listen` (non-blocking), with the bearer token it requires.
+    pub tcp: Option<(std::net::TcpListener, Option<Arc<str>>)>,
+    /// `admin.socket` (non-blocking) and its path.
+    pub unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+}
+
+/// Serves the admin API on a thread of its own (see the module docs) until
+/// `shutdown` turns true. The receiver resolves once it has stopped: its
+/// connections closed, the socket file removed, and the tasks its calls
+/// started ended.
+///
+/// If no runtime can be made for the thread, the API is served on the
+/// caller's runtime instead, with a warning.
+///
+/// # Panics
+///
+/// When the OS cannot start a thread (as `std::thread::spawn`).
+pub fn spawn(
+    listeners: Listeners,
+    control: Arc<ControlPlane>,
+    shutdown: watch::Receiver<bool>,
+) -> oneshot::Receiver<()> {
+    let (done, stopped) = oneshot::channel();
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => {
+            std::thread::Builder::new()
+                .name("cutover-admin".into())
+                .spawn(move || {
+                    crate::priority::lower("admin API");
+                    runtime.block_on(serve(listeners, control, shutdown));
+                    // What admin calls started (a canary, a drain's end)
+                    // stops here, as it would with the process.
+                    runtime.shutdown_timeout(STOP_TASKS);
+                    let _ = done.send(());
+                })
+                .expect("start the admin API thread");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no runtime for the admin API's own thread: served beside the requests");
+            tokio::spawn(async move {
+                serve(listeners, control, shutdown).await;
+                let _ = done.send(());
+            });
+        }
+    }
+    stopped
+}
+
+/// How long the admin thread waits, once stopped, for the tasks its calls
+/// started to end (they are cancelled at their next await).
+const STOP_TASKS: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Serves both listeners on the current runtime until `shutdown` turns true.
+async fn serve(listeners: Listeners, control: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) {
+    let tcp = listeners.tcp.and_then(|(l, token)| {
+        let addr = l.local_addr().ok();
+        match TcpListener::from_std(l) {
+            Ok(l) => Some(serve_tcp(l, control.clone(), token, shutdown.clone())),
+            Err(e) => {
+                tracing::error!(listen = ?addr, error = %e, "admin API not served on admin.listen");
+                None
+            }
+        }
+    });
+    let unix = listeners.unix.and_then(|(l, path)| match UnixListener::from_std(l) {
+        Ok(l) => Some(serve_unix(l, path, control.clone(), shutdown.clone())),
+        Err(e) => {
+            tracing::error!(socket = %path.display(), error = %e, "admin API not served on admin.socket");
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+    });
+    tokio::join!(
+        async {
+            if let Some(tcp) = tcp {
+                tcp.await;
+            }
+        },
+        async {
+            if let Some(unix) = unix {
+                unix.await;
+            }
+        }
+    );
+}
+
 /// Serves the admin API on TCP until `shutdown` turns true. `token`: required
 /// bearer token (non-loopback listeners).
-pub async fn serve_tcp(
+async fn serve_tcp(
     listener: TcpListener,
     control: Arc<ControlPlane>,
     token: Option<Arc<str>>,
@@ -173,7 +274,7 @@ pub async fn serve_tcp(
 
 /// Serves the admin API on the Unix socket until `shutdown` turns true, then
 /// removes the socket file.
-pub async fn serve_unix(
+async fn serve_unix(
     listener: UnixListener,
     path: PathBuf,
     control: Arc<ControlPlane>,

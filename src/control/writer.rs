@@ -22,9 +22,6 @@ use tokio::sync::oneshot;
 use super::events::MAX_EVENTS;
 use super::persist::{self, PersistError, Saved, ServiceState};
 
-/// Nice value of the writer thread (the workers run at 0).
-pub const NICENESS: i32 = 10;
-
 struct Job {
     line: Arc<str>,
     state: PathBuf,
@@ -51,7 +48,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("cutover-state".into())
             .spawn(move || {
-                lower_priority();
+                crate::priority::lower("state writer");
                 let mut saved = Saved {
                     services: BTreeMap::new(),
                     events: history,
@@ -117,16 +114,6 @@ fn append_audit(path: &Path, line: &str) {
     }
 }
 
-/// Adds [`NICENESS`] to the calling thread's nice value. On Linux the nice
-/// value belongs to the thread, so this lowers only the writer; elsewhere it
-/// would lower the whole process and is not done.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::nice(NICENESS) {
-        tracing::debug!(error = %e, "state writer keeps the default priority");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,25 +170,5 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("missing-dir"), "{err}");
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn the_writer_thread_runs_below_the_default_priority() {
-        // On Linux "the process" of getpriority(2) is the calling thread.
-        let own = || rustix::process::getpriority_process(None).unwrap();
-        let before = own();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            lower_priority();
-            tx.send(own()).unwrap();
-        });
-        let writer = rx.recv().unwrap();
-        assert_eq!(
-            writer,
-            (before + NICENESS).min(19),
-            "the writer thread is lowered"
-        );
-        assert_eq!(own(), before, "the other threads are not");
     }
 }
