@@ -11,7 +11,9 @@ What it does, in one run on this machine:
 - starts two nginx origins answering a tiny "ok" on loopback, then cutover
   (one worker), nginx (one worker, upstream keepalive) and HAProxy (nbthread
   1) with equivalent configs: round robin over both origins, X-Forwarded-*
-  set, no access log, kept-alive connections on both sides;
+  set, no access log, kept-alive connections on both sides; cutover alone
+  also checks its four pool servers' health, at its default 2 s interval
+  (each check a new connection: about 0.4 ms of the proxy's CPU);
 - pins every proxy to one core (--proxy-cpu, default 1) and wrk, the origins
   and every helper to the other (--load-cpu, default 0);
 - warms each proxy up, then runs interleaved rounds: per round and per proxy
@@ -316,7 +318,7 @@ drain_timeout = "5s"
 
 [service.bench.health]
 path = "/"
-interval = "500ms"
+interval = "2s"
 timeout = "1s"
 healthy_threshold = 1
 unhealthy_threshold = 3
