@@ -421,13 +421,16 @@ async fn the_admin_api_runs_on_a_thread_of_its_own_below_the_workers_priority() 
             run_binary_with("workers = 1\n", &blue_green(&blue, &green), ChildProxy::run).await;
         let pid = proxy.child.pid();
         let before = threads(pid);
-        let main_before = before.iter().find(|t| t.tid == pid).expect("main").ticks;
+        let main = before.iter().find(|t| t.tid == pid).expect("main thread");
         let admin = before
             .iter()
             .find(|t| t.name == "cutover-admin")
             .unwrap_or_else(|| panic!("no cutover-admin thread in {before:?}"));
-        let main_nice = before.iter().find(|t| t.tid == pid).expect("main").nice;
-        assert_eq!(admin.nice, (main_nice + 10).min(19), "{before:?}");
+        assert_eq!(
+            admin.nice,
+            (main.nice + i64::from(cutover::priority::NICENESS)).min(19),
+            "{before:?}"
+        );
 
         // Enough admin calls for the CPU they cost to show in clock ticks.
         for _ in 0..1_500 {
@@ -437,7 +440,12 @@ async fn the_admin_api_runs_on_a_thread_of_its_own_below_the_workers_priority() 
             assert_eq!(reply.status, StatusCode::OK);
         }
         let after = threads(pid);
-        let main_spent = after.iter().find(|t| t.tid == pid).expect("main").ticks - main_before;
+        let main_spent = after
+            .iter()
+            .find(|t| t.tid == pid)
+            .expect("main thread")
+            .ticks
+            - main.ticks;
         let admin_spent = after
             .iter()
             .find(|t| t.tid == admin.tid)
