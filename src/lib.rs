@@ -28,6 +28,7 @@
 //!   weights, reload, health results, drain deadlines, persisted state, events.
 //! - [`health`]: active health checks and the hysteresis of each server.
 //! - [`admin`]: the admin API on TCP and on the Unix socket.
+//! - [`control_thread`]: the thread everything but requests runs on.
 //! - [`tls`]: the rustls server config of the HTTPS listener.
 //! - [`server`]: bind, run, drain.
 //! - [`demo`]: `cutover demo`'s built-in upstreams.
@@ -46,6 +47,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod control_thread;
 pub mod ctl;
 pub mod deadline;
 pub mod demo;

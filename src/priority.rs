@@ -1,5 +1,5 @@
-//! The threads that run beside the workers (the state writer, the admin
-//! API) run at a lower priority, so that on a busy core the scheduler fits
+//! The threads that run beside the workers (the state writer, the control
+//! thread) run at a lower priority, so that on a busy core the scheduler fits
 //! their work between requests rather than in front of them.
 
 /// The nice value added to such a thread (the workers run at 0).

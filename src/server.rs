@@ -19,6 +19,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::control::events::Actor;
 use crate::control::ControlPlane;
+use crate::control_thread::ControlThread;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ProxyListener};
 
@@ -56,9 +57,9 @@ pub struct Listeners {
     pub http: ProxyListener,
     /// `server.tls.listen` and the TLS config of `server.tls`.
     pub https: Option<(ProxyListener, Arc<rustls::ServerConfig>)>,
-    /// `admin.listen` (non-blocking; served on the admin thread).
+    /// `admin.listen` (non-blocking; served on the control thread).
     pub admin: Option<std::net::TcpListener>,
-    /// `admin.socket` and its path (non-blocking; served on the admin
+    /// `admin.socket` and its path (non-blocking; served on the control
     /// thread).
     pub socket: Option<(std::os::unix::net::UnixListener, PathBuf)>,
     /// The bearer token the admin TCP listener requires.
@@ -176,11 +177,24 @@ fn drain_grace(config: &Config) -> Duration {
 /// config.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
-    let control = ControlPlane::new(config, tls, Arc::new(Metrics::new()));
-    serve(control, listeners, shutdown).await;
+    let thread = ControlThread::start();
+    let control = control_plane(&thread, config, tls);
+    serve(thread, control, listeners, shutdown).await;
+}
+
+/// The control plane, with the tasks it starts itself (health reports and
+/// passive failures, canary analysis) on the control thread.
+fn control_plane(
+    thread: &ControlThread,
+    config: Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Arc<ControlPlane> {
+    let _on_control_thread = thread.handle().enter();
+    ControlPlane::new(config, tls, Arc::new(Metrics::new()))
 }
 
 async fn serve(
+    thread: ControlThread,
     control: Arc<ControlPlane>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
@@ -196,19 +210,20 @@ async fn serve(
     if let Some((_, path)) = &listeners.socket {
         tracing::info!(socket = %path.display(), "admin socket listening");
     }
-    let admin_stopped = admin::spawn(
+    // The admin API, health checks and reloads run on the control thread.
+    let admin = thread.handle().spawn(admin::serve(
         admin::Listeners {
             tcp: listeners.admin.map(|l| (l, listeners.token.clone())),
             unix: listeners.socket,
         },
         control.clone(),
         admin_stop_rx,
-    );
-    tokio::spawn({
+    ));
+    thread.handle().spawn({
         let control = control.clone();
         async move { control.start_health().await }
     });
-    let reload = tokio::spawn(reload_on_sighup(control.clone()));
+    let reload = thread.handle().spawn(reload_on_sighup(control.clone()));
     let grace = drain_grace(&config);
     tracing::info!(listen = %listeners.http.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
     let metrics = control.metrics().clone();
@@ -247,7 +262,9 @@ async fn serve(
     }
     cut_inflight(&control);
     let _ = admin_stop_tx.send(true);
-    let _ = admin_stopped.await;
+    let _ = admin.await;
+    // Health checks, timers and whatever else runs there end with it.
+    thread.stop().await;
     tracing::info!("stopped");
 }
 
@@ -329,9 +346,10 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let socket = listeners.socket.as_ref().map(|(_, p)| p.clone());
     let https_addr = listeners.https_addr();
     let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
-    let control = ControlPlane::new(config, tls, Arc::new(Metrics::new()));
+    let thread = ControlThread::start();
+    let control = control_plane(&thread, config, tls);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(control.clone(), listeners, async move {
+    let task = tokio::spawn(serve(thread, control.clone(), listeners, async move {
         let _ = stopped.await;
     }));
     Ok(Running {

@@ -411,50 +411,64 @@ fn threads(pid: u32) -> Vec<ThreadStat> {
     .collect()
 }
 
+/// CPU ticks of thread `tid` of process `pid` now.
+fn ticks_of(pid: u32, tid: u32) -> u64 {
+    threads(pid)
+        .into_iter()
+        .find(|t| t.tid == tid)
+        .unwrap_or_else(|| panic!("thread {tid} of {pid} is gone"))
+        .ticks
+}
+
 #[tokio::test]
-async fn the_admin_api_runs_on_a_thread_of_its_own_below_the_workers_priority() {
+async fn the_admin_api_and_health_checks_run_on_the_control_thread_below_the_workers_priority() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
         let green = Upstream::start("green").await;
+        // Checks often enough for their CPU to show in clock ticks.
+        let checks = "\n[service.app.health]\npath = \"/health\"\ninterval = \"10ms\"\n";
+        let body =
+            route(None, "/", "app") + &service_with("app", &[blue.addr], &[green.addr], checks);
         // One worker: the runtime runs on the main thread.
-        let mut proxy =
-            run_binary_with("workers = 1\n", &blue_green(&blue, &green), ChildProxy::run).await;
+        let mut proxy = run_binary_with("workers = 1\n", &body, ChildProxy::run).await;
         let pid = proxy.child.pid();
         let before = threads(pid);
         let main = before.iter().find(|t| t.tid == pid).expect("main thread");
-        let admin = before
+        let control = before
             .iter()
-            .find(|t| t.name == "cutover-admin")
-            .unwrap_or_else(|| panic!("no cutover-admin thread in {before:?}"));
+            .find(|t| t.name == "cutover-control")
+            .unwrap_or_else(|| panic!("no cutover-control thread in {before:?}"));
         assert_eq!(
-            admin.nice,
+            control.nice,
             (main.nice + i64::from(cutover::priority::NICENESS)).min(19),
             "{before:?}"
         );
+        let (main, control) = (main.tid, control.tid);
 
-        // Enough admin calls for the CPU they cost to show in clock ticks.
+        // Health checks alone: 200 a second for a second.
+        let (main_0, control_0) = (ticks_of(pid, main), ticks_of(pid, control));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (main_1, control_1) = (ticks_of(pid, main), ticks_of(pid, control));
+        assert!(
+            control_1 - control_0 > 2 * (main_1 - main_0).max(1),
+            "health checks: the control thread spent {} ticks, the workers' thread {}",
+            control_1 - control_0,
+            main_1 - main_0
+        );
+
+        // Admin calls (and the checks still running).
         for _ in 0..1_500 {
             let reply = try_socket_call(&proxy.socket, Method::GET, "/api/v1/services/app", None)
                 .await
                 .expect("admin call");
             assert_eq!(reply.status, StatusCode::OK);
         }
-        let after = threads(pid);
-        let main_spent = after
-            .iter()
-            .find(|t| t.tid == pid)
-            .expect("main thread")
-            .ticks
-            - main.ticks;
-        let admin_spent = after
-            .iter()
-            .find(|t| t.tid == admin.tid)
-            .expect("admin thread")
-            .ticks
-            - admin.ticks;
+        let (main_2, control_2) = (ticks_of(pid, main), ticks_of(pid, control));
         assert!(
-            admin_spent > 2 * main_spent.max(1),
-            "the admin thread spent {admin_spent} ticks, the workers' thread {main_spent}"
+            control_2 - control_1 > 2 * (main_2 - main_1).max(1),
+            "admin calls: the control thread spent {} ticks, the workers' thread {}",
+            control_2 - control_1,
+            main_2 - main_1
         );
 
         proxy.child.signal("TERM");

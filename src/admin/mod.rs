@@ -8,13 +8,10 @@
 //! `/healthz` and `/readyz` stay open. The admin API is never served on the
 //! proxy's own listeners.
 //!
-//! The API is served on a thread of its own, at a lower priority
-//! ([`crate::priority`]): an admin call (a switch building and storing the
-//! next snapshot, a `/metrics` scrape rendering every series, a deploy
-//! script's `status` polls) never takes a turn of the workers' event loop,
-//! and on a busy core the scheduler fits it between requests. The tasks an
-//! admin call starts (a drain's end, health checks after a reload, a canary)
-//! run on that thread too.
+//! The API is served on the control thread ([`crate::control_thread`]), not
+//! on the workers: an admin call (a switch building and storing the next
+//! snapshot, a `/metrics` scrape rendering every series, a deploy script's
+//! `status` polls) never takes a turn of the workers' event loop.
 
 pub mod api;
 pub mod error;
@@ -33,14 +30,14 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::control::events::Actor;
 use crate::control::ControlPlane;
 use error::ApiError;
 
 /// Binds the admin Unix socket at `path` with mode 0600 before listening;
-/// the listener is non-blocking, for [`spawn`] to serve.
+/// the listener is non-blocking, for [`serve`] to register.
 ///
 /// # Errors
 ///
@@ -164,57 +161,14 @@ pub struct Listeners {
     pub unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
 }
 
-/// Serves the admin API on a thread of its own (see the module docs) until
-/// `shutdown` turns true. The receiver resolves once it has stopped: its
-/// connections closed, the socket file removed, and the tasks its calls
-/// started ended.
-///
-/// If no runtime can be made for the thread, the API is served on the
-/// caller's runtime instead, with a warning.
-///
-/// # Panics
-///
-/// When the OS cannot start a thread (as `std::thread::spawn`).
-pub fn spawn(
+/// Serves both listeners until `shutdown` turns true; resolves once its
+/// connections are closed and the socket file is removed. Run it on the
+/// control thread ([`crate::control_thread`]).
+pub async fn serve(
     listeners: Listeners,
     control: Arc<ControlPlane>,
     shutdown: watch::Receiver<bool>,
-) -> oneshot::Receiver<()> {
-    let (done, stopped) = oneshot::channel();
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => {
-            std::thread::Builder::new()
-                .name("cutover-admin".into())
-                .spawn(move || {
-                    crate::priority::lower("admin API");
-                    runtime.block_on(serve(listeners, control, shutdown));
-                    // What admin calls started (a canary, a drain's end)
-                    // stops here, as it would with the process.
-                    runtime.shutdown_timeout(STOP_TASKS);
-                    let _ = done.send(());
-                })
-                .expect("start the admin API thread");
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "no runtime for the admin API's own thread: served beside the requests");
-            tokio::spawn(async move {
-                serve(listeners, control, shutdown).await;
-                let _ = done.send(());
-            });
-        }
-    }
-    stopped
-}
-
-/// How long the admin thread waits, once stopped, for the tasks its calls
-/// started to end (they are cancelled at their next await).
-const STOP_TASKS: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Serves both listeners on the current runtime until `shutdown` turns true.
-async fn serve(listeners: Listeners, control: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) {
+) {
     let tcp = listeners.tcp.and_then(|(l, token)| {
         let addr = l.local_addr().ok();
         match TcpListener::from_std(l) {
