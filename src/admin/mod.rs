@@ -22,6 +22,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures_util::future::OptionFuture;
 use http::{header, Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -187,18 +188,7 @@ pub async fn serve(
             None
         }
     });
-    tokio::join!(
-        async {
-            if let Some(tcp) = tcp {
-                tcp.await;
-            }
-        },
-        async {
-            if let Some(unix) = unix {
-                unix.await;
-            }
-        }
-    );
+    futures_util::future::join(OptionFuture::from(tcp), OptionFuture::from(unix)).await;
 }
 
 /// Serves the admin API on TCP until `shutdown` turns true. `token`: required
