@@ -176,21 +176,21 @@ fn drain_grace(config: &Config) -> Duration {
 /// answers until the drain is over (`/readyz`: 503). SIGHUP reloads the
 /// config.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
-    let thread = ControlThread::start();
-    let control = control_plane(&thread, config, tls);
+    let (thread, control) = start_control(config, &listeners);
     serve(thread, control, listeners, shutdown).await;
 }
 
-/// The control plane, with the tasks it starts itself (health reports and
-/// passive failures, canary analysis) on the control thread.
-fn control_plane(
-    thread: &ControlThread,
-    config: Config,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) -> Arc<ControlPlane> {
-    let _on_control_thread = thread.handle().enter();
-    ControlPlane::new(config, tls, Arc::new(Metrics::new()))
+/// Starts the control thread and the control plane for `config` (with the
+/// TLS config of `listeners`), the tasks the plane starts itself (health
+/// reports and passive failures, canary analysis) on that thread.
+fn start_control(config: Config, listeners: &Listeners) -> (ControlThread, Arc<ControlPlane>) {
+    let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
+    let thread = ControlThread::start();
+    let control = {
+        let _on_control_thread = thread.handle().enter();
+        ControlPlane::new(config, tls, Arc::new(Metrics::new()))
+    };
+    (thread, control)
 }
 
 async fn serve(
@@ -345,9 +345,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let admin_addr = listeners.admin_addr();
     let socket = listeners.socket.as_ref().map(|(_, p)| p.clone());
     let https_addr = listeners.https_addr();
-    let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
-    let thread = ControlThread::start();
-    let control = control_plane(&thread, config, tls);
+    let (thread, control) = start_control(config, &listeners);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(thread, control.clone(), listeners, async move {
         let _ = stopped.await;

@@ -420,6 +420,15 @@ fn ticks_of(pid: u32, tid: u32) -> u64 {
         .ticks
 }
 
+/// Asserts that `what` cost the control thread (`control` ticks) more than
+/// twice what it cost the workers' thread (`main` ticks, at least 1).
+fn spent_on_control_thread(what: &str, control: u64, main: u64) {
+    assert!(
+        control > 2 * main.max(1),
+        "{what}: the control thread spent {control} ticks, the workers' thread {main}"
+    );
+}
+
 #[tokio::test]
 async fn the_admin_api_and_health_checks_run_on_the_control_thread_below_the_workers_priority() {
     within(BOUND, async {
@@ -449,12 +458,7 @@ async fn the_admin_api_and_health_checks_run_on_the_control_thread_below_the_wor
         let (main_0, control_0) = (ticks_of(pid, main), ticks_of(pid, control));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (main_1, control_1) = (ticks_of(pid, main), ticks_of(pid, control));
-        assert!(
-            control_1 - control_0 > 2 * (main_1 - main_0).max(1),
-            "health checks: the control thread spent {} ticks, the workers' thread {}",
-            control_1 - control_0,
-            main_1 - main_0
-        );
+        spent_on_control_thread("health checks", control_1 - control_0, main_1 - main_0);
 
         // Admin calls (and the checks still running).
         for _ in 0..1_500 {
@@ -464,12 +468,7 @@ async fn the_admin_api_and_health_checks_run_on_the_control_thread_below_the_wor
             assert_eq!(reply.status, StatusCode::OK);
         }
         let (main_2, control_2) = (ticks_of(pid, main), ticks_of(pid, control));
-        assert!(
-            control_2 - control_1 > 2 * (main_2 - main_1).max(1),
-            "admin calls: the control thread spent {} ticks, the workers' thread {}",
-            control_2 - control_1,
-            main_2 - main_1
-        );
+        spent_on_control_thread("admin calls", control_2 - control_1, main_2 - main_1);
 
         proxy.child.signal("TERM");
         proxy.child.wait_exit(Duration::from_secs(8)).await;
