@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -410,10 +410,12 @@ fn rewrite(
                 headers::push_forwarded_lines(out, ip, proto, host.as_ref());
             }
         });
-        // Written from `head` from now on: the parsed target and headers go
-        // now, before the first await (see `RequestHead`).
+        // Written from `head` from now on: the parsed target and header
+        // values go now, before the first await (see `RequestHead`). The
+        // map itself stays, empty, and holds the response's headers (see
+        // `DirectConn::round_trip`).
         parts.uri = Uri::default();
-        parts.headers = HeaderMap::new();
+        parts.headers.clear();
         Some(head)
     };
     parts.version = Version::HTTP_11;

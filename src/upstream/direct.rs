@@ -329,12 +329,16 @@ impl DirectConn {
             taken: false,
         };
         let method = req.method().clone();
+        // The request's map, emptied when its head was encoded: the
+        // response's headers go there instead of into a new one (hyper, on
+        // the client's connection, reuses it for the next request's head).
+        let mut headers = std::mem::take(req.headers_mut());
         let body = req.body_mut();
         let mut answered = false;
         poll_fn(|cx| loop {
             if !self.buf.is_empty() {
                 answered = true;
-                match parse_head(&mut self.buf, &mut self.names, &method) {
+                match parse_head(&mut self.buf, &mut self.names, &method, &mut headers) {
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) if self.buf.len() > MAX_HEAD => {
                         let e = DirectError::Invalid("response head too large");
@@ -541,10 +545,14 @@ impl RequestHead {
 
 /// Takes one final response head off the front of `buf` (skipping interim
 /// 1xx ones); `None` while it is incomplete.
+///
+/// The head's headers go into `headers` (taken and left empty; what it held
+/// is dropped), so a map that is handed on keeps its capacity.
 fn parse_head(
     buf: &mut BytesMut,
     names: &mut Names,
     method: &Method,
+    headers: &mut HeaderMap,
 ) -> Result<Option<Head>, DirectError> {
     loop {
         // Offsets into `buf` of each header's name and value, so the values
@@ -603,7 +611,15 @@ fn parse_head(
             ];
         }
         let head = buf.split_to(len).freeze();
-        let mut framed = frame(&head, &spans[..count], names, status, version, method)?;
+        let mut framed = frame(
+            &head,
+            &spans[..count],
+            names,
+            status,
+            version,
+            method,
+            std::mem::take(headers),
+        )?;
         if let Some(reason) = reason {
             let phrase = hyper::ext::ReasonPhrase::try_from(head.slice(reason))
                 .map_err(|_| DirectError::Invalid("bad reason phrase"))?;
@@ -613,8 +629,8 @@ fn parse_head(
     }
 }
 
-/// Builds the response head from the header `spans` of `head`, and frames
-/// its body.
+/// Builds the response head from the header `spans` of `head`, into
+/// `headers` (emptied first), and frames its body.
 fn frame(
     head: &Bytes,
     spans: &[[u32; 4]],
@@ -622,8 +638,13 @@ fn frame(
     status: StatusCode,
     version: Version,
     method: &Method,
+    mut headers: HeaderMap,
 ) -> Result<Head, DirectError> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    if !headers.is_empty() {
+        // Empty from the proxy, whose request head is encoded by then.
+        headers.clear();
+    }
+    headers.reserve(spans.len());
     let mut length: Option<u64> = None;
     let mut chunked: Option<bool> = None;
     let mut close = false;

@@ -886,3 +886,37 @@ async fn responses_on_one_connection_keep_their_own_header_names() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_response_headers_go_into_the_request_map_with_its_capacity() {
+    let (mut conn, mut server, _cut) = pair().await;
+    let mut req = request(Method::GET, "/");
+    let head = encode(&req, b"");
+    // As the proxy leaves it once the head is encoded: empty, its room kept.
+    req.headers_mut().clear();
+    req.headers_mut().reserve(64);
+    let capacity = req.headers().capacity();
+    let serve = async {
+        read_request(&mut server).await;
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-a: 1\r\n\r\n")
+            .await
+            .unwrap();
+    };
+    let (got, ()) = tokio::time::timeout(BOUND, async {
+        tokio::join!(conn.round_trip(&mut req, &head, BOUND), serve)
+    })
+    .await
+    .expect("exchange timed out");
+    let got = got.unwrap();
+    let headers = got.response.headers();
+    assert_eq!(headers.len(), 2, "{headers:?}");
+    assert_eq!(headers["x-a"], "1");
+    assert_eq!(headers["content-length"], "0");
+    assert_eq!(
+        headers.capacity(),
+        capacity,
+        "the response's headers are in the request's map"
+    );
+    assert_eq!(req.headers().capacity(), 0, "the map went to the response");
+}
