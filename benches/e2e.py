@@ -1,13 +1,23 @@
 #!/usr/bin/env python3
 """End-to-end load benchmark: cutover, nginx and HAProxy on one core each.
 
-    python3 benches/e2e.py            # the full run (about 9 minutes)
+    python3 benches/e2e.py            # the full run (about 20 minutes)
     python3 benches/e2e.py --quick    # one short round, to try the setup
+    python3 benches/e2e.py --no-pgo   # the plain release build instead
 
 What it does, in one run on this machine:
 
 - checks for nginx, haproxy and wrk (installs them with apt-get when missing
-  and it may), and builds cutover in release mode;
+  and it may);
+- builds cutover with profile-guided optimization, as a release would ship
+  it: an instrumented build (target/pgo-gen) proxies a training load for
+  about 25 s (see `train`: GETs at full load and paced, POSTs with a JSON
+  body, switches, admin calls and health checks, against origins of its
+  own), and the release build is made again with the profile it wrote
+  (target/pgo-use). That needs the llvm-profdata of rustc's LLVM version:
+  the rustup component llvm-tools, or Debian's llvm-N (installed with
+  apt-get when missing and it may). Without one, or with --no-pgo, it
+  measures the plain `cargo build --release`;
 - starts two nginx origins answering a tiny "ok" on loopback, then cutover
   (one worker), nginx (one worker, upstream keepalive) and HAProxy (nbthread
   1) with equivalent configs: round robin over both origins, X-Forwarded-*
@@ -34,6 +44,7 @@ on Ctrl-C and on errors. It is not part of the test suite.
 
 import argparse
 import atexit
+import hashlib
 import os
 import re
 import resource
@@ -195,13 +206,155 @@ def find(tool):
     )
 
 
-def build_cutover():
-    log("building cutover (cargo build --release)")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    binary = ROOT / "target" / "release" / "cutover"
+def cargo_build(target_dir=None, rustflags=None):
+    """`cargo build --release`, into `target_dir` with `rustflags` added."""
+    env = dict(os.environ)
+    if target_dir:
+        env["CARGO_TARGET_DIR"] = str(target_dir)
+    if rustflags:
+        env["RUSTFLAGS"] = f"{env.get('RUSTFLAGS', '')} {rustflags}".strip()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True, env=env)
+    binary = Path(target_dir or ROOT / "target") / "release" / "cutover"
     if not binary.exists():
         fail(f"{binary} was not built")
     return binary
+
+
+def build_cutover(args, workdir):
+    """The binary to measure: the profile-guided build (see `pgo_build`),
+    or with --no-pgo, or without an llvm-profdata for rustc's LLVM, the
+    plain release build."""
+    if not args.no_pgo:
+        profdata = find_llvm_profdata(args.no_install)
+        if profdata:
+            return pgo_build(args, workdir, profdata), "PGO"
+        log("no llvm-profdata for rustc's LLVM: measuring the plain release build")
+    log("building cutover (cargo build --release)")
+    return cargo_build(), "plain"
+
+
+def rustc_llvm_major():
+    out = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"^LLVM version: (\d+)", out, re.M)
+    return m.group(1) if m else None
+
+
+def find_llvm_profdata(no_install):
+    """An llvm-profdata that reads the profiles rustc's LLVM writes: the
+    rustup component's, or Debian's llvm-N of the same major version
+    (installed with apt-get when missing and allowed)."""
+    major = rustc_llvm_major()
+    if not major:
+        return None
+    sysroot = subprocess.run(
+        ["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    host = re.search(
+        r"^host: (\S+)",
+        subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout,
+        re.M,
+    ).group(1)
+    candidates = [
+        Path(sysroot) / "lib" / "rustlib" / host / "bin" / "llvm-profdata",
+        Path(f"/usr/lib/llvm-{major}/bin/llvm-profdata"),
+    ]
+
+    def found():
+        return next((str(c) for c in candidates if os.access(c, os.X_OK)), None)
+
+    if found() or no_install:
+        return found()
+    log(f"installing llvm-{major} with apt-get (llvm-profdata, for the PGO build)")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    done = subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-q", f"llvm-{major}"], env=env
+    )
+    if done.returncode != 0:
+        log(f"apt-get could not install llvm-{major}")
+    return found()
+
+
+def pgo_build(args, workdir, profdata):
+    """cutover built with profile-guided optimization, as a release would
+    ship it: an instrumented build serves a training load (below), and the
+    release build is made again with the profile it wrote. Each build has
+    its own target directory under target/, so the plain build is kept."""
+    log("building cutover for PGO: instrumented build (target/pgo-gen)")
+    raw = ROOT / "target" / "pgo-gen" / "profiles"
+    shutil.rmtree(raw, ignore_errors=True)
+    gen = cargo_build(ROOT / "target" / "pgo-gen", f"-Cprofile-generate={raw}")
+    train(args, gen, workdir)
+    raws = sorted(raw.glob("*.profraw"), key=lambda p: p.stat().st_mtime)
+    if not raws:
+        fail(f"the instrumented cutover wrote no profile in {raw}")
+    merged = workdir / "cutover.profdata"
+    # The build scripts were instrumented too; the last file is cutover's.
+    subprocess.run([profdata, "merge", "-o", str(merged), str(raws[-1])], check=True)
+    # Named by content: a new profile is a new flag, so cargo rebuilds
+    # every crate with it rather than keeping builds from an older one.
+    digest = hashlib.sha256(merged.read_bytes()).hexdigest()[:12]
+    keep = ROOT / "target" / "pgo-use" / f"cutover-{digest}.profdata"
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    for old in keep.parent.glob("cutover-*.profdata"):
+        old.unlink()
+    shutil.copy(merged, keep)
+    log("building cutover with the profile (target/pgo-use)")
+    return cargo_build(ROOT / "target" / "pgo-use", f"-Cprofile-use={keep}")
+
+
+# A POST with a small JSON body, for the training load.
+POST_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"m","messages":[{"role":"user","content":"' .. string.rep("x", 900) .. '"}]}'
+"""
+
+
+def train(args, binary, workdir):
+    """The training load of the PGO build: the instrumented cutover proxies
+    for an origin of its own, as in the measured runs, plus POSTs with a
+    body, admin calls (status, metrics, switches) and health checks; then
+    it stops on SIGINT and writes its profile at exit."""
+    tdir = workdir / "pgo"
+    tdir.mkdir()
+    o1, o2, port, admin = free_ports(4)
+    for name, p in (("pgo-origin1", o1), ("pgo-origin2", o2)):
+        wait_port(p, start_nginx(name, ORIGIN_BODY, args.load_cpu, tdir, port=p))
+    cfg = tdir / "cutover.toml"
+    text = CUTOVER_CFG.format(port=port, admin=admin, dir=tdir, o1=o1, o2=o2)
+    cfg.write_text(text.replace('interval = "2s"', 'interval = "100ms"'))
+    proc = spawn([str(binary), "run", "-c", str(cfg)], args.proxy_cpu, "cutover-pgo", tdir)
+    wait_port(port, proc)
+    url = f"http://127.0.0.1:{port}/"
+    log("training the instrumented build (about 25 s)")
+    post = tdir / "post.lua"
+    post.write_text(POST_LUA)
+    paced = tdir / "paced.lua"
+    paced.write_text("function delay()\n  return 10\nend\n")
+    switcher = spawn(
+        [sys.executable, "-c", SWITCHER, str(admin), "40", "0.25", "switch"],
+        args.load_cpu,
+        "pgo-switcher",
+        tdir,
+    )
+    wait_ready(switcher, tdir / "pgo-switcher.log")
+    wrk(args, url, args.conns, 8)
+    wrk(args, url, 50, 4, paced)
+    wrk(args, url, 16, 4, post)
+    switcher.wait(timeout=60)
+    for path in ("/metrics", "/api/v1/services", "/api/v1/events"):
+        with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n".encode())
+            while s.recv(65536):
+                pass
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        fail("the instrumented cutover did not stop within 30 s of SIGINT")
+    if proc.returncode != 0:
+        fail(f"the instrumented cutover exited with {proc.returncode}; see {tdir}")
 
 
 def free_ports(n):
@@ -639,11 +792,17 @@ def switching(args, target, admin_port, workdir):
 # ------------------------------------------------------------------ report
 
 
+BUILDS = {
+    "PGO": "profile-guided, trained on the load described in benches/e2e.py `train`",
+    "plain": "cargo build --release",
+}
+
+
 def ratio(a, b):
     return f"{a / b:.2f}" if b else "n/a"
 
 
-def render(med, origin_rps, switch, args, machine):
+def render(med, origin_rps, switch, args, machine, build):
     rows = [
         ("req/s, 64 connections (higher is better)", "rps", "{:,.0f}"),
         ("p50 latency, µs", "p50", "{:,.0f}"),
@@ -656,6 +815,7 @@ def render(med, origin_rps, switch, args, machine):
     ]
     out = []
     out.append(f"Machine: {machine}")
+    out.append(f"cutover: the {build} release build ({BUILDS[build]}).")
     out.append(
         f"Proxies on CPU {args.proxy_cpu}, wrk and origins on CPU {args.load_cpu}; "
         f"medians of {args.rounds} interleaved rounds of {args.duration} s; "
@@ -716,6 +876,11 @@ def main():
     ap.add_argument("--only", choices=PROXIES, help="measure one proxy (no ratios)")
     ap.add_argument("--no-install", action="store_true")
     ap.add_argument(
+        "--no-pgo",
+        action="store_true",
+        help="measure the plain release build rather than the profile-guided one",
+    )
+    ap.add_argument(
         "--serve",
         action="store_true",
         help="start the origins and proxies, print their addresses and wait (for profiling)",
@@ -743,9 +908,10 @@ def main():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     ensure_tools(args.no_install)
-    binary = build_cutover()
     workdir = Path(tempfile.mkdtemp(prefix="cutover-e2e-"))
     log(f"work directory {workdir}")
+    binary, build = build_cutover(args, workdir)
+    log(f"measuring {binary} ({build} build)")
     origins, targets, cfg, admin_port = start_all(args, binary, workdir)
     names = [args.only] if args.only else list(PROXIES)
     if args.serve:
@@ -814,7 +980,7 @@ def main():
                 f"{plain:,.0f} / {noop:,.0f} / {switched:,.0f} µs"
             )
         return
-    report = render(med, statistics.median(origin_rps), switch, args, machine_line())
+    report = render(med, statistics.median(origin_rps), switch, args, machine_line(), build)
     print(report)
     out = ROOT / "target" / "e2e-bench"
     out.mkdir(parents=True, exist_ok=True)
