@@ -8,8 +8,8 @@
 
 What it does, in one run on this machine:
 
-- checks for nginx, haproxy and wrk (installs them with apt-get when missing
-  and it may);
+- checks for nginx, haproxy, wrk, h2load and openssl (installs them with
+  apt-get when missing and it may);
 - builds cutover with profile-guided optimization, as a release would ship
   it: an instrumented build (target/pgo-gen) proxies a training load for
   about 40 s (see `train`: GETs at full load and paced, POSTs with a JSON
@@ -193,18 +193,20 @@ def ensure_tools(no_install):
             "(apt-get install nginx haproxy wrk nghttp2-client openssl)"
         )
     log(f"installing {', '.join(missing)} with apt-get")
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run([*sudo, "apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(
-        [*sudo, "apt-get", "install", "-y", "-q", "nginx", "haproxy", "wrk", "util-linux",
-         "nghttp2-client", "openssl"],
-        check=True,
-        env=env,
-    )
+    if not apt_get("update", "-q") or not apt_get(
+        "install", "-y", "-q", "nginx", "haproxy", "wrk", "util-linux", "nghttp2-client", "openssl"
+    ):
+        fail("apt-get failed")
     still = [t for t in missing if not find(t)]
     if still:
         fail(f"still missing after apt-get: {', '.join(still)}")
+
+
+def apt_get(*args):
+    """Runs apt-get (through sudo unless root); true when it succeeded."""
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    return subprocess.run([*sudo, "apt-get", *args], env=env).returncode == 0
 
 
 def find(tool):
@@ -268,12 +270,7 @@ def find_llvm_profdata(no_install):
     if found() or no_install:
         return found()
     log(f"installing llvm-{major} with apt-get (llvm-profdata, for the PGO build)")
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    done = subprocess.run(
-        [*sudo, "apt-get", "install", "-y", "-q", f"llvm-{major}"], env=env
-    )
-    if done.returncode != 0:
+    if not apt_get("install", "-y", "-q", f"llvm-{major}"):
         log(f"apt-get could not install llvm-{major}")
     return found()
 
@@ -325,8 +322,10 @@ def train(args, binary, workdir):
     tdir = workdir / "pgo"
     tdir.mkdir()
     o1, o2, port, admin, tls = free_ports(5)
+    origins = []
     for name, p in (("pgo-origin1", o1), ("pgo-origin2", o2)):
-        wait_port(p, start_nginx(name, ORIGIN_BODY, args.load_cpu, tdir, port=p))
+        origins.append(start_nginx(name, ORIGIN_BODY, args.load_cpu, tdir, port=p))
+        wait_port(p, origins[-1])
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=localhost", "-keyout", str(tdir / "key.pem"), "-out", str(tdir / "cert.pem")],
@@ -371,7 +370,7 @@ def train(args, binary, workdir):
         if done.returncode != 0 or not re.search(r"\b0 failed", done.stdout):
             fail(f"h2load against {h2_url} failed:\n{done.stdout}{done.stderr}")
     switcher.wait(timeout=60)
-    for path in ("/metrics", "/api/v1/services", "/api/v1/events"):
+    for path in ("/metrics", "/api/v1/status", "/api/v1/services/bench", "/api/v1/events"):
         with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n".encode())
             while s.recv(65536):
@@ -383,6 +382,9 @@ def train(args, binary, workdir):
         fail("the instrumented cutover did not stop within 30 s of SIGINT")
     if proc.returncode != 0:
         fail(f"the instrumented cutover exited with {proc.returncode}; see {tdir}")
+    for origin in origins:
+        os.killpg(origin.pid, signal.SIGKILL)
+        origin.wait(timeout=5)
 
 
 def free_ports(n):
