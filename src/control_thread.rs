@@ -24,8 +24,9 @@ const STOP_TASKS: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct ControlThread {
     handle: Handle,
-    stop: Option<oneshot::Sender<()>>,
-    stopped: Option<oneshot::Receiver<()>>,
+    /// Tells the thread to stop, and hears that it has; `None` when the
+    /// control tasks run on the caller's runtime.
+    thread: Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>,
 }
 
 impl ControlThread {
@@ -46,8 +47,7 @@ impl ControlThread {
                 tracing::warn!(error = %e, "no runtime for the control thread: the admin API and health checks run beside the requests");
                 return ControlThread {
                     handle: Handle::current(),
-                    stop: None,
-                    stopped: None,
+                    thread: None,
                 };
             }
         };
@@ -67,8 +67,7 @@ impl ControlThread {
             .expect("start the control thread");
         ControlThread {
             handle,
-            stop: Some(stop),
-            stopped: Some(stopped),
+            thread: Some((stop, stopped)),
         }
     }
 
@@ -78,11 +77,9 @@ impl ControlThread {
     }
 
     /// Ends the thread and every task on it; resolves once they are gone.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
+    pub async fn stop(self) {
+        if let Some((stop, stopped)) = self.thread {
             let _ = stop.send(());
-        }
-        if let Some(stopped) = self.stopped.take() {
             let _ = stopped.await;
         }
     }
