@@ -347,8 +347,7 @@ def train(args, binary, workdir):
     log("training the instrumented build (about 40 s)")
     post = tdir / "post.lua"
     post.write_text(POST_LUA)
-    paced = tdir / "paced.lua"
-    paced.write_text("function delay()\n  return 10\nend\n")
+    paced = paced_script(tdir)
     switcher = spawn(
         [sys.executable, "-c", SWITCHER, str(admin), "40", "0.25", "switch"],
         args.load_cpu,
@@ -371,10 +370,7 @@ def train(args, binary, workdir):
             fail(f"h2load against {h2_url} failed:\n{done.stdout}{done.stderr}")
     switcher.wait(timeout=60)
     for path in ("/metrics", "/api/v1/status", "/api/v1/services/bench", "/api/v1/events"):
-        with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n".encode())
-            while s.recv(65536):
-                pass
+        get(admin, path, host="admin")
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=30)
@@ -577,12 +573,18 @@ def start_all(args, binary, workdir):
     return origins, targets, cfg, p_admin
 
 
-def check_ok(target):
-    with socket.create_connection(("127.0.0.1", target.port), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+def get(port, path="/", host="bench"):
+    """One GET on a connection of its own, closed after it: the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = b""
-        while chunk := s.recv(4096):
+        while chunk := s.recv(65536):
             data += chunk
+    return data
+
+
+def check_ok(target):
+    data = get(target.port)
     if not data.startswith(b"HTTP/1.1 200") or not data.endswith(b"ok\n"):
         fail(f"{target.name} answered {data[:200]!r}")
 
@@ -627,6 +629,17 @@ def wrk(args, url, conns, seconds, script=None):
         "p99": parse_latency(text, 99),
         "errors": bad,
     }
+
+
+# Each connection of a paced run waits this long between requests.
+PACED_DELAY_MS = 10
+
+
+def paced_script(directory):
+    """The wrk script of a paced run, written in `directory`."""
+    path = directory / "paced.lua"
+    path.write_text(f"function delay()\n  return {PACED_DELAY_MS}\nend\n")
+    return path
 
 
 def measured_run(args, target, conns, seconds, script=None):
@@ -960,10 +973,8 @@ def main():
         print(f"cutover config {cfg}; Ctrl-C stops everything", flush=True)
         signal.pause()
 
-    delay_ms = 10
-    paced_conns = max(1, round(args.rate * delay_ms / 1000))
-    paced = workdir / "paced.lua"
-    paced.write_text(f"function delay()\n  return {delay_ms}\nend\n")
+    paced_conns = max(1, round(args.rate * PACED_DELAY_MS / 1000))
+    paced = paced_script(workdir)
 
     log("warming up")
     for name in names:
