@@ -28,12 +28,11 @@
 //!   weights, reload, health results, drain deadlines, persisted state, events.
 //! - [`health`]: active health checks and the hysteresis of each server.
 //! - [`admin`]: the admin API on TCP and on the Unix socket.
-//! - [`control_thread`]: the thread everything but requests runs on.
 //! - [`tls`]: the rustls server config of the HTTPS listener.
 //! - [`server`]: bind, run, drain.
 //! - [`demo`]: `cutover demo`'s built-in upstreams.
+//! - [`rt`]: async building blocks (a shared flag, an owned waker, a lazy timer).
 //! - [`metrics`]: Prometheus families and per-pool window statistics.
-//! - [`priority`]: the lower priority of the threads beside the workers.
 //! - [`cli`]: the command line.
 //! - [`ctl`]: `cutover ctl`, the admin client (HTTP over the Unix socket or TCP).
 
@@ -47,20 +46,16 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod control_thread;
 pub mod ctl;
-pub mod deadline;
 pub mod demo;
-pub mod flag;
 pub mod health;
 pub mod metrics;
-pub mod priority;
 pub mod proxy;
 pub mod route;
+pub mod rt;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;
-pub mod wake;
 
 pub use server::{run, spawn, Listeners, Running, StartError};

@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 use crate::admin;
 use crate::config::Config;
 use crate::control::events::Actor;
+use crate::control::thread::ControlThread;
 use crate::control::ControlPlane;
-use crate::control_thread::ControlThread;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ProxyListener};
 

@@ -449,7 +449,7 @@ async fn the_admin_api_and_health_checks_run_on_the_control_thread_below_the_wor
             .unwrap_or_else(|| panic!("no cutover-control thread in {before:?}"));
         assert_eq!(
             control.nice,
-            (main.nice + i64::from(cutover::priority::NICENESS)).min(19),
+            (main.nice + i64::from(cutover::control::priority::NICENESS)).min(19),
             "{before:?}"
         );
         let (main, control) = (main.tid, control.tid);

@@ -8,7 +8,7 @@
 //! `/healthz` and `/readyz` stay open. The admin API is never served on the
 //! proxy's own listeners.
 //!
-//! The API is served on the control thread ([`crate::control_thread`]), not
+//! The API is served on the control thread ([`crate::control::thread`]), not
 //! on the workers: an admin call (a switch building and storing the next
 //! snapshot, a `/metrics` scrape rendering every series, a deploy script's
 //! `status` polls) never takes a turn of the workers' event loop.
@@ -164,7 +164,7 @@ pub struct Listeners {
 
 /// Serves both listeners until `shutdown` turns true; resolves once its
 /// connections are closed and the socket file is removed. Run it on the
-/// control thread ([`crate::control_thread`]).
+/// control thread ([`crate::control::thread`]).
 pub async fn serve(
     listeners: Listeners,
     control: Arc<ControlPlane>,

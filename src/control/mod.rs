@@ -12,9 +12,11 @@ pub mod analysis;
 mod effect;
 pub mod events;
 pub mod persist;
+pub mod priority;
 mod progressive;
 mod restore;
 pub mod status;
+pub mod thread;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};

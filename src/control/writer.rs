@@ -48,7 +48,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("cutover-state".into())
             .spawn(move || {
-                crate::priority::lower("state writer");
+                super::priority::lower("state writer");
                 let mut saved = Saved {
                     services: BTreeMap::new(),
                     events: history,

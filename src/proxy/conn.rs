@@ -39,9 +39,9 @@ use tokio::time::Instant;
 
 use super::error::ProxyError;
 use super::h1scan::{Flag, FrameScan};
-use crate::deadline::Deadline;
 use crate::metrics::PoolMetrics;
-use crate::wake::OwnWaker;
+use crate::rt::deadline::Deadline;
+use crate::rt::wake::OwnWaker;
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

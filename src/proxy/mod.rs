@@ -44,7 +44,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Limits;
-use crate::flag::{Flag, Flags};
+use crate::rt::flag::{Flag, Flags};
 use crate::snapshot::Routing;
 use conn::{ClientIo, ConnTrack, Tracked};
 use forward::ClientInfo;

@@ -45,9 +45,9 @@ use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
-use crate::deadline::Deadline;
-use crate::flag::Flag;
 use crate::proxy::headers::is_hop_by_hop;
+use crate::rt::deadline::Deadline;
+use crate::rt::flag::Flag;
 
 /// Request bytes gathered before a write: a short body goes out with its head.
 const COALESCE: usize = 16 * 1024;

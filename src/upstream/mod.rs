@@ -37,7 +37,7 @@ use tokio::task::AbortHandle;
 
 use crate::body::RequestBody;
 use crate::config::ServerAddr;
-use crate::flag::{Flag, Flags};
+use crate::rt::flag::{Flag, Flags};
 
 pub mod direct;
 

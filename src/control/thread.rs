@@ -1,5 +1,5 @@
 //! The control thread: a current-thread runtime on a thread of its own, at a
-//! lower priority ([`crate::priority`]), for everything that is not a
+//! lower priority ([`super::priority`]), for everything that is not a
 //! request: the admin API, health checks, health reports and passive
 //! failures, canary analysis, reloads, and the tasks those start (a drain's
 //! end, a retry after a passive failure).
@@ -57,7 +57,7 @@ impl ControlThread {
         std::thread::Builder::new()
             .name("cutover-control".into())
             .spawn(move || {
-                crate::priority::lower("control");
+                super::priority::lower("control");
                 // Runs the tasks spawned on `handle` until told to stop (or
                 // until the `ControlThread` is dropped).
                 let _ = runtime.block_on(stop_rx);

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use tokio::time::{Instant, Sleep};
 
-use crate::wake::OwnWaker;
+use crate::rt::wake::OwnWaker;
 
 /// A lazily armed deadline.
 #[derive(Debug)]
