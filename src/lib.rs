@@ -34,6 +34,7 @@
 //! - [`rt`]: async building blocks (a shared flag, an owned waker, a lazy timer).
 //! - [`metrics`]: Prometheus families and per-pool window statistics.
 //! - [`cli`]: the command line.
+//! - [`wire`]: the admin API's request and answer types, shared with `ctl`.
 //! - [`ctl`]: `cutover ctl`, the admin client (HTTP over the Unix socket or TCP).
 
 #![forbid(unsafe_code)]
@@ -57,5 +58,6 @@ pub mod server;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;
+pub mod wire;
 
 pub use server::{run, spawn, Listeners, Running, StartError};

@@ -31,7 +31,8 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use crate::control::events::Actor;
-use crate::control::{ControlPlane, SwitchRequest};
+use crate::control::ControlPlane;
+use crate::wire::{ErrorAnswer, ErrorBody, SwitchRequest, WeightsRequest};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -159,13 +160,6 @@ fn check_not_browser(req: &Request<Incoming>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The body of a weights request.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WeightsRequest {
-    standby: Option<i64>,
-}
-
 /// Answers one admin request. `actor` says which listener it came in on.
 pub async fn handle(
     control: &Arc<ControlPlane>,
@@ -242,11 +236,13 @@ async fn dispatch(
         Action::Reload => match control.reload(actor).await {
             Ok(applied) => json(ok, &applied),
             Err(crate::control::ControlError::InvalidConfig(e)) => {
-                let body = serde_json::json!({"error": {
-                    "code": "invalid_config",
-                    "message": "config is invalid; the running config stays",
-                    "errors": e.lines(),
-                }});
+                let body = ErrorAnswer {
+                    error: ErrorBody {
+                        code: "invalid_config".into(),
+                        message: "config is invalid; the running config stays".into(),
+                        errors: e.lines(),
+                    },
+                };
                 json(StatusCode::BAD_REQUEST, &body)
             }
             Err(e) => return Err(e.into()),

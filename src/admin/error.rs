@@ -6,6 +6,7 @@ use http::{header, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::control::ControlError;
+use crate::wire::{ErrorAnswer, ErrorBody};
 
 /// An admin request that was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +45,15 @@ impl ApiError {
 
     /// The JSON response.
     pub fn response(&self) -> Response<Full<Bytes>> {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        let body = ErrorAnswer {
+            error: ErrorBody {
+                code: self.code.into(),
+                message: self.message.clone(),
+                errors: Vec::new(),
+            },
+        };
+        let body = serde_json::to_vec(&body).expect("error answers serialize: plain data");
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = self.status;
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use super::effect::{commit, publish};
 use super::events::{Actor, Event, Reason};
-use super::status::{service_status, Applied};
-use super::{
-    progressive, runtime, unchanged, ControlError, ControlPlane, Inner, ServerHealth, SwitchRequest,
-};
+use super::status::service_status;
+use super::{progressive, runtime, unchanged, ControlError, ControlPlane, Inner, ServerHealth};
 use crate::config::{self, PoolName, ServerAddr};
+use crate::wire::{Applied, SwitchRequest};
 
 impl ControlPlane {
     /// Switches `service` to `req.to` (default: the standby pool), gated on

@@ -15,6 +15,12 @@ use serde_json::json;
 
 use crate::config::{CanaryStage, RollbackConfig};
 use crate::metrics::PoolTotals;
+use crate::wire::CanaryStatus;
+
+/// Whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// A failed judgment: which criterion, what was measured, what was allowed.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,20 +176,20 @@ impl Canary {
     }
 
     /// For status: stage, weight, time in stage and what the stage saw.
-    pub fn describe(&self, now: Instant, standby: &PoolTotals) -> serde_json::Value {
+    pub fn describe(&self, now: Instant, standby: &PoolTotals) -> CanaryStatus {
         let stage = &self.stages[self.stage];
         let window = standby.since(&self.standby_at_start);
-        json!({
-            "stage": self.stage,
-            "stages": self.stages.len(),
-            "weight": stage.weight,
-            "held_ms": now.duration_since(self.stage_started).as_millis() as u64,
-            "hold_ms": stage.hold.as_millis() as u64,
-            "requests": window.requests,
-            "min_requests": stage.min_requests,
-            "error_rate": window.error_rate(),
-            "p99_ms": window.p99().as_millis() as u64,
-        })
+        CanaryStatus {
+            stage: self.stage,
+            stages: self.stages.len(),
+            weight: stage.weight,
+            held_ms: millis(now.duration_since(self.stage_started)),
+            hold_ms: millis(stage.hold),
+            requests: window.requests,
+            min_requests: stage.min_requests,
+            error_rate: window.error_rate(),
+            p99_ms: millis(window.p99()),
+        }
     }
 }
 
@@ -269,9 +275,9 @@ impl Watch {
         judge(&window, cfg.max_error_rate, cfg.max_p99)
     }
 
-    /// For status.
-    pub fn describe(&self, now: Instant) -> serde_json::Value {
-        json!({"remaining_ms": self.until.saturating_duration_since(now).as_millis() as u64})
+    /// How long the watch has left at `now`.
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.until.saturating_duration_since(now)
     }
 }
 

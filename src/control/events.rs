@@ -3,136 +3,12 @@
 //!
 //! Bounded in memory (oldest dropped first) and persisted with the state.
 
+pub use crate::wire::{rfc3339, rfc3339_millis, Actor, Event, Reason};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::SystemTime;
-
-use serde::{Deserialize, Serialize};
-
-use crate::config::PoolName;
 
 /// Most events kept.
 pub const MAX_EVENTS: usize = 1000;
-
-/// Why something changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// A switch asked for by an operator.
-    Manual,
-    /// A rollback asked for by an operator.
-    Rollback,
-    /// An automated rollback.
-    AutoRollback,
-    /// A canary's promotion.
-    Canary,
-    /// A canary aborted.
-    CanaryAbort,
-    /// A weight change.
-    Weight,
-    /// A config reload.
-    Reload,
-    /// An automated action held back by cooldown or the hourly cap.
-    Blocked,
-}
-
-impl Reason {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Manual => "manual",
-            Reason::Rollback => "rollback",
-            Reason::AutoRollback => "auto_rollback",
-            Reason::Canary => "canary",
-            Reason::CanaryAbort => "canary_abort",
-            Reason::Weight => "weight",
-            Reason::Reload => "reload",
-            Reason::Blocked => "blocked",
-        }
-    }
-}
-
-/// Who asked for a change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Actor {
-    /// The HTTP admin listener.
-    Api,
-    /// The admin Unix socket.
-    Socket,
-    /// A signal (SIGHUP).
-    Signal,
-    /// cutover itself (automated rollback, canary).
-    Auto,
-}
-
-impl Actor {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Actor::Api => "api",
-            Actor::Socket => "socket",
-            Actor::Signal => "signal",
-            Actor::Auto => "auto",
-        }
-    }
-}
-
-/// One entry of the history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// RFC 3339, UTC.
-    pub time: String,
-    /// The service; `None` for a reload.
-    pub service: Option<String>,
-    /// The pool traffic left (or the active pool, for a weight change).
-    pub from: Option<PoolName>,
-    /// The pool traffic went to (or the standby pool, for a weight change).
-    pub to: Option<PoolName>,
-    /// Why.
-    pub reason: Reason,
-    /// Who.
-    pub actor: Actor,
-    /// The snapshot generation the change produced.
-    #[serde(default)]
-    pub generation: u64,
-    /// Anything else worth knowing (weights, measured values, errors).
-    #[serde(default)]
-    pub detail: serde_json::Value,
-}
-
-impl Event {
-    /// An event happening now.
-    pub fn now(
-        service: Option<&str>,
-        from: Option<PoolName>,
-        to: Option<PoolName>,
-        reason: Reason,
-        actor: Actor,
-        detail: serde_json::Value,
-    ) -> Event {
-        Event {
-            time: rfc3339(SystemTime::now()),
-            service: service.map(str::to_string),
-            from,
-            to,
-            reason,
-            actor,
-            generation: 0,
-            detail,
-        }
-    }
-}
-
-/// `t` as RFC 3339 in UTC, to the second.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// `t` as RFC 3339 with milliseconds.
-pub fn rfc3339_millis(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
 
 /// The bounded history, oldest first.
 ///
@@ -208,22 +84,5 @@ mod tests {
             log.list(Some("a")).count() + log.list(Some("b")).count(),
             MAX_EVENTS
         );
-    }
-
-    #[test]
-    fn reasons_and_actors_use_the_spec_names() {
-        let e = Event::now(
-            Some("agent"),
-            Some(PoolName::Blue),
-            Some(PoolName::Green),
-            Reason::AutoRollback,
-            Actor::Socket,
-            serde_json::json!({}),
-        );
-        let v = serde_json::to_value(&e).unwrap();
-        assert_eq!(v["reason"], "auto_rollback");
-        assert_eq!(v["actor"], "socket");
-        assert_eq!(v["from"], "blue");
-        assert!(v["time"].as_str().unwrap().ends_with('Z'));
     }
 }

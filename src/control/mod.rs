@@ -32,11 +32,12 @@ use crate::health::state::HealthState;
 use crate::health::{self, HealthReport, Outcome};
 use crate::metrics::Metrics;
 use crate::snapshot::{Objects, Routing, ServerFailure};
+use crate::wire::{Applied, Drained, ServiceStatus, Status};
 use analysis::{Budget, Canary, Watch};
 use effect::{build, commit, export_gauges, publish};
 use events::{Actor, Event, EventLog, Reason};
 use restore::{read_state, runtime_from_state};
-use status::{service_status, Applied, Drained, ServiceStatus, Status};
+use status::service_status;
 
 pub use effect::audit_path;
 
@@ -168,21 +169,6 @@ impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane").finish_non_exhaustive()
     }
-}
-
-/// The body of a switch request.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchRequest {
-    /// Target pool; default: the standby pool.
-    #[serde(default)]
-    pub to: Option<PoolName>,
-    /// Refuse unless every healthy target server reports this version.
-    #[serde(default)]
-    pub expect_version: Option<String>,
-    /// Skip the health and version gates.
-    #[serde(default)]
-    pub force: bool,
 }
 
 impl ControlPlane {
@@ -512,7 +498,7 @@ impl ControlPlane {
                     service: service.to_string(),
                     drained: inflight == 0,
                     inflight,
-                    active: svc.active,
+                    active: Some(svc.active),
                     waited_ms: waited.as_millis() as u64,
                 });
             }

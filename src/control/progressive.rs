@@ -16,10 +16,10 @@ use super::actions::check_target;
 use super::analysis::{Canary, Step, Verdict, Watch};
 use super::effect::commit;
 use super::events::{Actor, Event, Reason};
-use super::status::Applied;
 use super::{runtime, ControlError, ControlPlane, Inner};
 use crate::config::{CanaryStage, PoolName};
 use crate::metrics::PoolTotals;
+use crate::wire::{Applied, CanaryStatus, WatchStatus};
 
 /// How often the analysis runs.
 pub const ANALYSIS_INTERVAL: Duration = Duration::from_millis(250);
@@ -415,7 +415,7 @@ fn decide(inner: &mut Inner, service: &str, now: Instant) -> Option<Action> {
 pub(super) fn describe(
     inner: &Inner,
     service: &str,
-) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+) -> (Option<CanaryStatus>, Option<WatchStatus>) {
     let Some(rt) = inner.services.get(service) else {
         return (None, None);
     };
@@ -429,11 +429,12 @@ pub(super) fn describe(
         c.describe(now, &standby)
     });
     let watch = rt.watch.as_ref().map(|(pool, w)| {
-        let until = SystemTime::now() + w.until.saturating_duration_since(now);
-        let mut v = w.describe(now);
-        v["pool"] = json!(pool);
-        v["until"] = json!(super::events::rfc3339(until));
-        v
+        let remaining = w.remaining(now);
+        WatchStatus {
+            pool: *pool,
+            until: crate::wire::rfc3339(SystemTime::now() + remaining),
+            remaining_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+        }
     });
     (canary, watch)
 }

@@ -2,8 +2,9 @@
 //! to the admin API (over the Unix socket by default, or TCP with `--admin`),
 //! then prints the answer as text or, with `--json`, as pretty JSON.
 //!
-//! It speaks only the SPEC's wire format and reads answers as
-//! `serde_json::Value`, so it does not depend on the server's types. Exit
+//! It speaks the admin API's wire format ([`crate::wire`]): requests are
+//! built from its types and answers decoded into them (leniently, so a newer
+//! server's extra fields are ignored). Exit
 //! codes: 0 done, 1 refused (a 4xx/5xx answer), unreachable, or for
 //! `wait-drained` not drained in time; clap exits 2 on bad usage.
 
@@ -18,8 +19,11 @@ use clap::{Args, Subcommand, ValueEnum};
 use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::PoolName;
+use crate::wire::{SwitchRequest, WeightsRequest};
 
 /// How long any call may take, except `wait-drained`.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,12 +136,17 @@ pub enum Pool {
 }
 
 impl Pool {
-    fn as_str(self) -> &'static str {
+    fn name(self) -> PoolName {
         match self {
-            Pool::Blue => "blue",
-            Pool::Green => "green",
+            Pool::Blue => PoolName::Blue,
+            Pool::Green => PoolName::Green,
         }
     }
+}
+
+/// A request body as JSON.
+fn to_value<T: serde::Serialize>(body: &T) -> Value {
+    serde_json::to_value(body).expect("request bodies serialize: plain data")
 }
 
 /// `canary start | abort`.
@@ -381,17 +390,12 @@ fn call_for(command: &CtlCommand) -> Call {
             expect_version,
             force,
         } => {
-            let mut body = serde_json::Map::new();
-            if let Some(to) = to {
-                body.insert("to".into(), json!(to.as_str()));
-            }
-            if let Some(v) = expect_version {
-                body.insert("expect_version".into(), json!(v));
-            }
-            if *force {
-                body.insert("force".into(), json!(true));
-            }
-            let body = Some(Value::Object(body));
+            let body = SwitchRequest {
+                to: to.map(Pool::name),
+                expect_version: expect_version.clone(),
+                force: *force,
+            };
+            let body = Some(to_value(&body));
             (Method::POST, service(s, "/switch"), body, CALL_TIMEOUT)
         }
         CtlCommand::Rollback { service: s } => {
@@ -408,7 +412,10 @@ fn call_for(command: &CtlCommand) -> Call {
             service: s,
             percent,
         } => {
-            let body = Some(json!({ "standby": percent }));
+            let body = WeightsRequest {
+                standby: Some(i64::from(*percent)),
+            };
+            let body = Some(to_value(&body));
             (Method::PUT, service(s, "/weights"), body, CALL_TIMEOUT)
         }
         CtlCommand::Canary { service: s, action } => {

@@ -1,13 +1,20 @@
-//! What `cutover ctl` prints: the answer as text (a summary line for a
-//! change, a table for status and events) or as pretty JSON, the refusal
-//! of a 4xx/5xx answer, and the exit code.
+//! What `cutover ctl` prints: the answer, decoded into its [`crate::wire`]
+//! type, as text (a summary line for a change, a block per service for
+//! status, a line per event) or, with `--json`, the server's JSON as it
+//! came, pretty-printed; the refusal of a 4xx/5xx answer; and the exit code.
 
 use std::fmt::Write as _;
 
 use http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use super::{Answer, CanaryAction, CtlCommand, Outcome};
+use crate::config::PoolName;
+use crate::wire::{
+    Applied, CanaryStatus, Drained, ErrorAnswer, Event, ServiceStatus, Status, WatchStatus,
+};
 
 /// What to print for `answer`, and the exit code.
 pub(super) fn render(command: &CtlCommand, as_json: bool, answer: &Answer) -> Outcome {
@@ -20,12 +27,20 @@ pub(super) fn render(command: &CtlCommand, as_json: bool, answer: &Answer) -> Ou
         out.stderr = refusal(answer);
         return out;
     }
-    let drained = answer.body.get("drained").and_then(Value::as_bool);
-    if matches!(command, CtlCommand::WaitDrained { .. }) && drained != Some(true) {
-        out.code = 1;
-    }
-    if !as_json {
-        out.stdout = render_text(command, &answer.body);
+    match render_text(command, &answer.body) {
+        Ok((text, code)) => {
+            out.code = code;
+            if !as_json {
+                out.stdout = text;
+            }
+        }
+        Err(unreadable) => {
+            out.code = 1;
+            if !as_json {
+                out.stdout = pretty(&answer.body);
+            }
+            out.stderr = unreadable;
+        }
     }
     out
 }
@@ -36,224 +51,222 @@ fn pretty(v: &Value) -> String {
     s
 }
 
+/// Reads `body` as a `T`; the message says what was expected when it is not.
+fn decode<T: DeserializeOwned>(body: &Value, what: &str) -> Result<T, String> {
+    T::deserialize(body).map_err(|e| {
+        format!("cutover ctl: the admin API's answer is not {what} ({e}); printed as it came\n")
+    })
+}
+
 /// `cutover ctl: refused: CODE: MESSAGE`, plus any listed details.
 fn refusal(answer: &Answer) -> String {
-    let error = answer.body.get("error");
-    let code = error
-        .and_then(|e| e.get("code"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("HTTP {}", answer.status.as_u16()));
-    let message = match error.and_then(|e| e.get("message")) {
-        Some(m) => text(m),
-        None => match &answer.body {
-            Value::Null => answer
-                .status
-                .canonical_reason()
-                .unwrap_or("no reason given")
-                .to_owned(),
-            other => text(other),
-        },
-    };
-    let mut s = format!("cutover ctl: refused: {code}: {message}\n");
-    // A refused reload lists every config error; print them one per line.
-    for key in ["errors", "issues", "details"] {
-        if let Some(items) = error.and_then(|e| e.get(key)).and_then(Value::as_array) {
-            for item in items {
-                let _ = writeln!(s, "  {}", text(item));
+    let status = answer.status;
+    let mut s = match ErrorAnswer::deserialize(&answer.body) {
+        Ok(ErrorAnswer { error }) => {
+            let mut s = format!("cutover ctl: refused: {}: {}\n", error.code, error.message);
+            // A refused reload lists every config error; one per line.
+            for item in &error.errors {
+                let _ = writeln!(s, "  {item}");
             }
+            s
         }
-    }
-    if answer.status == StatusCode::UNAUTHORIZED {
+        Err(_) => {
+            let message = match &answer.body {
+                Value::Null => status
+                    .canonical_reason()
+                    .unwrap_or("no reason given")
+                    .into(),
+                other => text(other),
+            };
+            format!(
+                "cutover ctl: refused: HTTP {}: {message}\n",
+                status.as_u16()
+            )
+        }
+    };
+    if status == StatusCode::UNAUTHORIZED {
         s.push_str("hint: pass --token T or --token-file PATH, or set CUTOVER_TOKEN\n");
     }
     s
 }
 
-/// The human-readable answer to a successful call.
-fn render_text(command: &CtlCommand, body: &Value) -> String {
-    match command {
-        CtlCommand::Status { service: Some(_) } => render_service(body),
-        CtlCommand::Status { service: None } => render_status(body),
-        CtlCommand::Switch { service, .. } => summary(service, "switched", body),
-        CtlCommand::Rollback { service } => summary(service, "rolled back", body),
-        CtlCommand::WaitDrained { service, .. } => render_drained(service, body),
-        CtlCommand::Weight { service, percent } => render_weight(service, *percent, body),
-        CtlCommand::Canary { service, action } => {
-            let verb = match action {
-                CanaryAction::Start => "canary started",
-                CanaryAction::Abort => "canary aborted",
-            };
-            let mut s = format!("{service}: {verb}{}", generation_note(body));
-            let canary = service_of(body, service).get("canary");
-            if let Some(c) = canary.filter(|c| !c.is_null()) {
-                let _ = write!(s, "; canary: {}", fields(c));
-            }
-            s.push_str(&persist_note(body));
-            s.push('\n');
-            s
+/// The human-readable answer to a successful call, and the exit code.
+fn render_text(command: &CtlCommand, body: &Value) -> Result<(String, u8), String> {
+    let change = || decode::<Applied>(body, "the answer to a change");
+    let text = match command {
+        CtlCommand::Status { service: Some(_) } => {
+            render_service(&decode(body, "a service's status")?)
         }
-        CtlCommand::Events { .. } => render_events(body),
-        CtlCommand::Reload => format!("reloaded{}{}\n", generation_note(body), persist_note(body)),
+        CtlCommand::Status { service: None } => render_status(&decode(body, "a status")?),
+        CtlCommand::Switch { service, .. } => summary(service, "switched", &change()?),
+        CtlCommand::Rollback { service } => summary(service, "rolled back", &change()?),
+        CtlCommand::WaitDrained { service, .. } => {
+            let drained: Drained = decode(body, "a drained answer")?;
+            return Ok((
+                render_drained(service, &drained),
+                u8::from(!drained.drained),
+            ));
+        }
+        CtlCommand::Weight { service, percent } => render_weight(service, *percent, &change()?),
+        CtlCommand::Canary { service, action } => render_canary(service, *action, &change()?),
+        CtlCommand::Events { .. } => render_events(&events(body)?),
+        CtlCommand::Reload => {
+            let applied = change()?;
+            format!(
+                "reloaded{}{}\n",
+                generation_note(&applied),
+                persist_note(&applied)
+            )
+        }
+    };
+    Ok((text, 0))
+}
+
+/// A list of events: bare, or as the `events` member of an object.
+fn events(body: &Value) -> Result<Vec<Event>, String> {
+    #[derive(serde::Deserialize)]
+    struct Wrapped {
+        events: Vec<Event>,
+    }
+    match Vec::<Event>::deserialize(body) {
+        Ok(events) => Ok(events),
+        Err(_) => decode::<Wrapped>(body, "a list of events").map(|w| w.events),
     }
 }
 
 /// Every service, one block each, separated by blank lines.
-fn render_status(body: &Value) -> String {
-    let services = body
-        .get("services")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if services.is_empty() {
+fn render_status(status: &Status) -> String {
+    if status.services.is_empty() {
         return "no services\n".to_owned();
     }
-    let blocks: Vec<String> = services.iter().map(render_service).collect();
+    let blocks: Vec<String> = status.services.iter().map(render_service).collect();
     blocks.join("\n")
 }
 
 /// One service's block.
-fn render_service(svc: &Value) -> String {
+fn render_service(svc: &ServiceStatus) -> String {
     let mut s = String::new();
-    let active = text(&svc["active"]);
-    let standby = text(&svc["standby"]);
     let _ = writeln!(
         s,
-        "{}: active {active}, standby {standby} (generation {})",
-        text(&svc["name"]),
-        text(&svc["generation"])
+        "{}: active {}, standby {} (generation {})",
+        svc.name, svc.active, svc.standby, svc.generation
     );
-    if let Some(weights) = svc.get("weights").and_then(Value::as_object) {
-        let list: Vec<String> = weights
-            .iter()
-            .map(|(pool, w)| format!("{pool} {}%", text(w)))
-            .collect();
-        let _ = writeln!(s, "  weights: {}", list.join(", "));
-    }
-    if let Some(pools) = svc.get("pools").and_then(Value::as_object) {
-        for (name, pool) in pools {
-            let role = if *name == active {
-                " (active)"
-            } else if *name == standby {
-                " (standby)"
+    let weights: Vec<String> = svc
+        .weights
+        .iter()
+        .map(|(pool, w)| format!("{pool} {w}%"))
+        .collect();
+    let _ = writeln!(s, "  weights: {}", weights.join(", "));
+    for (name, pool) in &svc.pools {
+        let role = if *name == svc.active {
+            " (active)"
+        } else if *name == svc.standby {
+            " (standby)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "  pool {name}{role}: {} in flight, {} draining",
+            pool.inflight, pool.draining
+        );
+        for server in &pool.servers {
+            let health = if server.healthy {
+                "healthy"
             } else {
-                ""
+                "unhealthy"
             };
-            let _ = writeln!(
-                s,
-                "  pool {name}{role}: {} in flight, {} draining",
-                text(&pool["inflight"]),
-                text(&pool["draining"])
-            );
-            for server in pool["servers"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                let health = match server["healthy"].as_bool() {
-                    Some(true) => "healthy",
-                    Some(false) => "unhealthy",
-                    None => "health unknown",
-                };
-                let _ = write!(s, "    {}  {health}", text(&server["address"]));
-                match &server["version"] {
-                    Value::Null => s.push_str("  version unknown"),
-                    v => {
-                        let _ = write!(s, "  version {}", text(v));
-                    }
+            let _ = write!(s, "    {}  {health}", server.address);
+            match &server.version {
+                None => s.push_str("  version unknown"),
+                Some(v) => {
+                    let _ = write!(s, "  version {v}");
                 }
-                if let Some(err) = server.get("last_error").filter(|e| !e.is_null()) {
-                    let _ = write!(s, "  ({})", text(err));
-                }
-                s.push('\n');
             }
+            if let Some(err) = &server.last_error {
+                let _ = write!(s, "  ({err})");
+            }
+            s.push('\n');
         }
     }
-    match svc.get("last_switch").filter(|v| !v.is_null()) {
+    match &svc.last_switch {
         Some(e) => {
             let _ = writeln!(
                 s,
                 "  last switch: {} {} → {} ({}, {})",
-                text(&e["time"]),
-                text(&e["from"]),
-                text(&e["to"]),
-                text(&e["reason"]),
-                text(&e["actor"])
+                e.time,
+                pool_text(e.from),
+                pool_text(e.to),
+                e.reason.as_str(),
+                e.actor.as_str()
             );
         }
         None => s.push_str("  last switch: none\n"),
     }
-    for key in ["canary", "watch"] {
-        if let Some(v) = svc.get(key).filter(|v| !v.is_null()) {
-            let _ = writeln!(s, "  {key}: {}", fields(v));
-        }
+    if let Some(canary) = &svc.canary {
+        let _ = writeln!(s, "  canary: {}", canary_line(svc.standby, canary));
+    }
+    if let Some(watch) = &svc.watch {
+        let _ = writeln!(s, "  watch: {}", watch_line(watch));
     }
     s
 }
 
-/// The service object in a change's answer: the answer itself, or its
-/// `service` / `status` member, or the named entry of its `services`.
-fn service_of<'a>(body: &'a Value, name: &str) -> &'a Value {
-    if body.get("active").is_some() {
-        return body;
-    }
-    for key in ["service", "status"] {
-        if let Some(svc) = body.get(key).filter(|v| v.get("active").is_some()) {
-            return svc;
-        }
-    }
-    let services = body
-        .get("services")
-        .or_else(|| body.get("status").and_then(|s| s.get("services")))
-        .and_then(Value::as_array);
-    services
-        .and_then(|list| list.iter().find(|s| s["name"].as_str() == Some(name)))
-        .unwrap_or(&Value::Null)
+/// `stage 2 of 3, green at 25%, held 30s of 5m, 40 of 50 requests, error rate 0.0%, p99 12ms`.
+fn canary_line(standby: PoolName, c: &CanaryStatus) -> String {
+    let secs = |ms: u64| humantime::format_duration(std::time::Duration::from_secs(ms / 1000));
+    format!(
+        "stage {} of {}, {standby} at {}%, held {} of {}, {} of {} requests, error rate {:.1}%, p99 {}ms",
+        c.stage + 1,
+        c.stages,
+        c.weight,
+        secs(c.held_ms),
+        secs(c.hold_ms),
+        c.requests,
+        c.min_requests,
+        c.error_rate * 100.0,
+        c.p99_ms
+    )
 }
 
-/// ` (generation N)` from the answer's top-level generation, else its
-/// service's.
-fn generation_note(body: &Value) -> String {
-    let generation = body
-        .get("generation")
-        .or_else(|| body.get("service").and_then(|s| s.get("generation")))
-        .filter(|g| !g.is_null());
-    match generation {
-        Some(g) => format!(" (generation {})", text(g)),
-        None => String::new(),
-    }
+/// `green until 2026-11-22T10:01:00Z (45s left)`.
+fn watch_line(w: &WatchStatus) -> String {
+    let left = humantime::format_duration(std::time::Duration::from_secs(w.remaining_ms / 1000));
+    format!("{} until {} ({left} left)", w.pool, w.until)
+}
+
+/// ` (generation N)`.
+fn generation_note(applied: &Applied) -> String {
+    format!(" (generation {})", applied.generation)
 }
 
 /// A warning when the server says the change did not reach the state file.
-fn persist_note(body: &Value) -> String {
-    match body.get("persisted").and_then(Value::as_bool) {
-        Some(false) => " [warning: not saved to the state file; lost on restart]".to_owned(),
-        _ => String::new(),
+fn persist_note(applied: &Applied) -> String {
+    if applied.persisted {
+        String::new()
+    } else {
+        " [warning: not saved to the state file; lost on restart]".to_owned()
     }
 }
 
 /// `agent: switched blue → green (generation 8)` and its variants.
-fn summary(service: &str, verb: &str, body: &Value) -> String {
-    let svc = service_of(body, service);
-    let generation = generation_note(body);
-    let persisted = persist_note(body);
-    let active = svc.get("active").filter(|v| !v.is_null()).map(text);
-    let Some(active) = active else {
+fn summary(service: &str, verb: &str, applied: &Applied) -> String {
+    let generation = generation_note(applied);
+    let persisted = persist_note(applied);
+    let Some(svc) = &applied.service else {
         return format!("{service}: {verb}{generation}{persisted}\n");
     };
-    if body.get("changed").and_then(Value::as_bool) == Some(false) {
+    let active = svc.active;
+    if !applied.changed {
         return format!("{service}: already on {active}, nothing changed{generation}{persisted}\n");
     }
-    // The pool we left: the answer's `from`, else the last switch's, when
-    // that switch is the one that made `active` active.
-    let last = svc
-        .get("last_switch")
-        .filter(|e| e["to"].as_str() == Some(&active));
-    let from = body
-        .get("from")
-        .or_else(|| last.and_then(|e| e.get("from")))
-        .filter(|v| !v.is_null())
-        .map(text);
+    // The pool we left: the last switch's, when that switch is the one that
+    // made `active` active.
+    let from = svc
+        .last_switch
+        .as_ref()
+        .filter(|e| e.to == Some(active))
+        .and_then(|e| e.from);
     match from {
         Some(from) if from != active => {
             format!("{service}: {verb} {from} → {active}{generation}{persisted}\n")
@@ -262,43 +275,52 @@ fn summary(service: &str, verb: &str, body: &Value) -> String {
     }
 }
 
-fn render_drained(service: &str, body: &Value) -> String {
-    match body.get("drained").and_then(Value::as_bool) {
-        Some(true) => format!("{service}: drained\n"),
-        Some(false) => format!(
-            "{service}: not drained, {} in flight\n",
-            body.get("inflight").map(text).unwrap_or_else(|| "?".into())
-        ),
-        None => format!("{service}: unexpected answer: {body}\n"),
+fn render_drained(service: &str, drained: &Drained) -> String {
+    if drained.drained {
+        format!("{service}: drained\n")
+    } else {
+        format!("{service}: not drained, {} in flight\n", drained.inflight)
     }
 }
 
-fn render_weight(service: &str, percent: u8, body: &Value) -> String {
-    let svc = service_of(body, service);
-    let weights = svc.get("weights").and_then(Value::as_object);
-    let (active, standby) = (svc["active"].as_str(), svc["standby"].as_str());
-    let split = match (weights, active, standby) {
-        (Some(w), Some(active), Some(standby)) => format!(
-            "{standby} {}%, {active} {}%",
-            w.get(standby).map(text).unwrap_or_else(|| "?".into()),
-            w.get(active).map(text).unwrap_or_else(|| "?".into())
+fn render_weight(service: &str, percent: u8, applied: &Applied) -> String {
+    let split = match &applied.service {
+        Some(svc) => format!(
+            "{} {}%, {} {}%",
+            svc.standby,
+            svc.weight(svc.standby),
+            svc.active,
+            svc.weight(svc.active)
         ),
-        _ => format!("standby {percent}%"),
+        None => format!("standby {percent}%"),
     };
     format!(
         "{service}: weights {split}{}{}\n",
-        generation_note(body),
-        persist_note(body)
+        generation_note(applied),
+        persist_note(applied)
     )
 }
 
+fn render_canary(service: &str, action: CanaryAction, applied: &Applied) -> String {
+    let verb = match action {
+        CanaryAction::Start => "canary started",
+        CanaryAction::Abort => "canary aborted",
+    };
+    let mut s = format!("{service}: {verb}{}", generation_note(applied));
+    let running = applied.service.as_ref().and_then(|svc| {
+        let canary = svc.canary.as_ref()?;
+        Some(canary_line(svc.standby, canary))
+    });
+    if let Some(line) = running {
+        let _ = write!(s, "; canary: {line}");
+    }
+    s.push_str(&persist_note(applied));
+    s.push('\n');
+    s
+}
+
 /// One line per event: `TIME service from → to reason actor [detail]`.
-fn render_events(body: &Value) -> String {
-    let events = body
-        .as_array()
-        .or_else(|| body.get("events").and_then(Value::as_array))
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+fn render_events(events: &[Event]) -> String {
     if events.is_empty() {
         return "no events\n".to_owned();
     }
@@ -307,21 +329,24 @@ fn render_events(body: &Value) -> String {
         let _ = write!(
             s,
             "{} {} {} → {} {} {}",
-            text(&e["time"]),
-            text(&e["service"]),
-            text(&e["from"]),
-            text(&e["to"]),
-            text(&e["reason"]),
-            text(&e["actor"])
+            e.time,
+            e.service.as_deref().unwrap_or("-"),
+            pool_text(e.from),
+            pool_text(e.to),
+            e.reason.as_str(),
+            e.actor.as_str()
         );
-        let detail = &e["detail"];
-        let empty = detail.is_null() || detail.as_object().is_some_and(|o| o.is_empty());
+        let empty = e.detail.is_null() || e.detail.as_object().is_some_and(|o| o.is_empty());
         if !empty {
-            let _ = write!(s, " {}", fields(detail));
+            let _ = write!(s, " {}", fields(&e.detail));
         }
         s.push('\n');
     }
     s
+}
+
+fn pool_text(pool: Option<PoolName>) -> &'static str {
+    pool.map_or("-", PoolName::as_str)
 }
 
 /// A scalar as text: strings unquoted, null as `-`.
@@ -333,7 +358,8 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// An object as `key=value` pairs (nested values as compact JSON).
+/// An event's free-form detail as `key=value` pairs (nested values as
+/// compact JSON).
 fn fields(v: &Value) -> String {
     match v.as_object() {
         Some(map) => map

@@ -1,6 +1,7 @@
 use super::render::render;
 use super::*;
 use clap::Parser as _;
+use serde_json::json;
 
 fn parse(line: &[&str]) -> Result<CtlArgs, clap::Error> {
     let argv = ["cutover", "ctl"].iter().chain(line).copied();
@@ -191,8 +192,10 @@ fn status_text_shows_every_part_of_a_service() {
 #[test]
 fn status_of_one_service_shows_canary_and_watch_when_set() {
     let mut svc = sample_status()["services"][0].clone();
-    svc["canary"] = json!({"stage": 1, "weight": 5});
-    svc["watch"] = json!({"until": "2026-11-22T10:01:00Z"});
+    svc["canary"] = json!({"stage": 1, "stages": 3, "weight": 5, "held_ms": 30_000,
+        "hold_ms": 300_000, "requests": 40, "min_requests": 50, "error_rate": 0.025, "p99_ms": 12});
+    svc["watch"] =
+        json!({"pool": "green", "until": "2026-11-22T10:01:00Z", "remaining_ms": 45_500});
     let command = CtlCommand::Status {
         service: Some("agent".into()),
     };
@@ -202,8 +205,20 @@ fn status_of_one_service_shows_canary_and_watch_when_set() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("  canary: stage=1 weight=5\n"));
-    assert!(out.stdout.contains("  watch: until=2026-11-22T10:01:00Z\n"));
+    assert!(
+        out.stdout.contains(
+            "  canary: stage 2 of 3, green at 5%, held 30s of 5m, 40 of 50 requests, \
+             error rate 2.5%, p99 12ms\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("  watch: green until 2026-11-22T10:01:00Z (45s left)\n"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -251,7 +266,8 @@ fn switch_summary_names_both_pools_and_the_generation() {
     let mut svc = sample_status()["services"][0].clone();
     svc["active"] = json!("green");
     svc["standby"] = json!("blue");
-    svc["last_switch"] = json!({"from": "blue", "to": "green"});
+    svc["last_switch"] = json!({"time": "2026-11-22T10:00:00Z", "from": "blue", "to": "green",
+                                "reason": "manual", "actor": "api"});
     let body = json!({"generation": 8, "changed": true, "service": svc, "persisted": true});
     let command = parse(&["switch", "agent"]).unwrap().command;
     let out = render(&command, false, &ok(body.clone()));
@@ -411,4 +427,20 @@ fn request_carries_host_and_bearer_token() {
     assert_eq!(req.headers()[header::HOST], "127.0.0.1:9090");
     assert_eq!(req.uri(), "/x/api/v1/status");
     assert!(req.headers().get(header::AUTHORIZATION).is_none());
+}
+
+#[test]
+fn an_answer_that_is_not_the_expected_shape_is_printed_as_it_came_and_exits_1() {
+    let body = json!({"services": "not a list"});
+    let out = render(
+        &CtlCommand::Status { service: None },
+        false,
+        &ok(body.clone()),
+    );
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stdout,
+        serde_json::to_string_pretty(&body).unwrap() + "\n"
+    );
+    assert!(out.stderr.contains("is not a status"), "{}", out.stderr);
 }
