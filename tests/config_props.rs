@@ -134,9 +134,9 @@ impl Arbitrary for Mutated {
 }
 
 fn located(issue: &ConfigIssue, text: &str) -> bool {
-    match issue.line {
+    match issue.line() {
         Some(line) => {
-            line >= 1 && line <= text.lines().count() + 1 && issue.column.is_none_or(|c| c >= 1)
+            line >= 1 && line <= text.lines().count() + 1 && issue.column().is_none_or(|c| c >= 1)
         }
         None => !issue.key.is_empty(),
     }

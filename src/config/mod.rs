@@ -7,7 +7,7 @@
 //!
 //! This module depends on nothing else in the crate.
 
-mod raw;
+pub mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -18,7 +18,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use validate::parse;
+pub use validate::{parse, validate, Locator};
 
 /// Default `server.listen`.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -363,17 +363,85 @@ pub struct CanaryStage {
     pub min_requests: u64,
 }
 
-/// One problem found in a config file.
+/// Where a config value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A place in a config file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column (in characters), when known.
+        column: Option<usize>,
+    },
+    /// A label of a container (a provider's config).
+    Label {
+        /// The container's name.
+        container: String,
+        /// The label's key.
+        label: String,
+    },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File { path, line, column } => {
+                write!(f, "{}", path.display())?;
+                if let Some(line) = line {
+                    write!(f, ":{line}")?;
+                    if let Some(column) = column {
+                        write!(f, ":{column}")?;
+                    }
+                }
+                Ok(())
+            }
+            Location::Label { container, label } => {
+                write!(f, "container {container}: label {label}")
+            }
+        }
+    }
+}
+
+/// One problem found in a config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// 1-based column, when known.
-    pub column: Option<usize>,
+    /// Where the value is: a file's line and column, or a container's label.
+    pub location: Location,
     /// Dotted key path, e.g. `service.agent.health.interval`.
     pub key: String,
     /// What is wrong and what was expected.
     pub message: String,
+}
+
+impl ConfigIssue {
+    /// The 1-based line in a file, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self.location {
+            Location::File { line, .. } => line,
+            Location::Label { .. } => None,
+        }
+    }
+
+    /// The 1-based column in a file, when known.
+    pub fn column(&self) -> Option<usize> {
+        match self.location {
+            Location::File { column, .. } => column,
+            Location::Label { .. } => None,
+        }
+    }
+}
+
+/// `file:line:col: key: message` (or `container C: label L: key: message`).
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.location)?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
 }
 
 /// Why a config could not be loaded.
@@ -388,12 +456,11 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file was read but is invalid; every problem found is listed.
-    #[error("{}", format_issues(path, issues))]
+    /// The config was read but is invalid; every problem found is listed,
+    /// each with its location.
+    #[error("{}", join_lines(issues))]
     Invalid {
-        /// The file.
-        path: PathBuf,
-        /// Every problem, in file order.
+        /// Every problem, in the order of its source.
         issues: Vec<ConfigIssue>,
     },
 }
@@ -403,34 +470,15 @@ impl ConfigError {
     pub fn lines(&self) -> Vec<String> {
         match self {
             ConfigError::Read { .. } => vec![self.to_string()],
-            ConfigError::Invalid { path, issues } => {
-                issues.iter().map(|i| format_issue(path, i)).collect()
-            }
+            ConfigError::Invalid { issues } => issues.iter().map(ToString::to_string).collect(),
         }
     }
 }
 
-fn format_issue(path: &Path, issue: &ConfigIssue) -> String {
-    let mut s = path.display().to_string();
-    if let Some(line) = issue.line {
-        s.push_str(&format!(":{line}"));
-        if let Some(col) = issue.column {
-            s.push_str(&format!(":{col}"));
-        }
-    }
-    s.push_str(": ");
-    if !issue.key.is_empty() {
-        s.push_str(&issue.key);
-        s.push_str(": ");
-    }
-    s.push_str(&issue.message);
-    s
-}
-
-fn format_issues(path: &Path, issues: &[ConfigIssue]) -> String {
+fn join_lines(issues: &[ConfigIssue]) -> String {
     issues
         .iter()
-        .map(|i| format_issue(path, i))
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -1,4 +1,5 @@
-//! Raw serde mirror of `proxy.toml`, as written, before validation.
+//! Raw serde mirror of `proxy.toml`, as written, before validation: what
+//! [`super::validate()`] takes from any source.
 //!
 //! Every struct denies unknown keys, so a typo is a parse error that names the
 //! key. Every scalar that [`super::validate`] still has to check is kept as a
@@ -20,7 +21,7 @@ use toml::Spanned;
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a TOML document")]
-pub(super) struct RawConfig {
+pub struct RawConfig {
     /// `[server]`; absent means every default.
     pub server: Option<Located<RawServer>>,
     /// `[admin]`; absent means no admin listener and no socket.
@@ -36,7 +37,7 @@ pub(super) struct RawConfig {
 /// `[server]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawServer {
+pub struct RawServer {
     /// Plain HTTP listener, `ip:port`. Default `0.0.0.0:8080`.
     pub listen: Option<Spanned<String>>,
     /// Tokio worker threads, at least 1. Default: the number of cores.
@@ -50,7 +51,7 @@ pub(super) struct RawServer {
 /// `[server.limits]`: every key optional, defaults in `super::DEFAULT_*`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawLimits {
+pub struct RawLimits {
     /// Duration string. Default 10 s.
     pub header_read_timeout: Option<Spanned<String>>,
     /// Bytes, at least 1024. Default 65536.
@@ -70,7 +71,7 @@ pub(super) struct RawLimits {
 /// `[server.tls]`: all three keys required when the table is present.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawTls {
+pub struct RawTls {
     /// HTTPS listener, `ip:port`. Required.
     pub listen: Option<Spanned<String>>,
     /// PEM certificate chain path. Required.
@@ -84,7 +85,7 @@ pub(super) struct RawTls {
 /// One `[[server.tls.certificates]]`: all three keys required.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawTlsCert {
+pub struct RawTlsCert {
     /// Server names (exact, or `*.example.com`) this certificate answers.
     pub names: Option<Spanned<Vec<Spanned<String>>>>,
     /// PEM certificate chain path.
@@ -96,7 +97,7 @@ pub(super) struct RawTlsCert {
 /// `[admin]`: every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawAdmin {
+pub struct RawAdmin {
     /// HTTP admin API listener, `ip:port`.
     pub listen: Option<Spanned<String>>,
     /// Unix socket path.
@@ -108,7 +109,7 @@ pub(super) struct RawAdmin {
 /// `[state]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawState {
+pub struct RawState {
     /// State file path. Default `cutover-state.json`.
     pub path: Option<Spanned<String>>,
 }
@@ -116,7 +117,7 @@ pub(super) struct RawState {
 /// One `[[route]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawRoute {
+pub struct RawRoute {
     /// Host without port; absent matches any host.
     pub host: Option<Spanned<String>>,
     /// Path prefix starting with `/`. Default `/`.
@@ -128,7 +129,7 @@ pub(super) struct RawRoute {
 /// One `[service.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawService {
+pub struct RawService {
     /// `"blue"` or `"green"`. Default blue.
     pub active: Option<Spanned<String>>,
     /// Duration string, may be 0. Default 30 s.
@@ -155,7 +156,7 @@ pub(super) struct RawService {
     deny_unknown_fields,
     expecting = "an inline table such as { header = \"X-Session-Id\" } or { cookie = \"session\" }"
 )]
-pub(super) struct RawSticky {
+pub struct RawSticky {
     /// Request header carrying the session key.
     pub header: Option<Spanned<String>>,
     /// Cookie carrying the session key.
@@ -168,7 +169,7 @@ pub(super) struct RawSticky {
     deny_unknown_fields,
     expecting = "an inline table such as { header = \"X-Cutover-Pool\" }"
 )]
-pub(super) struct RawPreview {
+pub struct RawPreview {
     /// Request header naming a pool. Required.
     pub header: Option<Spanned<String>>,
 }
@@ -176,7 +177,7 @@ pub(super) struct RawPreview {
 /// `[service.NAME.health]`: every key optional, defaults in `super::DEFAULT_*`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawHealth {
+pub struct RawHealth {
     /// Path starting with `/`. Default `/health`.
     pub path: Option<Spanned<String>>,
     /// Duration string. Default 2 s.
@@ -192,7 +193,7 @@ pub(super) struct RawHealth {
 /// `[service.NAME.pools]`: exactly the keys `blue` and `green`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawPools {
+pub struct RawPools {
     /// `[service.NAME.pools.blue]`. Required.
     pub blue: Option<Located<RawPool>>,
     /// `[service.NAME.pools.green]`. Required.
@@ -202,7 +203,7 @@ pub(super) struct RawPools {
 /// `[service.NAME.pools.POOL]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawPool {
+pub struct RawPool {
     /// `host:port` or `http://host:port` strings. Required, non-empty.
     pub servers: Option<Spanned<Vec<Spanned<String>>>>,
 }
@@ -214,7 +215,7 @@ pub(super) struct RawPool {
 /// threshold for an automated rollback would hide a half-written section.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawRollback {
+pub struct RawRollback {
     /// Share of failures, 0..=1. Required.
     pub max_error_rate: Option<Spanned<f64>>,
     /// Duration string. Required.
@@ -232,7 +233,7 @@ pub(super) struct RawRollback {
 /// `[service.NAME.canary]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawCanary {
+pub struct RawCanary {
     /// `[[service.NAME.canary.stages]]`; absent means no stages.
     pub stages: Option<Vec<Located<RawStage>>>,
 }
@@ -240,7 +241,7 @@ pub(super) struct RawCanary {
 /// One `[[service.NAME.canary.stages]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawStage {
+pub struct RawStage {
     /// Percent, 1..=100. Required.
     pub weight: Option<Spanned<i64>>,
     /// Duration string. Required.
@@ -261,7 +262,7 @@ pub(super) struct RawStage {
 /// It speaks the same private protocol as `Spanned` (toml 0.8 /
 /// serde_spanned 0.6); the config tests cover both kinds of table.
 #[derive(Debug)]
-pub(super) struct Located<T> {
+pub struct Located<T> {
     /// Byte range of the table (header included) when it is written out.
     pub span: Option<Range<usize>>,
     /// The table.

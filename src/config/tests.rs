@@ -102,7 +102,7 @@ fn parse_ok(text: &str) -> Config {
 fn issues(text: &str) -> Vec<ConfigIssue> {
     match parse(text, Path::new(PATH)) {
         Ok(_) => panic!("expected an invalid config:\n{text}"),
-        Err(ConfigError::Invalid { issues, .. }) => issues,
+        Err(ConfigError::Invalid { issues }) => issues,
         Err(err) => panic!("unexpected error {err}"),
     }
 }
@@ -130,7 +130,7 @@ fn check(extra: &str, needle: &str, key: &str, parts: &[&str]) {
     let issue = &found[0];
     assert_eq!(issue.key, key, "key for {extra:?}");
     assert_eq!(
-        (issue.line, issue.column),
+        (issue.line(), issue.column()),
         pos(&text, needle),
         "position for {extra:?}: {issue:?}"
     );
@@ -635,7 +635,7 @@ fn config_without_routes_is_an_error() {
     let found = issues(POOLS);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(
-        (found[0].line, found[0].column, found[0].key.as_str()),
+        (found[0].line(), found[0].column(), found[0].key.as_str()),
         (None, None, "route")
     );
     assert!(found[0]
@@ -650,7 +650,7 @@ fn missing_pool_names_the_table_to_add() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].key, "service.agent.pools.green");
     assert_eq!(
-        (found[0].line, found[0].column),
+        (found[0].line(), found[0].column()),
         pos(text, "[service.agent.pools.blue]")
     );
     assert!(found[0]
@@ -721,7 +721,7 @@ fn pool_server_errors_name_the_server() {
         assert_eq!(found.len(), 1, "{servers}: {found:#?}");
         assert_eq!(found[0].key, key, "{servers}");
         assert_eq!(
-            (found[0].line, found[0].column),
+            (found[0].line(), found[0].column()),
             pos(&text, needle),
             "{servers}"
         );
@@ -798,7 +798,7 @@ fn invalid_service_name_is_reported_with_a_quoted_key() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].key, "service.\"my svc\"");
     assert_eq!(
-        (found[0].line, found[0].column),
+        (found[0].line(), found[0].column()),
         pos(&text, "[service.\"my svc\".pools.blue]")
     );
     assert!(found[0]
@@ -819,7 +819,7 @@ fn incomplete_tables_list_each_missing_key() {
     assert_eq!(keys, expected);
     assert!(found
         .iter()
-        .all(|i| (i.line, i.column) == pos(&rollback, "[service.agent.rollback]")));
+        .all(|i| (i.line(), i.column()) == pos(&rollback, "[service.agent.rollback]")));
     assert!(found[0]
         .message
         .contains("missing (expected e.g. max_p99 = \"2s\")"));
@@ -853,7 +853,7 @@ servers = ["https://b:1"]
 "#;
     let found = issues(text);
     let summary: Vec<(Option<usize>, &str)> =
-        found.iter().map(|i| (i.line, i.key.as_str())).collect();
+        found.iter().map(|i| (i.line(), i.key.as_str())).collect();
     assert_eq!(
         summary,
         [
@@ -874,7 +874,7 @@ fn unknown_key_is_reported_with_its_path_and_line() {
     let found = issues(&text);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].key, "service.agent.health.intervl");
-    assert_eq!((found[0].line, found[0].column), pos(&text, "intervl"));
+    assert_eq!((found[0].line(), found[0].column()), pos(&text, "intervl"));
     assert!(
         found[0]
             .message
@@ -890,7 +890,7 @@ fn unknown_key_is_reported_with_its_path_and_line() {
         "{}",
         found[0].message
     );
-    assert_eq!(found[0].line, pos(&pool, "red]").0);
+    assert_eq!(found[0].line(), pos(&pool, "red]").0);
 
     // The first key of a table implied by a deeper header.
     let implied = with("[server.limitz]\nx = 1");
@@ -898,7 +898,7 @@ fn unknown_key_is_reported_with_its_path_and_line() {
 
     let top = "[[route]]\nservice = \"agent\"\n[servr]\nlisten = \"a\"\n";
     let found = issues(top);
-    assert_eq!((found[0].key.as_str(), found[0].line), ("servr", Some(3)));
+    assert_eq!((found[0].key.as_str(), found[0].line()), ("servr", Some(3)));
 }
 
 #[test]
@@ -907,7 +907,7 @@ fn wrong_type_is_reported_with_its_path_and_line() {
     let found = issues(&text);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].key, "server.workers");
-    assert_eq!((found[0].line, found[0].column), pos(&text, "\"2\""));
+    assert_eq!((found[0].line(), found[0].column()), pos(&text, "\"2\""));
     assert!(
         found[0].message.contains("invalid type: string \"2\""),
         "{}",
@@ -929,8 +929,8 @@ fn syntax_error_has_a_line_and_one_line_message() {
     let text = "[[route]]\nservice = \"agent\"\n[server\nlisten = 1\n";
     let found = issues(text);
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].line, Some(3));
-    assert!(found[0].column.is_some());
+    assert_eq!(found[0].line(), Some(3));
+    assert!(found[0].column().is_some());
     assert!(!found[0].message.contains('\n'), "{:?}", found[0].message);
     assert!(
         found[0].message.starts_with("invalid table header"),
@@ -949,7 +949,7 @@ fn columns_count_characters_not_bytes() {
         .iter()
         .find(|i| i.key == "route[0].path_prefix")
         .unwrap();
-    assert_eq!((prefix.line, prefix.column), (Some(1), Some(62)));
+    assert_eq!((prefix.line(), prefix.column()), (Some(1), Some(62)));
 }
 
 #[test]
@@ -1039,5 +1039,65 @@ fn bad_sni_certificates_name_the_entry_and_the_name() {
         "\"A.example\"",
         "server.tls.certificates[1].names",
         &["already named by server.tls.certificates[0]"],
+    );
+}
+
+/// A source that is not a file: every value is "at" one container label,
+/// found by the value's offset.
+struct Labels {
+    /// (offset where the label's value starts, container, label)
+    at: Vec<(usize, &'static str, &'static str)>,
+}
+
+impl Locator for Labels {
+    fn locate(&self, offset: Option<usize>) -> Location {
+        let (_, container, label) = offset
+            .and_then(|o| self.at.iter().rev().find(|(start, ..)| *start <= o))
+            .copied()
+            .unwrap_or((0, "?", "?"));
+        Location::Label {
+            container: container.into(),
+            label: label.into(),
+        }
+    }
+}
+
+#[test]
+fn validation_names_a_container_and_label_for_a_source_that_is_not_a_file() {
+    let text = with("[service.agent.health]\ninterval = \"every now and then\"\n");
+    let raw: raw::RawConfig = toml::from_str(&text).unwrap();
+    let start = text.find("\"every now and then\"").unwrap();
+    let labels = Labels {
+        at: vec![(
+            start,
+            "web-1",
+            "traefik.http.services.web.loadbalancer.healthcheck.interval",
+        )],
+    };
+    let err = validate(raw, &labels, Path::new(PATH)).unwrap_err();
+    let lines = err.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "container web-1: label traefik.http.services.web.loadbalancer.healthcheck.interval: \
+             service.agent.health.interval: \"every now and then\" is not a duration"
+        ),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn a_file_issue_reads_file_line_column_key_message() {
+    let text = with("[service.agent.health]\ninterval = \"every now and then\"\n");
+    let err = parse(&text, Path::new(PATH)).unwrap_err();
+    let (line, column) = pos(&text, "\"every now and then\"");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{PATH}:{}:{}: service.agent.health.interval: \"every now and then\" is not a duration",
+            line.unwrap(),
+            column.unwrap()
+        )),
+        "{err}"
     );
 }

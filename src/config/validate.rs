@@ -14,7 +14,7 @@ use serde_path_to_error::Segment;
 use toml::Spanned;
 
 use super::raw::{RawAdmin, RawConfig, RawServer, RawState};
-use super::{Config, ConfigError, ConfigIssue};
+use super::{Config, ConfigError, ConfigIssue, Location};
 
 mod route;
 mod scalar;
@@ -39,30 +39,70 @@ const POSITIVE: RangeInclusive<i64> = 1..=i64::MAX;
 /// syntax error, a wrong type or an unknown key stops the parse, so it is
 /// reported alone.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let raw = deserialize(text).map_err(|issue| invalid(path, vec![issue]))?;
-    let mut checker = Checker::new(text, path);
+    let file = TomlFile { text, path };
+    let raw = deserialize(&file).map_err(|issue| invalid(vec![issue]))?;
+    validate(raw, &file, path)
+}
+
+/// Validates `raw` into a [`Config`]: the entry point for any source of
+/// raw values. `locator` turns the span of a raw value into the place it
+/// came from (a file's line and column, a container's label); `path` is kept
+/// as [`Config::path`], and relative paths resolve against its directory.
+///
+/// # Errors
+///
+/// [`ConfigError::Invalid`] with every problem found, in source order.
+pub fn validate(raw: RawConfig, locator: &dyn Locator, path: &Path) -> Result<Config, ConfigError> {
+    let mut checker = Checker::new(locator, path);
     let config = checker.config(raw, path);
     if checker.issues.is_empty() {
         Ok(config)
     } else {
-        Err(invalid(path, checker.issues))
+        Err(invalid(checker.issues))
     }
 }
 
-fn invalid(path: &Path, mut issues: Vec<ConfigIssue>) -> ConfigError {
-    // Stable: issues on one spot keep the order they were found in; issues
-    // about the whole file (no line) come last.
-    issues.sort_by_key(|i| (i.line.is_none(), i.line, i.column));
-    ConfigError::Invalid {
-        path: path.to_path_buf(),
-        issues,
+/// Turns the start of a raw value's span into the place it came from.
+pub trait Locator {
+    /// Where the value starting at `offset` of the source is; `None` for
+    /// the source as a whole.
+    fn locate(&self, offset: Option<usize>) -> Location;
+}
+
+/// The text of a TOML file: an offset is a line and a column.
+struct TomlFile<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Locator for TomlFile<'_> {
+    fn locate(&self, offset: Option<usize>) -> Location {
+        let (line, column) = match offset {
+            Some(offset) => {
+                let (line, column) = line_col(self.text, offset);
+                (Some(line), Some(column))
+            }
+            None => (None, None),
+        };
+        Location::File {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+        }
     }
+}
+
+fn invalid(mut issues: Vec<ConfigIssue>) -> ConfigError {
+    // Stable: issues on one spot keep the order they were found in; issues
+    // about the whole source (no line) come last.
+    issues.sort_by_key(|i| (i.line().is_none(), i.line(), i.column()));
+    ConfigError::Invalid { issues }
 }
 
 /// Runs serde over the text; a syntax, type or unknown-key error becomes one
 /// issue with the key path serde was at.
-fn deserialize(text: &str) -> Result<RawConfig, ConfigIssue> {
-    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|err| {
+fn deserialize(file: &TomlFile<'_>) -> Result<RawConfig, ConfigIssue> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(file.text)).map_err(|err| {
         let mut key = key_path(err.path());
         let err = err.into_inner();
         // The first key of a table that only a deeper header implies is read
@@ -75,16 +115,8 @@ fn deserialize(text: &str) -> Result<RawConfig, ConfigIssue> {
                 key.push_str(&key_segment(field));
             }
         }
-        let (line, column) = match err.span() {
-            Some(span) => {
-                let (line, column) = line_col(text, span.start);
-                (Some(line), Some(column))
-            }
-            None => (None, None),
-        };
         ConfigIssue {
-            line,
-            column,
+            location: file.locate(err.span().map(|span| span.start)),
             key,
             message: one_line(err.message()),
         }
@@ -171,36 +203,28 @@ fn at<T>(value: &Spanned<T>) -> Option<usize> {
 
 /// Collects issues while turning raw sections into typed ones.
 struct Checker<'a> {
-    text: &'a str,
+    locator: &'a dyn Locator,
     /// The config file's directory, against which relative paths resolve.
     dir: PathBuf,
     issues: Vec<ConfigIssue>,
 }
 
 impl<'a> Checker<'a> {
-    fn new(text: &'a str, path: &Path) -> Self {
+    fn new(locator: &'a dyn Locator, path: &Path) -> Self {
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
         Checker {
-            text,
+            locator,
             dir,
             issues: Vec::new(),
         }
     }
 
     fn issue(&mut self, at: Option<usize>, key: &str, message: String) {
-        let (line, column) = match at {
-            Some(offset) => {
-                let (line, column) = line_col(self.text, offset);
-                (Some(line), Some(column))
-            }
-            None => (None, None),
-        };
         self.issues.push(ConfigIssue {
-            line,
-            column,
+            location: self.locator.locate(at),
             key: key.to_string(),
             message,
         });
