@@ -131,7 +131,7 @@ fn header_rewrite(c: &mut Criterion) {
 }
 
 fn snapshot_load(c: &mut Criterion) {
-    let routing = Routing::new(snapshot(10, 0));
+    let (routing, _publisher) = Routing::new(snapshot(10, 0));
     c.bench_function("snapshot_load", |b| b.iter(|| routing.load().generation));
     let _ = PoolName::Blue;
 }

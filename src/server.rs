@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::config::Config;
-use crate::control::events::Actor;
+use crate::control::source::FileSource;
+use crate::control::store::FileStore;
 use crate::control::thread::ControlThread;
 use crate::control::ControlPlane;
 use crate::metrics::Metrics;
@@ -176,20 +177,27 @@ fn drain_grace(config: &Config) -> Duration {
 /// answers until the drain is over (`/readyz`: 503). SIGHUP reloads the
 /// config.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let (thread, control) = start_control(config, &listeners);
+    let (thread, control) = start_control(config, &listeners).await;
     serve(thread, control, listeners, shutdown).await;
 }
 
-/// Starts the control thread and the control plane for `config` (with the
-/// TLS config of `listeners`), the tasks the plane starts itself (health
-/// reports and passive failures, canary analysis) on that thread.
-fn start_control(config: Config, listeners: &Listeners) -> (ControlThread, Arc<ControlPlane>) {
+/// Starts the control thread and, on it, the control plane for `config`
+/// (with the TLS config of `listeners` and the state file as its
+/// release-state store), with the tasks the plane starts itself (health
+/// reports and passive failures, config updates, canary analysis).
+async fn start_control(
+    config: Config,
+    listeners: &Listeners,
+) -> (ControlThread, Arc<ControlPlane>) {
     let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
     let thread = ControlThread::start();
-    let control = {
-        let _on_control_thread = thread.handle().enter();
-        ControlPlane::new(config, tls, Arc::new(Metrics::new()))
-    };
+    let plane = thread.handle().spawn(async move {
+        let store = Arc::new(FileStore::open(&config.state.path));
+        ControlPlane::new(config, tls, Arc::new(Metrics::new()), store).await
+    });
+    let control = plane
+        .await
+        .expect("building the control plane does not panic");
     (thread, control)
 }
 
@@ -223,7 +231,9 @@ async fn serve(
         let control = control.clone();
         async move { control.start_health().await }
     });
-    let reload = thread.handle().spawn(reload_on_sighup(control.clone()));
+    let reload = thread
+        .handle()
+        .spawn(FileSource::new(config.path.clone()).on_sighup(control.updates()));
     let grace = drain_grace(&config);
     tracing::info!(listen = %listeners.http.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
     let metrics = control.metrics().clone();
@@ -294,19 +304,6 @@ fn inflight(control: &ControlPlane) -> u64 {
         .sum()
 }
 
-async fn reload_on_sighup(control: Arc<ControlPlane>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: reload only through the admin API");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading the config");
-        // Errors are logged by reload itself.
-        let _ = control.reload(Actor::Signal).await;
-    }
-}
-
 /// A proxy running in the background (tests, `cutover demo`).
 #[derive(Debug)]
 pub struct Running {
@@ -345,7 +342,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let admin_addr = listeners.admin_addr();
     let socket = listeners.socket.as_ref().map(|(_, p)| p.clone());
     let https_addr = listeners.https_addr();
-    let (thread, control) = start_control(config, &listeners);
+    let (thread, control) = start_control(config, &listeners).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(thread, control.clone(), listeners, async move {
         let _ = stopped.await;

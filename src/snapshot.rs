@@ -8,7 +8,8 @@
 //! by every later snapshot, so a switch, reload or health change never resets
 //! in-flight counts or drops idle upstream connections.
 //!
-//! Building snapshots does no I/O. Only the control plane stores them.
+//! Building snapshots does no I/O. Only the holder of a routing table's
+//! [`Publisher`] (the control plane) replaces its snapshot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -362,18 +363,38 @@ impl Objects {
     }
 }
 
-/// The current snapshot. Readers `load`; only the control plane `store`s.
+/// The current snapshot. Anyone may `load` it; only the holder of its
+/// [`Publisher`] can replace it.
 #[derive(Debug)]
 pub struct Routing {
     current: ArcSwap<Snapshot>,
 }
 
+/// The one handle that publishes snapshots into a [`Routing`]. It is made
+/// with the routing and cannot be cloned, so whoever made the routing (the
+/// control plane) is its only writer.
+#[derive(Debug)]
+pub struct Publisher {
+    routing: Arc<Routing>,
+}
+
+impl Publisher {
+    /// Publishes `snapshot`: every request that loads after this returns sees it.
+    pub fn store(&self, snapshot: Snapshot) {
+        self.routing.current.store(Arc::new(snapshot));
+    }
+}
+
 impl Routing {
-    /// Starts at `snapshot`.
-    pub fn new(snapshot: Snapshot) -> Routing {
-        Routing {
+    /// A routing table starting at `snapshot`, and its only publisher.
+    pub fn new(snapshot: Snapshot) -> (Arc<Routing>, Publisher) {
+        let routing = Arc::new(Routing {
             current: ArcSwap::from_pointee(snapshot),
-        }
+        });
+        let publisher = Publisher {
+            routing: routing.clone(),
+        };
+        (routing, publisher)
     }
 
     /// The current snapshot (lock-free).
@@ -384,11 +405,6 @@ impl Routing {
     /// The current snapshot as an owned `Arc`.
     pub fn load_full(&self) -> Arc<Snapshot> {
         self.current.load_full()
-    }
-
-    /// Publishes `snapshot`: every request that loads after this returns sees it.
-    pub fn store(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
     }
 }
 

@@ -39,7 +39,11 @@ async fn active_pool_weight_and_events_survive_a_restart() {
 
         let text = std::fs::read_to_string(proxy.state_path()).expect("state file");
         let state: Value = serde_json::from_str(&text).expect("the state file is JSON");
-        assert_eq!(state["version"], 1);
+        assert_eq!(state["version"], cutover::control::store::STATE_VERSION);
+        assert!(
+            state.get("events").is_none(),
+            "events live in the audit log"
+        );
         assert_eq!(state["services"]["app"]["active"], "green");
         assert_eq!(state["services"]["app"]["standby_weight"], 20);
 
@@ -86,7 +90,7 @@ async fn corrupt_state_file_is_set_aside_and_the_configs_active_pool_used() {
         assert_eq!(switched.status, StatusCode::OK, "{}", switched.text());
         let text = std::fs::read_to_string(proxy.state_path()).expect("state file");
         let state: Value = serde_json::from_str(&text).expect("the state file is JSON");
-        assert_eq!(state["version"], 1);
+        assert_eq!(state["version"], cutover::control::store::STATE_VERSION);
         assert_eq!(state["services"]["app"]["active"], "blue");
     })
     .await;

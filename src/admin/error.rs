@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::control::store::StoreError;
 use crate::control::ControlError;
 use crate::wire::{ErrorAnswer, ErrorBody};
 
@@ -76,6 +77,14 @@ impl From<ControlError> for ApiError {
             ControlError::NoCanaryStages(_) => (StatusCode::CONFLICT, "no_canary_stages"),
             ControlError::CanaryRunning(_) => (StatusCode::CONFLICT, "canary_running"),
             ControlError::NoCanary(_) => (StatusCode::CONFLICT, "no_canary"),
+            ControlError::Store(StoreError::Conflict { .. }) => (StatusCode::CONFLICT, "conflict"),
+            ControlError::Store(StoreError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable")
+            }
+            ControlError::Store(StoreError::NotDurable(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "not_persisted")
+            }
+            ControlError::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
         };
         ApiError::new(status, code, e.to_string())
     }

@@ -1,17 +1,18 @@
-//! Making a change take effect: build and store the next snapshot, mirror
-//! it into the gauges, and commit the event and the state it leaves to the
-//! audit log and the state file.
+//! Making a change take effect, in this order: commit it to the
+//! release-state store, then build and publish the snapshot that makes it
+//! visible to requests, and mirror it into the gauges. A change the store
+//! refuses is not published.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::analysis::Canary;
-use super::events::Event;
-use super::persist::ServiceState;
-use super::{progressive, Inner};
-use crate::config::PoolName;
-use crate::snapshot::{Routing, ServiceRuntime, Snapshot};
+use std::collections::{BTreeMap, HashMap};
+
+use super::runtime::{Runtime, ServerHealth};
+use super::store::{Change, StoreError};
+use super::{ControlError, Inner, ServerKey};
+use crate::config::{Config, PoolName};
+use crate::snapshot::{Objects, ServiceRuntime, Snapshot};
+use crate::wire::Event;
 
 /// Builds a snapshot of `inner` at `generation`.
 pub(super) fn build(inner: &mut Inner, generation: u64) -> Snapshot {
@@ -23,6 +24,19 @@ pub(super) fn build(inner: &mut Inner, generation: u64) -> Snapshot {
         tls,
         ..
     } = inner;
+    snapshot_of(objects, config, tls, services, health, generation)
+}
+
+/// Builds a snapshot of `config` with each service's runtime and each
+/// server's health at `generation`.
+pub(super) fn snapshot_of(
+    objects: &mut Objects,
+    config: &Arc<Config>,
+    tls: &Option<Arc<rustls::ServerConfig>>,
+    services: &BTreeMap<String, Runtime>,
+    health: &HashMap<ServerKey, ServerHealth>,
+    generation: u64,
+) -> Snapshot {
     objects.build(
         config.clone(),
         generation,
@@ -30,9 +44,9 @@ pub(super) fn build(inner: &mut Inner, generation: u64) -> Snapshot {
         &|sc| {
             let rt = services.get(&sc.name);
             ServiceRuntime {
-                active: rt.map_or(sc.active, |r| r.active),
-                standby_weight: rt.map_or(0, |r| r.standby_weight),
-                generation: rt.map_or(generation, |r| r.generation),
+                active: rt.map_or(sc.active, Runtime::active),
+                standby_weight: rt.map_or(0, Runtime::standby_weight),
+                generation: rt.map_or(generation, |r| r.local.generation),
             }
         },
         &|svc, pool, server| {
@@ -43,12 +57,12 @@ pub(super) fn build(inner: &mut Inner, generation: u64) -> Snapshot {
     )
 }
 
-/// Builds and stores the next snapshot; returns its generation.
-pub(super) fn publish(routing: &Routing, inner: &mut Inner) -> u64 {
+/// Builds and publishes the next snapshot; returns its generation.
+pub(super) fn publish(inner: &mut Inner) -> u64 {
     let generation = inner.generation + 1;
     let snapshot = build(inner, generation);
     export_gauges(inner, &snapshot);
-    routing.store(snapshot);
+    inner.publisher.store(snapshot);
     inner.generation = generation;
     generation
 }
@@ -85,47 +99,52 @@ pub(super) fn export_gauges(inner: &Inner, snapshot: &Snapshot) {
     }
 }
 
-/// Appends an event to the history and writes it, with the state it leaves,
-/// to the audit log beside the state file (JSON lines, so what happened can
-/// be read after the fact) and to the state file, on the writer thread.
-/// False (and an error log) when the state file could not be written.
-pub(super) async fn commit(inner: &mut Inner, event: Event) -> bool {
-    let line = inner.events.push(event);
-    let state = inner.config.state.path.clone();
-    let result = inner.writer.write(line, state, services_state(inner)).await;
-    if let Err(e) = &result {
-        tracing::error!(error = %e, "state not persisted");
+/// Commits `change` to the store. `Ok(false)` when the store could not make
+/// it durable but lets it take effect (logged); a refusal is an error.
+pub(super) async fn commit(inner: &Inner, change: Change) -> Result<bool, ControlError> {
+    match inner.store.commit(change).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::NotDurable(e)) => {
+            tracing::error!(error = %e, "state not persisted");
+            Ok(false)
+        }
+        Err(refused) => {
+            tracing::warn!(error = %refused, "change refused by the release-state store");
+            Err(ControlError::Store(refused))
+        }
     }
-    result.is_ok()
 }
 
-/// `cutover-state.json` → `cutover-audit.jsonl` in the same directory.
-pub fn audit_path(state: &std::path::Path) -> PathBuf {
-    let stem = state
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("cutover-state");
-    let stem = stem.strip_suffix("-state").unwrap_or(stem);
-    state.with_file_name(format!("{stem}-audit.jsonl"))
-}
-
-/// What the state file keeps of each service (the writer keeps the history).
-fn services_state(inner: &Inner) -> BTreeMap<String, ServiceState> {
-    inner
+/// Commits `next` as the runtime of `service` with `event` (both made for
+/// the next generation, `inner.generation + 1`), then records the event and
+/// publishes. Returns whether the store made it durable.
+pub(super) async fn commit_service(
+    inner: &mut Inner,
+    service: &str,
+    mut next: Runtime,
+    event: Event,
+) -> Result<bool, ControlError> {
+    let generation = inner.generation + 1;
+    debug_assert_eq!(
+        event.generation, generation,
+        "the event is the next generation's"
+    );
+    let expected = inner
         .services
-        .iter()
-        .map(|(name, rt)| {
-            (
-                name.clone(),
-                ServiceState {
-                    active: rt.active,
-                    standby_weight: rt.standby_weight,
-                    previous: rt.previous,
-                    last_switch: rt.last_switch.clone(),
-                    canary_stage: rt.canary.as_ref().map(Canary::stage),
-                    rollback_watch_until: progressive::active_watch_until(rt),
-                },
-            )
-        })
-        .collect()
+        .get(service)
+        .map_or(0, |rt| rt.release.generation);
+    next.sync_release();
+    next.release.generation = generation;
+    next.local.generation = generation;
+    let change = Change::Service {
+        name: service.to_string(),
+        expected,
+        state: next.release.clone(),
+        event: event.clone(),
+    };
+    let persisted = commit(inner, change).await?;
+    inner.services.insert(service.to_string(), next);
+    inner.events.push(event);
+    publish(inner);
+    Ok(persisted)
 }

@@ -12,14 +12,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use super::actions::check_target;
 use super::analysis::{Canary, Step, Verdict, Watch};
 use super::effect::commit;
-use super::events::{Actor, Event, Reason};
-use super::{runtime, ControlError, ControlPlane, Inner};
+use super::gates::check_target;
+use super::store::Change;
+use super::{pool_totals, runtime, ControlError, ControlPlane, Inner};
 use crate::config::{CanaryStage, PoolName};
-use crate::metrics::PoolTotals;
-use crate::wire::{Applied, CanaryStatus, WatchStatus};
+use crate::wire::{Actor, Applied, Event, Reason};
 
 /// How often the analysis runs.
 pub const ANALYSIS_INTERVAL: Duration = Duration::from_millis(250);
@@ -34,43 +33,26 @@ enum Action {
     Blocked { why: String, verdict: Verdict },
 }
 
-/// Starts watching `pool` of `service` for `window` (`None`: the
-/// configured one) if the service has a `[rollback]` section; false when it
-/// has none.
-pub(super) fn start_watch(
-    inner: &mut Inner,
+/// A watch of `pool` of `service` for `window` (`None`: the configured
+/// one) starting now, if the service has a `[rollback]` section.
+pub(super) fn watch_for(
+    inner: &Inner,
     service: &str,
     pool: PoolName,
     window: Option<Duration>,
-) -> bool {
-    let Some(cfg) = inner
+) -> Option<(PoolName, Watch)> {
+    let cfg = inner
         .config
         .services
         .iter()
         .find(|s| s.name == service)
-        .and_then(|s| s.rollback.as_ref())
-    else {
-        return false;
-    };
+        .and_then(|s| s.rollback.as_ref())?;
     let window = window.unwrap_or(cfg.window);
-    let Some(state) = inner.objects.pool_state(service, pool) else {
-        return false;
-    };
-    let watch = Watch::start(Instant::now(), window, state.metrics.totals());
-    if let Some(rt) = inner.services.get_mut(service) {
-        rt.watch = Some((pool, watch));
-    }
-    true
-}
-
-/// The cumulative totals of `pool` of `service` (zero when there is no such
-/// pool).
-fn pool_totals(inner: &Inner, service: &str, pool: PoolName) -> PoolTotals {
-    inner
-        .objects
-        .pool_state(service, pool)
-        .map(|s| s.metrics.totals())
-        .unwrap_or_default()
+    let state = inner.objects.pool_state(service, pool)?;
+    Some((
+        pool,
+        Watch::start(Instant::now(), window, state.metrics.totals()),
+    ))
 }
 
 /// The configured stages of `service`'s staged rollout.
@@ -96,7 +78,7 @@ pub(super) fn resume_canaries(inner: &mut Inner, canaries: &[(String, usize)]) {
         let Some(rt) = inner.services.get(service) else {
             continue;
         };
-        let (standby, active, weight) = (rt.active.other(), rt.active, rt.standby_weight);
+        let (standby, active, weight) = (rt.active().other(), rt.active(), rt.standby_weight());
         let resumed = Canary::resume(
             canary_stages(inner, service),
             *stage,
@@ -120,22 +102,12 @@ pub(super) fn resume_canaries(inner: &mut Inner, canaries: &[(String, usize)]) {
             weight,
             "canary resumed: this stage's hold and request count start again"
         );
+        let watch = watch_for(inner, service, standby, None);
         if let Some(rt) = inner.services.get_mut(service) {
-            rt.canary = Some(canary);
+            rt.local.canary = Some(canary);
+            rt.local.watch = watch;
         }
-        start_watch(inner, service, standby, None);
     }
-}
-
-/// Until when the active pool of a service without a canary is watched,
-/// for the state file (a canary's watch starts again with the canary).
-pub(super) fn active_watch_until(rt: &super::Runtime) -> Option<String> {
-    if rt.canary.is_some() {
-        return None;
-    }
-    let (pool, watch) = rt.watch.as_ref()?;
-    let left = watch.until.saturating_duration_since(Instant::now());
-    (*pool == rt.active).then(|| super::events::rfc3339_millis(SystemTime::now() + left))
 }
 
 /// Takes up the automated-rollback watches that were running at the last
@@ -152,11 +124,15 @@ pub(super) fn resume_watches(inner: &mut Inner, watches: &[(String, SystemTime)]
         let Some(rt) = inner.services.get(service) else {
             continue;
         };
-        if rt.canary.is_some() || left.is_zero() {
+        if rt.local.canary.is_some() || left.is_zero() {
             continue;
         }
-        let pool = rt.active;
-        if start_watch(inner, service, pool, Some(left)) {
+        let pool = rt.active();
+        let Some(watch) = watch_for(inner, service, pool, Some(left)) else {
+            continue;
+        };
+        if let Some(rt) = inner.services.get_mut(service) {
+            rt.local.watch = Some(watch);
             tracing::info!(
                 service = %service,
                 pool = %pool,
@@ -180,31 +156,36 @@ impl ControlPlane {
         actor: Actor,
     ) -> Result<Applied, ControlError> {
         let mut inner = self.inner.lock().await;
-        let rt = runtime(&inner, service)?;
-        if rt.canary.is_some() {
+        let mut next = runtime(&inner, service)?;
+        if next.local.canary.is_some() {
             return Err(ControlError::CanaryRunning(service.to_string()));
         }
         let stages = canary_stages(&inner, service);
         let count = stages.len();
-        let standby = rt.active.other();
+        let standby = next.active().other();
         check_target(&inner, service, standby, None)?;
         let (standby_totals, active_totals) = (
             pool_totals(&inner, service, standby),
-            pool_totals(&inner, service, rt.active),
+            pool_totals(&inner, service, next.active()),
         );
         let Some((canary, weight)) =
             Canary::start(stages, Instant::now(), standby_totals, active_totals)
         else {
             return Err(ControlError::NoCanaryStages(service.to_string()));
         };
-        if let Some(rt) = inner.services.get_mut(service) {
-            rt.canary = Some(canary);
-        }
-        start_watch(&mut inner, service, standby, None);
+        next.local.canary = Some(canary);
+        next.local.watch = watch_for(&inner, service, standby, None);
         let detail = json!({"canary": "start", "stage": 0, "stages": count, "standby": weight});
-        Ok(self
-            .apply_weight(&mut inner, service, weight, Reason::Weight, actor, detail)
-            .await)
+        self.apply_weight(
+            &mut inner,
+            service,
+            next,
+            weight,
+            Reason::Weight,
+            actor,
+            detail,
+        )
+        .await
     }
 
     /// Aborts the staged rollout of `service`: weight back to 0.
@@ -218,22 +199,30 @@ impl ControlPlane {
         actor: Actor,
     ) -> Result<Applied, ControlError> {
         let mut inner = self.inner.lock().await;
-        runtime(&inner, service)?;
-        let rt = inner.services.get_mut(service).expect("checked above");
-        let Some(canary) = rt.canary.take() else {
+        let mut next = runtime(&inner, service)?;
+        let Some(canary) = next.local.canary.take() else {
             return Err(ControlError::NoCanary(service.to_string()));
         };
-        rt.watch = None;
+        next.local.watch = None;
         let detail = json!({"by": "operator", "stage": canary.stage()});
+        let applied = self
+            .apply_weight(
+                &mut inner,
+                service,
+                next,
+                0,
+                Reason::CanaryAbort,
+                actor,
+                detail,
+            )
+            .await?;
         inner
             .objects
             .metrics()
             .canary_aborts
             .with_label_values(&[service, "operator"])
             .inc();
-        Ok(self
-            .apply_weight(&mut inner, service, 0, Reason::CanaryAbort, actor, detail)
-            .await)
+        Ok(applied)
     }
 
     /// Judges every canary and watch every [`ANALYSIS_INTERVAL`] until the
@@ -255,29 +244,38 @@ impl ControlPlane {
         let names: Vec<String> = inner.services.keys().cloned().collect();
         for name in names {
             if let Some(action) = decide(&mut inner, &name, now) {
-                self.apply(&mut inner, &name, action, now).await;
+                self.act(&mut inner, &name, action, now).await;
             }
         }
     }
 
-    async fn apply(
-        self: &Arc<Self>,
-        inner: &mut Inner,
-        service: &str,
-        action: Action,
-        now: Instant,
-    ) {
-        match action {
+    /// Carries out what the analysis decided for `service`. A change the
+    /// store refuses is logged and left for the next round.
+    async fn act(self: &Arc<Self>, inner: &mut Inner, service: &str, action: Action, now: Instant) {
+        let Some(mut next) = inner.services.get(service).cloned() else {
+            return;
+        };
+        let done = match action {
             Action::Weight { stage, weight } => {
                 let detail = json!({"canary": "stage", "stage": stage, "standby": weight});
-                self.apply_weight(inner, service, weight, Reason::Weight, Actor::Auto, detail)
-                    .await;
+                self.apply_weight(
+                    inner,
+                    service,
+                    next,
+                    weight,
+                    Reason::Weight,
+                    Actor::Auto,
+                    detail,
+                )
+                .await
+                .map(drop)
             }
             Action::Promote { stages } => {
-                let to = inner.services[service].active.other();
+                let to = next.active().other();
                 let detail = json!({"canary": "promote", "stages": stages});
                 self.apply_switch(inner, service, to, Reason::Canary, Actor::Auto, detail)
-                    .await;
+                    .await
+                    .map(drop)
             }
             Action::Abort(verdict, by) => {
                 tracing::warn!(service, criterion = verdict.criterion, detail = %verdict.detail, "canary aborted");
@@ -289,14 +287,22 @@ impl ControlPlane {
                     .inc();
                 let detail =
                     json!({"by": by, "criterion": verdict.criterion, "measured": verdict.detail});
-                self.apply_weight(inner, service, 0, Reason::CanaryAbort, Actor::Auto, detail)
-                    .await;
+                self.apply_weight(
+                    inner,
+                    service,
+                    next,
+                    0,
+                    Reason::CanaryAbort,
+                    Actor::Auto,
+                    detail,
+                )
+                .await
+                .map(drop)
             }
             Action::AutoRollback { to, verdict } => {
                 tracing::warn!(service, to = %to, criterion = verdict.criterion, detail = %verdict.detail, "automated rollback");
-                if let Some(rt) = inner.services.get_mut(service) {
-                    rt.budget.record(now);
-                }
+                next.local.budget.record(now);
+                inner.services.insert(service.to_string(), next);
                 let detail = json!({"criterion": verdict.criterion, "measured": verdict.detail});
                 self.apply_switch(
                     inner,
@@ -306,12 +312,13 @@ impl ControlPlane {
                     Actor::Auto,
                     detail,
                 )
-                .await;
+                .await
+                .map(drop)
             }
             Action::Blocked { why, verdict } => {
                 tracing::warn!(service, why = %why, criterion = verdict.criterion, "automated rollback held back");
-                let rt = &inner.services[service];
-                let (from, to) = (rt.active, rt.previous.unwrap_or(rt.active.other()));
+                let from = next.active();
+                let to = next.release.previous.unwrap_or(from.other());
                 let mut event = Event::now(
                     Some(service),
                     Some(from),
@@ -321,8 +328,13 @@ impl ControlPlane {
                     json!({"action": "auto_rollback", "why": why, "criterion": verdict.criterion, "measured": verdict.detail}),
                 );
                 event.generation = inner.generation;
-                commit(inner, event).await;
+                let committed = commit(inner, Change::Event(event.clone())).await;
+                inner.events.push(event);
+                committed.map(drop)
             }
+        };
+        if let Err(e) = done {
+            tracing::warn!(service, error = %e, "automated action not taken");
         }
     }
 }
@@ -337,9 +349,13 @@ fn decide(inner: &mut Inner, service: &str, now: Instant) -> Option<Action> {
         .clone();
     let totals = |pool: PoolName| pool_totals(inner, service, pool);
     let rt = inner.services.get(service)?;
-    let (active, standby) = (rt.active, rt.active.other());
+    let (active, standby) = (rt.active(), rt.active().other());
     let (active_totals, standby_totals) = (totals(active), totals(standby));
-    let watched_totals = rt.watch.as_ref().map(|(pool, _)| (*pool, totals(*pool)));
+    let watched_totals = rt
+        .local
+        .watch
+        .as_ref()
+        .map(|(pool, _)| (*pool, totals(*pool)));
     let healthy = |pool: PoolName| {
         cfg.pool(pool).servers.iter().any(|addr| {
             inner
@@ -349,8 +365,9 @@ fn decide(inner: &mut Inner, service: &str, now: Instant) -> Option<Action> {
         })
     };
     let watched_healthy = watched_totals.as_ref().map(|(pool, _)| healthy(*pool));
-    let previous_healthy = rt.previous.map(healthy);
-    let rt = inner.services.get_mut(service)?;
+    let previous_healthy = rt.release.previous.map(healthy);
+    let previous = rt.release.previous;
+    let rt = &mut inner.services.get_mut(service)?.local;
 
     if let Some(canary) = rt.canary.as_mut() {
         match canary.step(now, &standby_totals, &active_totals) {
@@ -374,7 +391,7 @@ fn decide(inner: &mut Inner, service: &str, now: Instant) -> Option<Action> {
         rt.watch = None;
         return None;
     };
-    if rt.canary.is_none() && rt.watch.as_ref().is_some_and(|(p, _)| *p != rt.active) {
+    if rt.canary.is_none() && rt.watch.as_ref().is_some_and(|(p, _)| *p != active) {
         // The standby pool is watched only while a canary runs; an
         // operator's weight ended it, and the operator has taken over.
         rt.watch = None;
@@ -395,12 +412,12 @@ fn decide(inner: &mut Inner, service: &str, now: Instant) -> Option<Action> {
     let verdict = watch.step(now, totals, watched_healthy.unwrap_or(true), rollback)?;
     let pool = *pool;
     rt.watch = None;
-    if pool != rt.active {
+    if pool != active {
         // The standby pool of a running canary misbehaves: end the canary.
         rt.canary = None;
         return Some(Action::Abort(verdict, "rollback"));
     }
-    let to = rt.previous.unwrap_or(pool.other());
+    let to = previous.unwrap_or(pool.other());
     if previous_healthy == Some(false) {
         let why = format!("pool {to} has no healthy server to roll back to");
         return Some(Action::Blocked { why, verdict });
@@ -409,32 +426,4 @@ fn decide(inner: &mut Inner, service: &str, now: Instant) -> Option<Action> {
         Ok(()) => Some(Action::AutoRollback { to, verdict }),
         Err(why) => Some(Action::Blocked { why, verdict }),
     }
-}
-
-/// The canary and watch of one service for status.
-pub(super) fn describe(
-    inner: &Inner,
-    service: &str,
-) -> (Option<CanaryStatus>, Option<WatchStatus>) {
-    let Some(rt) = inner.services.get(service) else {
-        return (None, None);
-    };
-    let now = Instant::now();
-    let canary = rt.canary.as_ref().map(|c| {
-        let standby = inner
-            .objects
-            .pool_state(service, rt.active.other())
-            .map(|s| s.metrics.totals())
-            .unwrap_or_default();
-        c.describe(now, &standby)
-    });
-    let watch = rt.watch.as_ref().map(|(pool, w)| {
-        let remaining = w.remaining(now);
-        WatchStatus {
-            pool: *pool,
-            until: crate::wire::rfc3339(SystemTime::now() + remaining),
-            remaining_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
-        }
-    });
-    (canary, watch)
 }

@@ -1,15 +1,17 @@
-//! Start-up: each service's runtime values, event history and automated-
-//! rollback budget from the state file, and what was under way at the last
-//! stop (a canary, a rollback watch) to take up again.
+//! Start-up: each service's runtime from what the release-state store
+//! holds, the event history, the automated-rollback budget rebuilt from it,
+//! and what was under way at the last stop (a canary, a rollback watch) to
+//! take up again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Instant, SystemTime};
 
 use super::analysis::Budget;
-use super::events::{Event, EventLog, Reason};
-use super::persist::{self, StateFile};
-use super::Runtime;
+use super::events::EventLog;
+use super::runtime::Runtime;
+use super::store::{ReleaseState, Stored};
 use crate::config::Config;
+use crate::wire::{Event, Reason};
 
 /// What was under way at the last stop, to take up again.
 #[derive(Debug, Default)]
@@ -20,44 +22,42 @@ pub(super) struct Resume {
     pub(super) watches: Vec<(String, SystemTime)>,
 }
 
-/// Each service's runtime values from the state file, the event log, and
-/// what was under way.
-pub(super) fn runtime_from_state(
+/// Each configured service's runtime (at `generation`) from `stored`, the
+/// event log, and what was under way.
+pub(super) fn runtimes(
     config: &Config,
-    state: Option<StateFile>,
+    stored: Stored,
+    generation: u64,
 ) -> (BTreeMap<String, Runtime>, EventLog, Resume) {
-    let (mut saved, events) = match state {
-        Some(s) => (s.services, s.events),
-        None => (BTreeMap::new(), Vec::new()),
-    };
-    let mut budgets = rollback_budgets(&events);
-    let events = EventLog::from_events(events);
+    let Stored {
+        services: mut saved,
+        history,
+    } = stored;
+    let mut budgets = rollback_budgets(&history);
+    let events = EventLog::from_events(history);
     let mut resume = Resume::default();
     let services = config
         .services
         .iter()
         .map(|sc| {
             let rt = match saved.remove(&sc.name) {
-                Some(s) => {
-                    if let Some(stage) = s.canary_stage {
+                Some(mut release) => {
+                    if let Some(stage) = release.canary_stage {
                         resume.canaries.push((sc.name.clone(), stage));
                     }
-                    if let Some(until) = s
+                    if let Some(until) = release
                         .rollback_watch_until
                         .as_deref()
                         .and_then(|v| watch_until(&sc.name, v))
                     {
                         resume.watches.push((sc.name.clone(), until));
                     }
-                    Runtime {
-                        standby_weight: s.standby_weight.min(100),
-                        previous: s.previous,
-                        last_switch: s.last_switch,
-                        budget: budgets.remove(&sc.name).unwrap_or_default(),
-                        ..Runtime::fresh(s.active, 1)
-                    }
+                    release.standby_weight = release.standby_weight.min(100);
+                    let mut rt = Runtime::new(release, generation);
+                    rt.local.budget = budgets.remove(&sc.name).unwrap_or_default();
+                    rt
                 }
-                None => Runtime::fresh(sc.active, 1),
+                None => Runtime::new(ReleaseState::fresh(sc.active), generation),
             };
             (sc.name.clone(), rt)
         })
@@ -95,23 +95,4 @@ fn rollback_budgets(events: &[Event]) -> HashMap<String, Budget> {
         .into_iter()
         .map(|(service, at)| (service, Budget::from_history(at, now, wall)))
         .collect()
-}
-
-/// Reads the state file; a bad one is reported, set aside, and ignored.
-pub(super) fn read_state(path: &std::path::Path) -> Option<StateFile> {
-    match persist::load(path) {
-        Ok(state) => state,
-        Err(e) => {
-            tracing::error!(error = %e, "state file unusable: starting from the config's active pools");
-            match persist::set_aside(path) {
-                Ok(aside) => {
-                    tracing::warn!(path = %aside.display(), "kept the unusable state file aside")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not move the unusable state file aside")
-                }
-            }
-            None
-        }
-    }
 }
