@@ -194,6 +194,25 @@ impl Default for Metrics {
     }
 }
 
+/// Counts one open connection in a listener's gauge until dropped, so the
+/// gauge cannot drift whichever way the connection ends.
+#[derive(Debug)]
+pub struct OpenConnection(IntGauge);
+
+impl OpenConnection {
+    /// Counts a connection in `gauge`.
+    pub fn new(gauge: &IntGauge) -> OpenConnection {
+        gauge.inc();
+        OpenConnection(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Status codes 100..=599 each get a lazily resolved counter.
 const CODES: usize = 500;
 

@@ -111,7 +111,7 @@ async fn serve_conn<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let metrics = control.metrics().clone();
-    let open = crate::proxy::OpenConnection::new(&metrics.connections("admin"));
+    let open = crate::metrics::OpenConnection::new(&metrics.connections("admin"));
     let service = service_fn(move |req: Request<Incoming>| {
         let control = control.clone();
         let token = token.clone();
