@@ -126,14 +126,14 @@ fn serve(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async move {
-        let listeners = match crate::Listeners::bind(&cfg).await {
+        let listeners = match crate::server::Listeners::bind(&cfg).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("cutover: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        crate::run(cfg, listeners, shutdown_signal()).await;
+        crate::server::run(cfg, listeners, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }

@@ -329,14 +329,14 @@ pub async fn run(
     let text = config_text(listen, admin, blue, green, &dir);
     let config = crate::config::parse(&text, &path)
         .map_err(|e| anyhow::anyhow!("demo config is invalid:\n{e}"))?;
-    let listeners = crate::Listeners::bind(&config)
+    let listeners = crate::server::Listeners::bind(&config)
         .await
         .with_context(|| format!("the demo needs {listen} (choose another with --listen)"))?;
     let http = listeners.http_addr();
     let admin = listeners.admin_addr().unwrap_or(admin);
     let socket = dir.join("cutover.sock");
     print_guide(http, admin, blue, green, &socket);
-    crate::run(config, listeners, shutdown).await;
+    crate::server::run(config, listeners, shutdown).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
