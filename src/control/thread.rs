@@ -4,11 +4,11 @@
 //! failures, canary analysis, reloads, and the tasks those start (a drain's
 //! end, a retry after a passive failure).
 //!
-//! None of it then takes a turn of the workers' event loop. A switch through
-//! the API cost the workers' thread about 0.3 ms, a health check (a new
-//! connection each) about 0.4 ms, a `/metrics` scrape 0.1 ms with one
-//! service; on a busy core the scheduler now fits that work between
-//! requests, and the workers only see the snapshot change.
+//! None of it then takes a turn of the workers' event loop: a switch, a
+//! health check (a new connection each) or a `/metrics` scrape is work the
+//! scheduler fits between requests on a busy core, at the lower priority,
+//! and the workers only see the snapshot change (docs/performance.md has
+//! what each cost the workers when it ran beside them).
 
 use std::time::Duration;
 

@@ -3,11 +3,10 @@
 //! The `mimalloc` crate passes every allocation to `mi_malloc_aligned`,
 //! whose fast path only serves blocks up to 1 KiB that happen to sit on the
 //! right boundary; anything larger (a request's boxed future, a read buffer)
-//! went through the generic path and then the over-allocating one, about
-//! 400 instructions per call and two such calls per proxied request. Every
-//! mimalloc block is aligned to a machine word, so a layout that asks for no
-//! more than that is served by plain `mi_malloc`; only larger alignments
-//! take the aligned entry points.
+//! takes the generic path and then the over-allocating one. Every mimalloc
+//! block is aligned to a machine word, so a layout that asks for no more
+//! than that is served by plain `mi_malloc`; only larger alignments take the
+//! aligned entry points.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;

@@ -21,8 +21,7 @@ const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// mimalloc gives a freed page back to the system only after a short delay,
 /// and only from a later call into the allocator. When connections go idle
 /// and park, the proxy stops allocating, so without this the pages their
-/// state was freed from would stay resident (7.3 KiB per idle connection
-/// instead of 4.1 in the e2e benchmark). A thread of its own asks every
+/// state was freed from would stay resident. A thread of its own asks every
 /// [`COLLECT_EVERY`]; the workers never wait for it.
 fn return_freed_memory() {
     let spawned = std::thread::Builder::new()
@@ -41,13 +40,11 @@ fn return_freed_memory() {
 /// No transparent huge pages for this process.
 ///
 /// mimalloc asks for transparent huge pages on its arenas, so a thread's
-/// first allocations can fault in a whole 2 MiB page, zeroed. For the proxy
-/// that was RSS with nothing in it: 17.3 MiB against 9.1 without huge pages,
-/// for the same CPU per request (user time 17.9 against 17.8 µs a request,
-/// five interleaved rounds at about 4,300 req/s). For `cutover ctl`, which a
-/// deploy script starts for every switch, zeroing the page was about a fifth
-/// of the run (3.4 against 2.2 ms of CPU a call). The first allocation is
-/// the standard library's, before `main`, so this runs as a constructor.
+/// first allocations can fault in a whole 2 MiB page, zeroed: resident
+/// memory with nothing in it for the proxy, and a fifth of the run of a
+/// short-lived `cutover ctl`, for no gain in CPU per request
+/// (docs/performance.md). The first allocation is the standard library's,
+/// before `main`, so this runs as a constructor.
 #[cfg(target_os = "linux")]
 mod no_huge_pages {
     #[used]
