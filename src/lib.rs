@@ -51,6 +51,7 @@ pub mod ctl;
 pub mod demo;
 pub mod health;
 pub mod metrics;
+pub mod provider;
 pub mod proxy;
 pub mod route;
 pub mod rt;
