@@ -53,6 +53,16 @@ pub struct ChannelBody {
     rx: mpsc::Receiver<Bytes>,
 }
 
+impl ChannelBody {
+    /// A body and the sender that feeds it, `capacity` messages ahead; the
+    /// body ends when the sender is dropped. It has no size hint, so
+    /// HTTP/1.1 sends it chunked.
+    pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, ChannelBody) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (tx, ChannelBody { rx })
+    }
+}
+
 impl Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
@@ -160,7 +170,7 @@ async fn handle(
 
 /// Server-sent events, one token every [`TOKEN_INTERVAL`], then `done`.
 fn stream(pool: &'static str, version: &'static str) -> Response<DemoBody> {
-    let (tx, rx) = mpsc::channel(4);
+    let (tx, body) = ChannelBody::channel(4);
     tokio::spawn(async move {
         for (i, token) in STREAM_TOKENS.iter().enumerate() {
             let data =
@@ -178,7 +188,7 @@ fn stream(pool: &'static str, version: &'static str) -> Response<DemoBody> {
             .send(Bytes::from_static(b"event: done\ndata: [DONE]\n\n"))
             .await;
     });
-    let mut resp = Response::new(DemoBody::Stream(ChannelBody { rx }));
+    let mut resp = Response::new(DemoBody::Stream(body));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -1,0 +1,47 @@
+//! The integration tests: a real cutover (in-process through
+//! `cutover::spawn`, or the `cutover` binary as a child process) in front of
+//! real upstreams on `127.0.0.1:0`, driven over HTTP, the admin API and
+//! `ctl`.
+//!
+//! One test crate with one module per area, so the helpers in [`support`]
+//! compile and link once.
+
+mod support;
+
+// The request path: routing, proxying, bodies, streams, tunnels, the
+// answers cutover gives itself, and hostile or broken peers.
+mod bodies;
+mod errors;
+mod h2_floods;
+mod hostile;
+mod limits;
+mod parking;
+mod proxy;
+mod routing;
+mod streaming;
+mod tls;
+mod upstream_faults;
+mod websocket;
+
+// The control plane: the admin API, switches and their gates, health,
+// reloads, the state file, weights, progressive delivery and metrics.
+mod admin;
+mod audit_log;
+mod auto_rollback;
+mod canary;
+mod drain;
+mod health;
+mod metrics;
+mod reload;
+mod shutdown;
+mod state;
+mod switch;
+mod traffic_split;
+mod weights;
+
+// The binary, `ctl`, the demo and the shipped configs.
+mod binary;
+mod config_props;
+mod ctl;
+mod demo;
+mod examples;
