@@ -1,9 +1,10 @@
 //! The answers cutover produces itself, end to end: status and body for each
 //! failure, and the retry-once rule for refused connections.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Method;
+use tokio::time::Instant;
 
 use crate::support::*;
 
@@ -83,7 +84,7 @@ async fn pool_without_healthy_server_is_503() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn upstream_head_slower_than_response_timeout_is_504() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
@@ -91,6 +92,7 @@ async fn upstream_head_slower_than_response_timeout_is_504() {
         let toml = "[server.limits]\nresponse_timeout = \"300ms\"\n\n".to_string()
             + &blue_green(&blue, &green);
         let proxy = Cutover::start(&toml).await;
+        tokio::time::pause();
 
         let started = Instant::now();
         let reply = fetch(proxy.addr, "/slow?ms=3000").await;

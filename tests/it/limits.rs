@@ -1,15 +1,18 @@
 //! `[server.limits]` against slow, idle, oversized and too many clients:
 //! header_read_timeout, max_header_bytes, idle_timeout, max_connections.
-//! Real sockets on loopback; every wait is bounded.
+//! Real sockets on loopback; every wait is bounded. The timers are the
+//! request path's, on the test's runtime, so the tests run on paused time
+//! (see `support`), all but the one whose twenty clients loop on the clock
+//! and the one that stops its proxy midway (the stop waits on the control
+//! thread).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
-use crate::support::raw::{
-    closes_within, connect, exchange, get_ok, read_answer, silent_for, write, GET,
-};
+use crate::support::raw::{closes_within, exchange, get_ok, read_answer, silent_for, write, GET};
 use crate::support::*;
 
 fn limits(keys: &str, blue: &Upstream, green: &Upstream) -> String {
@@ -100,13 +103,14 @@ async fn slow_headers_client_gets_408_within_header_read_timeout_while_20_others
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn kept_alive_connection_waits_for_its_next_request_past_header_read_timeout() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
         let green = Upstream::start("green").await;
         let keys = "header_read_timeout = \"200ms\"\nidle_timeout = \"5s\"";
         let proxy = Cutover::start(&limits(keys, &blue, &green)).await;
+        tokio::time::pause();
 
         let mut stream = connect(proxy.addr).await;
         get_ok(&mut stream, "first request").await;
@@ -128,13 +132,14 @@ async fn kept_alive_connection_waits_for_its_next_request_past_header_read_timeo
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn each_head_on_a_kept_alive_connection_gets_the_whole_header_read_timeout() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
         let green = Upstream::start("green").await;
         let keys = "header_read_timeout = \"1s\"\nidle_timeout = \"5s\"";
         let proxy = Cutover::start(&limits(keys, &blue, &green)).await;
+        tokio::time::pause();
 
         let mut stream = connect(proxy.addr).await;
         get_ok(&mut stream, "first request").await;
@@ -217,12 +222,13 @@ async fn head_larger_than_max_header_bytes_is_431() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
         let green = Upstream::start("green").await;
         let proxy = Cutover::start(&limits("idle_timeout = \"300ms\"", &blue, &green)).await;
+        tokio::time::pause();
 
         let mut stream = connect(proxy.addr).await;
         get_ok(&mut stream, "request").await;
@@ -279,12 +285,13 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn idle_timeout_never_cuts_a_slow_stream_in_flight() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
         let green = Upstream::start("green").await;
         let proxy = Cutover::start(&limits("idle_timeout = \"300ms\"", &blue, &green)).await;
+        tokio::time::pause();
 
         // HTTP/1.1: 6 events 200 ms apart, 1.2 s in all, no byte from the client.
         let mut stream = connect(proxy.addr).await;
@@ -315,12 +322,13 @@ async fn idle_timeout_never_cuts_a_slow_stream_in_flight() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn max_connections_makes_a_new_connection_wait_until_one_closes() {
     within(BOUND, async {
         let blue = Upstream::start("blue").await;
         let green = Upstream::start("green").await;
         let proxy = Cutover::start(&limits("max_connections = 2", &blue, &green)).await;
+        tokio::time::pause();
 
         let mut first = connect(proxy.addr).await;
         let mut second = connect(proxy.addr).await;

@@ -3,11 +3,15 @@
 //! does must work the same across that: the next request (with a body, or
 //! arriving a byte at a time), an upgrade, the head timer, idle_timeout and
 //! the drain.
+//!
+//! The park delay and the head and idle timers are the request path's, on
+//! the test's runtime: the tests run on paused time (see `support`), all
+//! but the drain's, which waits on the control thread.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::raw::{closes_within, get_ok, read_answer, read_answers, write, GET};
@@ -27,11 +31,12 @@ async fn proxy(limits: &str) -> (Upstream, Upstream, Cutover) {
     (blue, green, proxy)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_parked_connection_serves_its_next_requests() {
     within(BOUND, async {
         let (blue, _green, proxy) = proxy("").await;
-        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        tokio::time::pause();
+        let mut stream = connect(proxy.addr).await;
         get_ok(&mut stream, "before parking").await;
 
         tokio::time::sleep(PARKED).await;
@@ -47,16 +52,19 @@ async fn a_parked_connection_serves_its_next_requests() {
 
         assert_eq!(blue.hits(), 3);
         assert_eq!(blue.connections(), 1, "the upstream connection is reused");
+        // The stop waits for the control thread, whose clock is not paused.
+        tokio::time::resume();
         proxy.stop().await;
     })
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_parked_connection_can_be_upgraded_to_a_websocket() {
     within(BOUND, async {
         let (_blue, _green, proxy) = proxy("").await;
-        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        tokio::time::pause();
+        let mut stream = connect(proxy.addr).await;
         get_ok(&mut stream, "before parking").await;
         tokio::time::sleep(PARKED).await;
 
@@ -71,16 +79,19 @@ async fn a_parked_connection_can_be_upgraded_to_a_websocket() {
         }
         ws.close(None).await.unwrap();
         drop(ws);
+        // The stop waits for the control thread, whose clock is not paused.
+        tokio::time::resume();
         proxy.stop().await;
     })
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_head_that_stalls_on_a_parked_connection_gets_408() {
     within(BOUND, async {
         let (_blue, _green, proxy) = proxy("header_read_timeout = \"300ms\"").await;
-        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        tokio::time::pause();
+        let mut stream = connect(proxy.addr).await;
         get_ok(&mut stream, "before parking").await;
         tokio::time::sleep(PARKED).await;
 
@@ -94,11 +105,12 @@ async fn a_head_that_stalls_on_a_parked_connection_gets_408() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn idle_timeout_closes_a_parked_connection() {
     within(BOUND, async {
         let (_blue, _green, proxy) = proxy("idle_timeout = \"1500ms\"").await;
-        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        tokio::time::pause();
+        let mut stream = connect(proxy.addr).await;
         get_ok(&mut stream, "first").await;
         let idle_from = Instant::now();
         assert!(closes_within(&mut stream, Duration::from_secs(3)).await);
@@ -115,7 +127,7 @@ async fn idle_timeout_closes_a_parked_connection() {
 async fn shutdown_closes_parked_connections_at_once() {
     within(BOUND, async {
         let (_blue, _green, proxy) = proxy("").await;
-        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut stream = connect(proxy.addr).await;
         get_ok(&mut stream, "first").await;
         tokio::time::sleep(PARKED).await;
 
@@ -130,11 +142,12 @@ async fn shutdown_closes_parked_connections_at_once() {
 
 /// A request pipelined behind one whose head arrived in two reads gets its
 /// own answer, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_request_pipelined_behind_a_split_head_is_answered() {
     within(BOUND, async {
         let (_blue, _green, proxy) = proxy("").await;
-        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        tokio::time::pause();
+        let mut stream = connect(proxy.addr).await;
         get_ok(&mut stream, "first").await;
         // Kept alive, then parked.
         for pause in [Duration::ZERO, PARKED] {

@@ -7,12 +7,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use http::Method;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 
 use crate::support::raw::{RawConn, RawUpstream};
 use crate::support::*;
@@ -124,7 +125,7 @@ async fn garbage_instead_of_http_is_502() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn response_head_that_never_ends_is_504_after_response_timeout() {
     within(BOUND, async {
         let (blue, green) = (
@@ -148,6 +149,7 @@ async fn response_head_that_never_ends_is_504_after_response_timeout() {
             "response_timeout = \"400ms\"",
         ))
         .await;
+        tokio::time::pause();
         let started = Instant::now();
         let reply = fetch(proxy.addr, "/bad").await;
         let took = started.elapsed();
@@ -161,7 +163,7 @@ async fn response_head_that_never_ends_is_504_after_response_timeout() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn response_body_that_never_ends_streams_until_the_client_leaves() {
     within(BOUND, async {
         let (blue, green) = (
@@ -193,6 +195,7 @@ async fn response_body_that_never_ends_streams_until_the_client_leaves() {
             "response_timeout = \"200ms\"",
         ))
         .await;
+        tokio::time::pause();
 
         let mut client = Client::http1(proxy.addr).await;
         let mut resp = client.send(get("/bad")).await;
@@ -394,7 +397,7 @@ async fn a_server_that_keeps_failing_is_marked_down_and_its_pool_peer_takes_over
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn other_clients_are_served_while_an_upstream_hangs() {
     within(BOUND, async {
         let (blue, green) = (
@@ -414,6 +417,7 @@ async fn other_clients_are_served_while_an_upstream_hangs() {
             "response_timeout = \"1500ms\"",
         ))
         .await;
+        tokio::time::pause();
 
         let addr = proxy.addr;
         let hung = join_all((0..10).map(|_| fetch(addr, "/bad")));

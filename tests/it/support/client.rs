@@ -19,6 +19,15 @@ use tokio::net::TcpStream;
 use super::bodies::{empty, TestBody};
 use super::instant_of;
 
+/// A new connection to `addr` with Nagle off: every write goes out at
+/// once, so nothing waits on the kernel's own timers (a small write held
+/// for the delayed ACK of the one before), which paused time cannot see.
+pub async fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.set_nodelay(true);
+    stream
+}
+
 enum Sender {
     H1(hyper::client::conn::http1::SendRequest<TestBody>),
     H2(hyper::client::conn::http2::SendRequest<TestBody>),
@@ -33,7 +42,7 @@ pub struct Client {
 impl Client {
     /// An HTTP/1.1 connection to `addr`.
     pub async fn http1(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = connect(addr).await;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("http1 handshake");
@@ -48,7 +57,7 @@ impl Client {
 
     /// An HTTP/2 prior-knowledge (h2c) connection to `addr`.
     pub async fn h2(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = connect(addr).await;
         let (sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                 .await
@@ -273,7 +282,7 @@ pub async fn read_events(body: &mut Incoming, max: usize) -> Vec<Event> {
 /// Writes `request` on a new TCP connection and reads one answer: until
 /// its head and `Content-Length` body are in, or the server closes.
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut stream = connect(addr).await;
     stream.write_all(request).await.expect("write request");
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
@@ -324,6 +333,7 @@ impl LoadConn {
             let stream = TcpStream::connect(self.addr)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
+            let _ = stream.set_nodelay(true);
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;

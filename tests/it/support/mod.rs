@@ -16,6 +16,24 @@
 //! - [`admin`]: admin calls over TCP and the Unix socket, and `ctl`;
 //! - [`client`], [`bodies`], [`traffic`], [`metrics`]: clients, bodies, a
 //!   background load and a Prometheus text reader.
+//!
+//! # Paused time
+//!
+//! A test whose timers are all on its own runtime (the proxy's request
+//! path, the upstreams, the client) pauses the clock with
+//! `tokio::time::pause()` once the proxy is up: from then on the clock
+//! jumps to the next timer whenever every task waits, so a 300 ms timeout
+//! takes no wall time and fires exactly on time. Two things would race
+//! such a clock, and are kept out:
+//! - the control thread (the control plane, the admin API, health checks,
+//!   the end of a drain) runs its own runtime on real time, and starting
+//!   the proxy, `/readyz` and stopping it wait on it: the clock is paused
+//!   only after [`Cutover::start`], and resumed (`tokio::time::resume()`)
+//!   before [`Cutover::stop`];
+//! - the kernel's own TCP timers: a small write held back (Nagle) until
+//!   the delayed ACK of the one before would arrive only after the paused
+//!   clock had run to the next timer, so every test socket has Nagle off
+//!   ([`client::connect`], and the upstreams' accepted streams).
 
 pub mod admin;
 pub mod answers;

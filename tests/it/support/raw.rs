@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::client::connect;
 use super::upstream::Listening;
 
 /// Pause between the bytes of a byte-by-byte write: pacing, so each byte is
@@ -148,13 +149,6 @@ pub async fn get_ok(stream: &mut TcpStream, what: &str) {
     write(stream, GET, false).await;
     let answer = read_answer(stream).await;
     assert_eq!(answer.status(), Some(200), "{what}: {:?}", answer.text);
-}
-
-/// A new connection to `addr` with Nagle off, so small writes go at once.
-pub async fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let _ = stream.set_nodelay(true);
-    stream
 }
 
 /// Sends `bytes` on a new connection to `addr` and reads one answer.

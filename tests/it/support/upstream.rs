@@ -69,6 +69,9 @@ impl Listening {
                     continue;
                 };
                 count.fetch_add(1, Ordering::SeqCst);
+                // Every write goes out at once: nothing waits on the
+                // kernel's own timers (Nagle against a delayed ACK).
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(serve(stream));
             }
         });
