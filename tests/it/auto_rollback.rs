@@ -117,6 +117,42 @@ async fn failing_green_is_rolled_back_automatically_then_cooldown_blocks_the_nex
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn green_failing_a_share_of_its_requests_over_max_error_rate_is_rolled_back() {
+    within(ROLLBACK_BOUND, async {
+        let blue = Upstream::start_with_version("blue", "1").await;
+        let green = Upstream::start_with_version("green", "2").await;
+        let proxy = Cutover::start(&app(&blue, &green, "", &rollback_table("5s"))).await;
+        switch_to_green(&proxy).await;
+
+        // One answer in five is a 503: 20%, over the 5% allowed.
+        green.fail(StatusCode::SERVICE_UNAVAILABLE, 20);
+        let traffic = Traffic::start(proxy.addr, 4, "/");
+
+        let rollback = until_event(&proxy, "auto_rollback").await;
+        assert_eq!(
+            (&rollback["from"], &rollback["to"]),
+            (&json!("green"), &json!("blue"))
+        );
+        assert_eq!(
+            rollback["detail"]["criterion"], "max_error_rate",
+            "{rollback:#}"
+        );
+        let rate = rollback["detail"]["measured"]["error_rate"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no measured error rate: {rollback:#}"));
+        assert!((0.1..=0.3).contains(&rate), "{rollback:#}");
+        assert_eq!(proxy.service("app").await["active"], "blue");
+        let tally = traffic.tally();
+        let answered = |status| tally.by_status.get(&status).copied().unwrap_or(0);
+        assert!(
+            answered(503) > 0 && answered(200) > answered(503),
+            "{tally:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn green_failing_its_health_checks_is_rolled_back_automatically() {
     within(ROLLBACK_BOUND, async {
         let blue = Upstream::start_with_version("blue", "1").await;
