@@ -9,7 +9,6 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_blue_and_streams_events_progressively() {
     within(BOUND, async {
-        init_tracing();
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let blue = cutover::demo::start_upstream(any, "blue", "v1")
             .await
@@ -18,12 +17,10 @@ async fn demo_serves_blue_and_streams_events_progressively() {
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("demo.toml");
         let text = cutover::demo::config_text(any, any, blue, green, dir.path());
-        let config = cutover::config::parse(&text, &path).expect("the demo config is valid");
-        let proxy = cutover::spawn(config).await.unwrap();
+        let proxy = Cutover::start_in(dir, &text).await;
 
-        let reply = fetch(proxy.http_addr, "/").await;
+        let reply = fetch(proxy.addr, "/").await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.json()["pool"], "blue");
         assert_eq!(reply.json()["version"], "v1");
@@ -31,7 +28,7 @@ async fn demo_serves_blue_and_streams_events_progressively() {
         // The demo streams 12 tokens 250 ms apart: the first ones must
         // arrive long before the stream ends.
         let sent = Instant::now();
-        let mut client = Client::http1(proxy.http_addr).await;
+        let mut client = Client::http1(proxy.addr).await;
         let mut resp = client.send(get("/stream")).await;
         assert_eq!(resp.status(), 200);
         let events = read_events(resp.body_mut(), 3).await;
@@ -52,7 +49,7 @@ async fn demo_serves_blue_and_streams_events_progressively() {
         );
         drop(resp);
         drop(client);
-        proxy.shutdown().await;
+        proxy.stop().await;
     })
     .await;
 }
