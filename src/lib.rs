@@ -42,13 +42,13 @@
 
 pub mod admin;
 pub mod balance;
-pub mod body;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod demo;
 pub mod health;
+pub mod http1;
 pub mod metrics;
 pub mod proxy;
 pub mod route;

@@ -19,11 +19,12 @@
 //! shutdown it stops accepting and lets open connections finish their
 //! in-flight requests.
 
+pub mod body;
 pub mod conn;
 pub mod error;
 pub mod forward;
-pub mod h1scan;
 pub mod headers;
+pub mod tunnel;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -118,7 +119,7 @@ fn builder(limits: &Limits) -> Builders {
 }
 
 /// What the service answers.
-type Reply = http::Response<Tracked<crate::body::ResponseBody>>;
+type Reply = http::Response<Tracked<body::ResponseBody>>;
 
 /// hyper's connection builders, one per protocol.
 #[derive(Debug)]
@@ -253,7 +254,7 @@ impl Conn {
             }
         };
         if let Err(e) = result {
-            if let Some(status) = hyper_answer(&e) {
+            if let Some(status) = hyper_answer(&e, &track) {
                 // hyper answered on its own; it happens before the head is
                 // complete, so it is counted as answered at once.
                 unrouted.record(status, Duration::ZERO);
@@ -442,20 +443,21 @@ impl Conn {
 }
 
 /// The status hyper wrote itself before failing the connection with `e`,
-/// when it wrote one: 400 for a malformed request line or header, 431 for a
-/// head with too many header lines, 414 for an overlong URI (hyper's
-/// `on_error` for the server role).
-fn hyper_answer(e: &hyper::Error) -> Option<u16> {
+/// when it wrote one (hyper's `on_error` for the server role): 400 for a
+/// malformed request line or header, 431 for a head too large or with too
+/// many header lines, 414 for an overlong request target. hyper's error
+/// tells a parse error, and a too-large one, by type; which of the two
+/// "too large" answers it wrote is what the framing scan saw of the
+/// refused head (`track`). (hyper's guard against its own bugs,
+/// `Parse::Internal`, answers nothing but is a parse error to its type; it
+/// cannot happen on what httparse has validated.)
+fn hyper_answer(e: &hyper::Error, track: &ConnTrack) -> Option<u16> {
     if !e.is_parse() || e.is_parse_version_h2() || e.is_parse_status() {
-        return None;
-    }
-    let text = e.to_string();
-    if text.contains("internal error") {
         return None;
     }
     Some(if !e.is_parse_too_large() {
         400
-    } else if text.contains("URI too long") {
+    } else if track.refused_uri_too_long() {
         414
     } else {
         431
@@ -491,3 +493,6 @@ pub async fn bind(addr: SocketAddr, proto: &'static str) -> std::io::Result<Prox
         proto,
     })
 }
+
+#[cfg(test)]
+mod tests;
