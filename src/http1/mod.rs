@@ -25,6 +25,9 @@ pub mod request;
 pub mod response;
 pub mod scan;
 
+#[cfg(test)]
+mod differential;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use tokio::net::TcpStream;

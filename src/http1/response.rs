@@ -27,6 +27,8 @@ use super::{is_hop_by_hop, Error};
 const MAX_HEADERS: usize = 100;
 /// Largest response head (hyper's read buffer limit).
 pub(super) const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// The largest body length hyper takes (its `DecodedLength::MAX_LEN`).
+const MAX_LENGTH: u64 = u64::MAX - 2;
 /// Names longer than this are parsed every time.
 const NAME_MEMORY: usize = 24;
 /// Names remembered per connection: the first this many of a response.
@@ -173,7 +175,9 @@ impl ResponseParser {
         }
         headers.reserve(spans.len());
         let switched = status == StatusCode::SWITCHING_PROTOCOLS;
-        let mut length: Option<u64> = None;
+        // Checked only where it frames the body, as hyper checks it.
+        let mut length: Result<Option<u64>, &'static str> = Ok(None);
+        let mut has_length = false;
         let mut chunked: Option<bool> = None;
         let mut close = false;
         let mut keep_alive_asked = false;
@@ -184,14 +188,8 @@ impl ResponseParser {
             // A value is made only for a field that goes on.
             let raw = &head[vs as usize..ve as usize];
             if name == CONTENT_LENGTH {
-                for part in raw.split(|&b| b == b',') {
-                    let n = parse_length(part.trim_ascii())
-                        .ok_or(Error::Invalid("bad content-length"))?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err(Error::Invalid("conflicting content-length"));
-                    }
-                    length = Some(n);
-                }
+                has_length = true;
+                length = length.and_then(|seen| add_length(seen, raw));
                 // Put back below unless it frames the body.
                 continue;
             } else if name == TRANSFER_ENCODING {
@@ -232,8 +230,11 @@ impl ResponseParser {
                 Framing::Close
             }
         } else {
-            match length {
+            match length.map_err(Error::Invalid)? {
                 Some(0) => Framing::Empty,
+                Some(n) if n > MAX_LENGTH => {
+                    return Err(Error::Invalid("content-length too large"))
+                }
                 Some(n) => Framing::Length(n),
                 None => Framing::Close,
             }
@@ -245,7 +246,7 @@ impl ResponseParser {
         // Both framings given, or a transfer coding in HTTP/1.0: the message
         // was read one way, and the connection is not trusted with another
         // (RFC 9112 §6.1, §6.3).
-        && !(chunked.is_some() && (length.is_some() || version == Version::HTTP_10))
+        && !(chunked.is_some() && (has_length || version == Version::HTTP_10))
         && !matches!(framing, Framing::Close | Framing::Switched);
         // A body of a given length goes on with that length as its exact
         // size, which the server side writes as `Content-Length` itself
@@ -254,7 +255,7 @@ impl ResponseParser {
         // body) it goes on as it came. Beside a transfer coding it goes
         // nowhere: the coding wins, and the length would frame the decoded
         // body differently downstream (RFC 9112 §6.3).
-        if length.is_some() && chunked.is_none() && !matches!(framing, Framing::Length(_)) {
+        if has_length && chunked.is_none() && !matches!(framing, Framing::Length(_)) {
             put_back(&mut headers, CONTENT_LENGTH, head, spans)?;
         }
         let mut response = Response::new(());
@@ -357,13 +358,29 @@ fn span_value(head: &Bytes, vs: u32, ve: u32) -> Result<HeaderValue, Error> {
         .map_err(|_| Error::Invalid("bad header value"))
 }
 
-/// A `Content-Length` value: digits only.
+/// The lengths a `Content-Length` line lists (`5` or `5, 5`), beside
+/// `seen`, those of earlier lines: all must be the same.
+fn add_length(mut seen: Option<u64>, raw: &[u8]) -> Result<Option<u64>, &'static str> {
+    for part in raw.split(|&b| b == b',') {
+        let n = parse_length(part.trim_ascii()).ok_or("bad content-length")?;
+        if seen.is_some_and(|l| l != n) {
+            return Err("conflicting content-length");
+        }
+        seen = Some(n);
+    }
+    Ok(seen)
+}
+
+/// A `Content-Length` value: digits only, within 64 bits.
 fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
+    if digits.is_empty() {
         return None;
     }
     digits.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
 }
 

@@ -32,6 +32,8 @@ const CHUNKED: &[u8] = b"chunked";
 const MAX_URI_LEN: usize = u16::MAX as usize - 1;
 /// Most header lines in a request head (hyper's default).
 const MAX_HEADERS: usize = 100;
+/// The largest body length hyper takes (its `DecodedLength::MAX_LEN`).
+const MAX_LENGTH: u64 = u64::MAX - 2;
 
 use super::chunked::{ChunkState, Chunked};
 
@@ -40,6 +42,8 @@ use super::chunked::{ChunkState, Chunked};
 enum State {
     /// Empty lines before a request line (httparse skips them).
     Start,
+    /// A CR before a request line: an LF must follow.
+    StartLf,
     /// Inside the request line.
     RequestLine,
     /// At the start of a header line (or of the empty line ending the head).
@@ -96,6 +100,8 @@ struct Head {
     line_len: usize,
     /// Header lines begun.
     lines: usize,
+    /// The request line's last byte: its version's minor digit.
+    version_last: u8,
 }
 
 impl Head {
@@ -206,6 +212,18 @@ impl FrameScan {
     /// Requests completed so far, head and body.
     pub fn messages(&self) -> u64 {
         self.ended
+    }
+
+    /// Whether the scan is inside a request head.
+    #[cfg(test)]
+    pub(super) fn reading_head(&self) -> bool {
+        self.in_head()
+    }
+
+    /// Whether the scan is inside a request body.
+    #[cfg(test)]
+    pub(super) fn reading_body(&self) -> bool {
+        matches!(self.state, State::Fixed(_) | State::Chunked)
     }
 
     /// Reads `bytes`, the next bytes the client sent. Returns the first
@@ -346,11 +364,17 @@ impl FrameScan {
                     self.value_byte(b);
                 }
             }
-            State::RequestLine if self.head.method_len.is_none() => {
+            State::RequestLine => {
                 // The method ends at the line's first space (httparse
                 // allows no other separator, nor one before it).
-                if let Some(at) = run.iter().position(|&b| b == b' ') {
-                    self.head.method_len = Some(self.head_len + at);
+                if self.head.method_len.is_none() {
+                    if let Some(at) = run.iter().position(|&b| b == b' ') {
+                        self.head.method_len = Some(self.head_len + at);
+                    }
+                }
+                // The line ends with the version, `HTTP/1.0` or `HTTP/1.1`.
+                if let Some(&last) = run.last() {
+                    self.head.version_last = last;
                 }
             }
             _ => {}
@@ -390,8 +414,13 @@ impl FrameScan {
     fn byte(&mut self, b: u8) -> Option<(u64, Flag)> {
         self.state = match self.state {
             State::Start => match b {
-                b'\r' | b'\n' => State::Start,
+                b'\r' => State::StartLf,
+                b'\n' => State::Start,
                 _ => State::RequestLine,
+            },
+            State::StartLf => match b {
+                b'\n' => State::Start,
+                _ => State::Lost,
             },
             State::RequestLine => match b {
                 b'\r' => {
@@ -529,14 +558,21 @@ impl FrameScan {
                     // hyper skips a length after Transfer-Encoding.
                     return true;
                 }
-                match (line.value_started, line.digits, head.length) {
-                    (true, Some(n), None) => {
+                // One number: a list (`5, 5`) is invalid in a request.
+                let (true, Some(n)) = (line.value_started, line.digits) else {
+                    // Invalid: hyper answers 400 and closes.
+                    return false;
+                };
+                if n > MAX_LENGTH {
+                    // hyper answers 431 and closes.
+                    return false;
+                }
+                match head.length {
+                    None => {
                         head.length = Some(n);
                         true
                     }
-                    (true, Some(n), Some(prev)) => n == prev,
-                    // Invalid: hyper answers 400 and closes.
-                    _ => false,
+                    Some(prev) => n == prev,
                 }
             }
         }
@@ -547,6 +583,11 @@ impl FrameScan {
         let index = self.heads;
         self.heads += 1;
         let head = self.head;
+        if head.has_te && head.version_last == b'0' {
+            // hyper refuses any Transfer-Encoding in HTTP/1.0.
+            self.state = State::Lost;
+            return None;
+        }
         let flagged = if head.has_te && head.has_length {
             Some((index, Flag::LengthAndChunked))
         } else if head.target_too_long() {
