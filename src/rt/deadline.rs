@@ -86,7 +86,7 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn it_passes_at_its_latest_setting_whichever_way_it_moved() {
         let start = Instant::now();
         let mut deadline = Deadline::new(start + ms(100));
