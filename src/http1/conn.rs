@@ -153,11 +153,11 @@ impl UpstreamConn {
 
     /// Writes `head` (the head of `req`, see [`RequestHead`]), then the
     /// body of `req` as it arrives, and reads the response head. A server
-    /// may answer before it has read the whole
-    /// body (a 413, or a stream that echoes): the rest of the body is then
-    /// sent as the response body is read (see [`UpstreamBody`]). Gives up
-    /// with [`Error::TimedOut`] when no head came within `timeout`.
-    /// On failure, says how far it got.
+    /// may answer before it has read the whole body (a 413, or a stream
+    /// that echoes): the rest of the body is then sent as the response body
+    /// is read (see [`super::UpstreamBody`]). Gives up with
+    /// [`Error::TimedOut`] when no head came within `timeout`. On failure,
+    /// says how far it got.
     pub async fn round_trip<B>(
         &mut self,
         req: &mut Request<B>,

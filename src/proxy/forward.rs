@@ -170,10 +170,11 @@ impl Exchange {
             // request has the client side's stream coming.
             let client = self.client_upgrade.take();
             let (Some(client), Some(upstream)) = (client, body.into_switched()) else {
+                // The client's body was not all read: its connection closes.
                 let refused = http1::Error::Invalid("101 before the request was sent whole");
                 return Err((
                     ProxyError::Upstream(self.upstream_error(&guard, refused)),
-                    false,
+                    true,
                 ));
             };
             let cutter = guard.pool().cutter().clone();
