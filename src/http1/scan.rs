@@ -94,8 +94,9 @@ struct Head {
     has_te: bool,
     /// The last `Transfer-Encoding` line ends in `chunked`.
     chunked: bool,
-    /// Where the request line's first space is: the method's length.
-    method_len: Option<usize>,
+    /// Where the request line's first space is: the method's length (0
+    /// until it is found; a method is never empty).
+    method_len: usize,
     /// The request line's length, without its line end.
     line_len: usize,
     /// Header lines begun.
@@ -109,11 +110,12 @@ impl Head {
     /// one longer than [`MAX_URI_LEN`] in a head httparse takes (at most
     /// [`MAX_HEADERS`] header lines; more are a 431 first).
     fn target_too_long(&self) -> bool {
-        // `METHOD SP target SP HTTP/1.x`: the version is eight bytes.
-        let target = self
-            .method_len
-            .map_or(0, |m| self.line_len.saturating_sub(m + 2 + 8));
-        target > MAX_URI_LEN && self.lines <= MAX_HEADERS
+        // `METHOD SP target SP HTTP/1.x`: the version is eight bytes. The
+        // line's length alone rules out every usual head.
+        self.line_len > MAX_URI_LEN
+            && self.method_len > 0
+            && self.line_len.saturating_sub(self.method_len + 2 + 8) > MAX_URI_LEN
+            && self.lines <= MAX_HEADERS
     }
 }
 
@@ -367,9 +369,9 @@ impl FrameScan {
             State::RequestLine => {
                 // The method ends at the line's first space (httparse
                 // allows no other separator, nor one before it).
-                if self.head.method_len.is_none() {
+                if self.head.method_len == 0 {
                     if let Some(at) = run.iter().position(|&b| b == b' ') {
-                        self.head.method_len = Some(self.head_len + at);
+                        self.head.method_len = self.head_len + at;
                     }
                 }
                 // The line ends with the version, `HTTP/1.0` or `HTTP/1.1`.
