@@ -4,6 +4,7 @@
     python3 benches/callgrind.py                     # build release, N=20000
     python3 benches/callgrind.py --binary PATH       # measure another build
     python3 benches/callgrind.py -n 50000 --repeat 3
+    python3 benches/callgrind.py --keep DIR       # keep the outputs for callgrind_annotate
 
 The machine is shared and noisy; an instruction count is not. This runs an
 nginx origin answering a tiny "ok" on loopback, and cutover (one worker,
@@ -213,6 +214,7 @@ def main():
     ap.add_argument("--binary", help="cutover binary to measure (default: build release)")
     ap.add_argument("-n", type=int, default=20000, help="requests (a multiple of 8)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per count; the median is kept")
+    ap.add_argument("--keep", help="copy callgrind's output files here (for callgrind_annotate)")
     args = ap.parse_args()
     if args.n % CONNECTIONS:
         sys.exit(f"-n must be a multiple of {CONNECTIONS}")
@@ -234,6 +236,10 @@ def main():
             idle.append(run_once(binary, origin, workdir, 0, f"idle{i}"))
             loaded.append(run_once(binary, origin, workdir, args.n, f"loaded{i}"))
             log(f"run {i + 1}: idle {idle[-1]:,} Ir, loaded {loaded[-1]:,} Ir")
+        if args.keep:
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            for out in workdir.glob("callgrind-*.out"):
+                shutil.copy(out, args.keep)
         per = (statistics.median(loaded) - statistics.median(idle)) / args.n
         print(f"binary: {binary}")
         print(f"requests: {args.n} over {CONNECTIONS} connections, runs: {args.repeat}")

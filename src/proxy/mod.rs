@@ -65,10 +65,11 @@ const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// hyper's smallest allowed read buffer.
 const H1_MIN_BUF: usize = 8192;
-/// An HTTP/1.1 connection idle this long lets go of hyper's state (some
-/// 30 KiB of buffers and futures). Short, so that a burst of connections
-/// that go idle does not hold that memory for long; a request on a parked
-/// connection costs a new hyper connection (a few microseconds).
+/// An HTTP/1.1 connection idle this long lets go of hyper's state (its
+/// read and write buffers and futures). Short, so that a burst of
+/// connections that go idle does not hold that memory for long; a request
+/// on a parked connection costs a new hyper connection, far less than the
+/// memory is worth (see `docs/performance.md`).
 const PARK_AFTER: Duration = Duration::from_millis(250);
 /// How long closing a client stream may take (TLS close_notify, FIN).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -290,9 +291,9 @@ impl Conn {
             // A combinator rather than an `async` block: awaiting the
             // forwarding future inside a block would hold it twice, and this
             // is boxed (hyper hands the stream back only with an `Unpin`
-            // future) and so copied, once per request. It is 1,008 bytes
-            // (`-Zprint-type-sizes`): kept within 1 KiB, the allocator's
-            // small-block path serves it.
+            // future) and so copied, once per request. Keep it within 1 KiB:
+            // the allocator serves blocks that size from its small-block
+            // path (its size is in `docs/performance.md`).
             Box::pin(resp.map(move |resp| {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     track.mark_upgraded();
@@ -305,9 +306,9 @@ impl Conn {
     }
 
     /// HTTP/1.1. A connection idle for [`PARK_AFTER`] lets go of hyper's
-    /// state (its buffers and the request future, some 30 KiB) and waits
-    /// for its next byte with only the stream; the next request starts a
-    /// fresh hyper connection with the bytes already read.
+    /// state (its buffers and the request future) and waits for its next
+    /// byte with only the stream; the next request starts a fresh hyper
+    /// connection with the bytes already read.
     async fn serve_h1<I>(&self, mut io: ClientIo<I>, track: &Arc<ConnTrack>) -> hyper::Result<()>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
