@@ -6,10 +6,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::conn::UpstreamConn;
+use super::conn::{Switched, UpstreamConn};
 use super::decode::{Decoded, Decoder};
+use super::error::Error;
 use super::response::{Framing, ResponseHead};
-use super::{Error, Switched};
 
 /// A response body read from an [`UpstreamConn`], which it owns until the
 /// end. `B` is the request's body: what is left of it is sent as this body

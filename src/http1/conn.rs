@@ -33,11 +33,21 @@ use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
+use super::error::{Error, Reached};
 use super::request::{RequestHead, Sending};
 use super::response::{ResponseHead, ResponseParser};
-use super::{Error, Reached, Switched};
 use crate::rt::deadline::Deadline;
 use crate::rt::flag::Flag;
+
+/// An upstream connection after its 101: the socket, and the bytes the
+/// server sent right behind the head (the first of the new protocol).
+#[derive(Debug)]
+pub struct Switched {
+    /// The socket.
+    pub io: TcpStream,
+    /// Read behind the 101's head, not yet passed on.
+    pub read_ahead: Bytes,
+}
 
 /// Request bytes gathered before a write: a short body goes out with its head.
 const COALESCE: usize = 16 * 1024;

@@ -7,8 +7,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Frame, SizeHint};
 
 use super::chunked::{ChunkState, Chunked, TRAILER_LINES_LIMIT};
+use super::error::Error;
 use super::response::Framing;
-use super::Error;
 
 /// What [`Decoder::decode`] made of the bytes.
 #[derive(Debug)]

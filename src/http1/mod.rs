@@ -21,6 +21,7 @@ pub mod chunked;
 pub mod conn;
 pub mod decode;
 pub mod error;
+pub mod fields;
 pub mod request;
 pub mod response;
 pub mod scan;
@@ -28,65 +29,11 @@ pub mod scan;
 #[cfg(test)]
 mod differential;
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap};
-use tokio::net::TcpStream;
-
 pub use body::UpstreamBody;
-pub use conn::UpstreamConn;
+pub use conn::{Switched, UpstreamConn};
 pub use decode::{Decoded, Decoder};
 pub use error::{Error, Reached};
+pub use fields::{connection_has, connection_tokens, is_hop_by_hop, is_upgrade};
 pub use request::RequestHead;
 pub use response::{Framing, ResponseHead, ResponseParser};
 pub use scan::FrameScan;
-
-/// An upstream connection after its 101: the socket, and the bytes the
-/// server sent right behind the head (the first of the new protocol).
-#[derive(Debug)]
-pub struct Switched {
-    /// The socket.
-    pub io: TcpStream,
-    /// Read behind the 101's head, not yet passed on.
-    pub read_ahead: Bytes,
-}
-
-/// Whether `name` (lowercase, as [`http::HeaderName::as_str`] gives it)
-/// is a hop-by-hop field that never crosses the proxy: `Connection`,
-/// `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`,
-/// `Proxy-Authorization`, `TE`, `Trailer`, `Transfer-Encoding`. `Upgrade`
-/// is one too, but crosses on an upgrade.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-    )
-}
-
-/// Whether the headers ask for a protocol upgrade (`Connection: upgrade`
-/// plus an `Upgrade` header), as a WebSocket handshake does.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
-}
-
-/// Whether a `Connection` line of `headers` names `token`.
-pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token))
-}
-
-/// The tokens of every `Connection` line, trimmed, without empty ones.
-pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}

@@ -21,7 +21,8 @@ use http::header::{
 };
 use http::{Method, Response, StatusCode, Version};
 
-use super::{is_hop_by_hop, Error};
+use super::error::Error;
+use super::fields::is_hop_by_hop;
 
 /// Most header lines in a response head (hyper's limit too).
 const MAX_HEADERS: usize = 100;

@@ -29,7 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::gen::{Asked, Response};
 use super::{cases, io_kind, runtime};
-use crate::http1::{Decoded, Decoder, Framing, ResponseParser};
+use crate::http1::decode::{Decoded, Decoder};
+use crate::http1::response::{Framing, ResponseParser};
 
 /// What became of the response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
