@@ -5,6 +5,7 @@
     python3 benches/e2e.py --quick    # one short round, to try the setup
     python3 benches/e2e.py --no-pgo   # the plain release build instead
     python3 benches/e2e.py --build-only  # only build the binary it measures
+    python3 benches/e2e.py --only cutover --binary PATH  # measure a given build alone
 
 What it does, in one run on this machine:
 
@@ -934,6 +935,7 @@ def main():
         help="start the origins and proxies, print their addresses and wait (for profiling)",
     )
     ap.add_argument("--quick", action="store_true", help="1 round of 3 s, 1,000 idle conns")
+    ap.add_argument("--binary", help="measure this cutover binary instead of building one")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration, args.idle_conns, args.switches = 1, 3, 1000, 20
@@ -958,7 +960,10 @@ def main():
     ensure_tools(args.no_install)
     workdir = Path(tempfile.mkdtemp(prefix="cutover-e2e-"))
     log(f"work directory {workdir}")
-    binary, build = build_cutover(args, workdir)
+    if args.binary:
+        binary, build = Path(args.binary).resolve(), "given"
+    else:
+        binary, build = build_cutover(args, workdir)
     if args.build_only:
         print(binary)
         kill_all()

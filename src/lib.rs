@@ -6,7 +6,7 @@
 //! [`snapshot::Snapshot`] once (one `ArcSwap` load, no lock), matches a route
 //! ([`route`]), picks the service's pool and a healthy server ([`balance`]),
 //! rewrites headers ([`proxy::headers`]) and streams the request and answer
-//! through a pooled upstream connection ([`upstream`], [`body`]). The pool's
+//! through a pooled upstream connection ([`upstream`], [`http1`]). The pool's
 //! in-flight guard lives until the response body ends, so a pool that lost
 //! the traffic drains instead of being cut.
 //!
@@ -22,8 +22,10 @@
 //! - [`route`]: Host + longest path prefix → service.
 //! - [`balance`]: pool choice (preview, weights, stickiness) and server choice.
 //! - [`upstream`]: keep-alive connection pool per server, timeouts.
-//! - [`body`]: streaming request and response bodies.
-//! - [`proxy`]: the listener and the per-request forwarding.
+//! - [`http1`]: HTTP/1.1 beside hyper: the request framing follower, the
+//!   upstream client and its response parser, held to hyper's framing.
+//! - [`proxy`]: the listener, the per-request forwarding, the bodies and
+//!   the upgrade tunnel.
 //! - [`control`]: the only writer of the routing table: switch, rollback,
 //!   weights, reload, health results, drain deadlines, persisted state, events.
 //! - [`health`]: active health checks and the hysteresis of each server.
@@ -43,13 +45,13 @@
 
 pub mod admin;
 pub mod balance;
-pub mod body;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod demo;
 pub mod health;
+pub mod http1;
 pub mod metrics;
 pub mod provider;
 pub mod proxy;

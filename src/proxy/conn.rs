@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::error::ProxyError;
-use super::h1scan::{Flag, FrameScan};
+use crate::http1::scan::{Flag, FrameScan};
 use crate::metrics::PoolMetrics;
 use crate::rt::deadline::Deadline;
 use crate::rt::wake::OwnWaker;
@@ -85,8 +85,7 @@ pub struct ConnTrack {
     head_pending: AtomicBool,
     /// An HTTP/1.1 upgrade was answered: the stream is a tunnel now.
     upgraded: AtomicBool,
-    /// The first request the framing scan flagged: index × 2 + 1 for a bad
-    /// chunked body, index × 2 for Content-Length with Transfer-Encoding.
+    /// The first request the framing scan flagged, as [`flag_code`] packs it.
     flagged: AtomicU64,
     /// Where the client stream goes if the request in flight is upgraded.
     upgrade: Mutex<Option<oneshot::Sender<Upgraded>>>,
@@ -134,6 +133,26 @@ impl ConnTrack {
         }
     }
 
+    /// Whether hyper refused the next head (the one after the requests
+    /// started so far) for its request target's length, as the framing
+    /// scan saw it: hyper then answered 414, where its other "too large"
+    /// refusals answer 431.
+    pub fn refused_uri_too_long(&self) -> bool {
+        let flagged = self.track_flag();
+        flagged == Some((self.heads.load(Ordering::Acquire), Flag::UriTooLong))
+    }
+
+    /// The first request the framing scan flagged, and why.
+    fn track_flag(&self) -> Option<(u64, Flag)> {
+        let code = self.flagged.load(Ordering::Acquire);
+        let flag = match code % 4 {
+            0 => Flag::LengthAndChunked,
+            1 => Flag::BadChunk,
+            _ => Flag::UriTooLong,
+        };
+        (code != NONE).then_some((code / 4, flag))
+    }
+
     /// The connection was upgraded (101): no timers or scans from now on.
     pub fn mark_upgraded(&self) {
         self.upgraded.store(true, Ordering::Release);
@@ -161,13 +180,14 @@ impl Active {
     /// hides one of them), or a chunked body hyper will refuse that arrived
     /// with the head.
     pub fn refusal(&self) -> Option<&'static str> {
-        let flagged = self.track.flagged.load(Ordering::Acquire);
-        if flagged == NONE || flagged / 2 != self.index {
-            None
-        } else if flagged % 2 == 0 {
-            Some("content-length with transfer-encoding")
-        } else {
-            Some("invalid chunked body")
+        match self.track.track_flag() {
+            Some((index, flag)) if index == self.index => match flag {
+                Flag::LengthAndChunked => Some("content-length with transfer-encoding"),
+                Flag::BadChunk => Some("invalid chunked body"),
+                // hyper refuses such a head itself: it never gets here.
+                Flag::UriTooLong => None,
+            },
+            _ => None,
         }
     }
 }
@@ -211,6 +231,16 @@ async fn idle_wait(track: &ConnTrack, timeout: Duration) {
         }
         tokio::time::sleep_until(deadline).await;
     }
+}
+
+/// A flagged request packed in one word: its index × 4 and why.
+fn flag_code(index: u64, flag: Flag) -> u64 {
+    let why = match flag {
+        Flag::LengthAndChunked => 0,
+        Flag::BadChunk => 1,
+        Flag::UriTooLong => 2,
+    };
+    index.saturating_mul(4).saturating_add(why).min(NONE - 1)
 }
 
 /// A response body that keeps its request counted until it ends.
@@ -363,7 +393,7 @@ impl<I> ClientIo<I> {
         }
         if self.scan.following() {
             if let Some((index, flag)) = self.scan.feed(read) {
-                let code = index.saturating_mul(2) + u64::from(flag == Flag::BadChunk);
+                let code = flag_code(index, flag);
                 let _ = self.track.flagged.compare_exchange(
                     NONE,
                     code,

@@ -7,7 +7,7 @@
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
-use crate::body::ResponseBody;
+use super::body::ResponseBody;
 use crate::upstream::UpstreamError;
 
 /// Who caused a failure.

@@ -12,23 +12,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
-use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
+use super::body::{RequestBody, RequestBodyError, ResponseBody};
 use super::conn::Upgraded;
 use super::error::ProxyError;
-use super::headers;
+use super::{headers, tunnel};
 use crate::balance;
-use crate::body::{Lease, RequestBody, RequestBodyError, ResponseBody};
 use crate::config::PoolName;
+use crate::http1::{self, RequestHead, UpstreamBody};
 use crate::metrics::PoolMetrics;
 use crate::snapshot::{InflightGuard, PoolState, Routing, Server, Service};
-use crate::upstream::direct::RequestHead;
-use crate::upstream::{Answer, Conn, Timeouts, UpstreamError, Via};
+use crate::upstream::{Timeouts, UpstreamError};
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -48,9 +45,9 @@ pub struct ClientInfo {
 ///
 /// Routing, the checks and the header rewrite run now, before the returned
 /// future exists; the future then holds the request in one place until it
-/// is written to a connection. (Passed by value through each `async fn`, a
-/// request was copied at every level, and the per-request future, boxed and
-/// so copied once per request, was 3.3 KB; it is about 1.5 KB now.)
+/// is written to a connection, and nothing is passed by value from one
+/// level of it to the next: the future is boxed, and so copied, once per
+/// request, and every copy of the request inside it would grow it.
 pub fn forward(
     routing: &Routing,
     req: Request<Incoming>,
@@ -85,11 +82,10 @@ struct Exchange {
     target: Target,
     /// The rewritten request until it is written to a connection; put back
     /// when it never left (see [`Upstream::send`](crate::upstream::Upstream::send)).
-    /// With a `head`, only its method and body are left in it.
+    /// Only its method and body are left in it: `head` is what is written.
     req: Option<Request<RequestBody>>,
-    /// The head a direct connection writes (`None` for an upgrade, which
-    /// goes on a hyper connection with the request's own head).
-    head: Option<RequestHead>,
+    /// The request's head, encoded once.
+    head: RequestHead,
     client_upgrade: Option<oneshot::Receiver<Upgraded>>,
     client: SocketAddr,
     start: Instant,
@@ -159,58 +155,52 @@ impl Exchange {
     }
 
     async fn send(&mut self) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
-        // No upgrade: the request's own task can drive the upstream
-        // connection (see `upstream::direct`).
-        let via = match &self.head {
-            Some(head) => Via::Direct { head },
-            None => Via::Hyper,
-        };
-        let (answer, guard) = send(&self.target, &mut self.req, via).await?;
-        let target = &self.target;
+        let (resp, guard) = send(&self.target, &mut self.req, &self.head).await?;
         tracing::debug!(
-            service = %target.service.name,
+            service = %self.target.service.name,
             pool = %guard.pool().name,
             server = guard.server().upstream.label(),
-            status = answer.status().as_u16(),
+            status = resp.status().as_u16(),
             "proxied"
         );
-        let (mut resp, sender) = match answer {
-            Answer::Direct(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                // The direct connection kept its hop-by-hop fields, but for
-                // a `Connection` that names others (see `upstream::direct`).
-                if parts.headers.contains_key(CONNECTION) {
-                    headers::remove_hop_by_hop(&mut parts.headers, false);
-                }
-                let lease = Lease { guard, conn: None };
-                return Ok(Response::from_parts(
-                    parts,
-                    ResponseBody::direct(body, lease),
+        let (mut parts, body) = resp.into_parts();
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            // Only a request that asked for an upgrade gets this far with
+            // a 101 (the connection refuses any other), and only such a
+            // request has the client side's stream coming.
+            let client = self.client_upgrade.take();
+            let (Some(client), Some(upstream)) = (client, body.into_switched()) else {
+                // The client's body was not all read: its connection closes.
+                let refused = http1::Error::Invalid("101 before the request was sent whole");
+                return Err((
+                    ProxyError::Upstream(self.upstream_error(&guard, refused)),
+                    true,
                 ));
-            }
-            Answer::Hyper(resp, sender) => (resp, sender),
-        };
-        if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) =
-            (resp.status(), self.client_upgrade.take())
-        {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            };
             let cutter = guard.pool().cutter().clone();
-            let task = tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+            let task = tokio::spawn(tunnel::run(client, upstream, guard));
             cutter.register(task.abort_handle());
-            let (mut parts, _) = resp.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
         }
-        let (mut parts, body) = resp.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers, false);
-        let lease = Lease {
-            guard,
-            conn: Some(Conn::Hyper(sender)),
-        };
+        // The connection kept its hop-by-hop fields, but for a `Connection`
+        // that names others (see `http1::response`).
+        if parts.headers.contains_key(CONNECTION) {
+            headers::remove_hop_by_hop(&mut parts.headers, false);
+        }
         Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(body, lease),
+            ResponseBody::upstream(body, guard),
         ))
+    }
+
+    /// An upstream failure found after the response head, as `send` would
+    /// have reported it.
+    fn upstream_error(&self, guard: &InflightGuard, source: http1::Error) -> UpstreamError {
+        UpstreamError::Request {
+            addr: guard.server().upstream.label().to_owned(),
+            source,
+        }
     }
 }
 
@@ -357,16 +347,17 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 }
 
 /// The upstream request: origin-form URI, HTTP/1.1, Host kept (or taken
-/// from an HTTP/2 `:authority`), hop-by-hop removed, `X-Forwarded-*` set,
-/// in its map or, on a direct connection when the client sent none of
-/// them, as the header lines returned beside it.
+/// from an HTTP/2 `:authority`), hop-by-hop removed (but for an upgrade's
+/// `Upgrade`, with `Connection: upgrade`), `X-Forwarded-*` set, in its map
+/// or, when the client sent none of them and asks for no upgrade, as the
+/// header lines written after its headers. The head is encoded here, once.
 fn rewrite(
     req: Request<Incoming>,
     seen: Seen,
     client: ClientInfo,
     upgrade: bool,
     max_body: Option<u64>,
-) -> (Request<RequestBody>, Option<RequestHead>) {
+) -> (Request<RequestBody>, RequestHead) {
     let (mut parts, body) = req.into_parts();
     let host = seen.host.or_else(|| {
         let authority = parts.uri.authority()?;
@@ -375,8 +366,10 @@ fn rewrite(
         Some(host)
     });
     // The `X-Forwarded-*` fields go into the map when the client sent its
-    // own or the request goes on a hyper connection; otherwise they are
-    // written after its headers (see `headers::push_forwarded_lines`).
+    // own, or on an upgrade, whose `Connection` is rewritten there too;
+    // otherwise they are written after its headers (see
+    // `headers::push_forwarded_lines`), which costs less than three entries
+    // added to the map and encoded from there.
     let in_map = upgrade || seen.forwarded;
     if in_map {
         // Room for the three `X-Forwarded-*` at once rather than growing twice.
@@ -391,33 +384,22 @@ fn rewrite(
     } else {
         headers::remove_hop_by_hop(&mut parts.headers, false);
     }
-    let head = if upgrade {
-        // On a hyper connection, which writes the request's own head.
-        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-            let pq = parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
-            parts.uri = Uri::from(pq);
+    let ended = http_body::Body::is_end_stream(&body);
+    let (ip, proto) = (client.addr.ip(), client.proto);
+    let mut head = RequestHead::of(&parts.method, &parts.uri, &parts.headers, ended, |out| {
+        if !in_map {
+            headers::push_forwarded_lines(out, ip, proto, host.as_ref());
         }
-        None
-    } else {
-        let ended = http_body::Body::is_end_stream(&body);
-        let (ip, proto) = (client.addr.ip(), client.proto);
-        let head = RequestHead::of(&parts.method, &parts.uri, &parts.headers, ended, |out| {
-            if !in_map {
-                headers::push_forwarded_lines(out, ip, proto, host.as_ref());
-            }
-        });
-        // Written from `head` from now on: the parsed target and header
-        // values go now, before the first await (see `RequestHead`). The
-        // map itself stays, empty, and holds the response's headers (see
-        // `DirectConn::round_trip`).
-        parts.uri = Uri::default();
-        parts.headers.clear();
-        Some(head)
-    };
+    });
+    if upgrade {
+        head = head.asking_upgrade();
+    }
+    // Written from `head` from now on: the parsed target and header values
+    // go now, before the first await (see `RequestHead`). The map itself
+    // stays, empty, and holds the response's headers (see
+    // `UpstreamConn::round_trip`).
+    parts.uri = Uri::default();
+    parts.headers.clear();
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, RequestBody::new(body, max_body));
     (req, head)
@@ -430,8 +412,8 @@ fn rewrite(
 async fn send(
     target: &Target,
     req: &mut Option<Request<RequestBody>>,
-    via: Via<'_>,
-) -> Result<(Answer, InflightGuard), (ProxyError, bool)> {
+    head: &RequestHead,
+) -> Result<(Response<UpstreamBody<RequestBody>>, InflightGuard), (ProxyError, bool)> {
     let view = target.service.pool(target.pool);
     let no_server = || ProxyError::NoHealthyServer {
         service: target.service.name.to_string(),
@@ -443,8 +425,8 @@ async fn send(
     let mut retried = false;
     loop {
         let guard = InflightGuard::new(view.state.clone(), server.clone());
-        let error = match server.upstream.send(req, &target.timeouts, via).await {
-            Ok(answer) => return Ok((answer, guard)),
+        let error = match server.upstream.send(req, head, &target.timeouts).await {
+            Ok(resp) => return Ok((resp, guard)),
             Err(error) => error,
         };
         if req.is_some() && !retried {
@@ -481,7 +463,7 @@ fn classify(error: UpstreamError) -> ProxyError {
             ProxyError::Connect(error)
         }
         UpstreamError::ResponseTimeout { .. } => ProxyError::Timeout(error),
-        UpstreamError::Request { .. } | UpstreamError::Direct { .. } => match body_error(&error) {
+        UpstreamError::Request { .. } => match body_error(&error) {
             Some(RequestBodyError::TooLarge { limit }) => {
                 ProxyError::PayloadTooLarge { limit: *limit }
             }
@@ -503,43 +485,4 @@ fn body_error(e: &UpstreamError) -> Option<&RequestBodyError> {
         source = s.source();
     }
     None
-}
-
-/// Copies bytes both ways between an upgraded client and upstream until one
-/// side closes. The in-flight guard lives as long as the tunnel.
-async fn tunnel(
-    client: oneshot::Receiver<Upgraded>,
-    upstream: hyper::upgrade::OnUpgrade,
-    guard: InflightGuard,
-) {
-    let (client, upstream) = match tokio::join!(client, upstream) {
-        (Ok(client), Ok(upstream)) => (client, upstream),
-        (Err(_), _) => {
-            tracing::debug!(
-                "upgrade failed: the client connection ended before the 101 was written"
-            );
-            return;
-        }
-        (_, Err(e)) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut upstream = TokioIo::new(upstream);
-    // What the client sent right behind its upgrade request goes first.
-    if !client.read_ahead.is_empty() {
-        if let Err(e) = upstream.write_all(&client.read_ahead).await {
-            tracing::debug!(error = %e, "tunnel closed");
-            return;
-        }
-    }
-    let mut client = client.io;
-    let server = guard.server().upstream.label();
-    // A drain deadline aborts this task (the pool's cutter), which drops
-    // both streams and the guard.
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => tracing::debug!(server, up, down, "tunnel closed"),
-        Err(e) => tracing::debug!(server, error = %e, "tunnel closed"),
-    }
-    drop(guard);
 }

@@ -14,7 +14,10 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that never cross a hop.
+use crate::http1::connection_tokens;
+pub use crate::http1::{is_hop_by_hop, is_upgrade};
+
+/// Headers that never cross a hop (those [`is_hop_by_hop`] names).
 /// Parsed once: removing by `&str` would parse each name on every request.
 static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -34,47 +37,11 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `X-Forwarded-Host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Whether the request asks for a protocol upgrade (`Connection: upgrade`
-/// plus an `Upgrade` header), as a WebSocket handshake does.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
 /// Whether a name in `Connection` may be removed: Host and the
 /// `X-Forwarded-*` headers are protected.
 fn removable(name: &str) -> bool {
     !(name.eq_ignore_ascii_case("host")
         || name.len() > 12 && name[..12].eq_ignore_ascii_case("x-forwarded-"))
-}
-
-/// Whether `name` (lowercase, as [`HeaderName::as_str`] gives it) is one of
-/// [`HOP_BY_HOP`].
-pub fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-    )
 }
 
 /// Removes hop-by-hop headers. With `upgrade`, keeps `Upgrade` and sets
@@ -157,7 +124,7 @@ pub fn rewrite_request(
 /// Writes at the end of `out` the `X-Forwarded-*` fields
 /// [`rewrite_request`] sets, as header lines, for a request that carries
 /// none of its own: they go after its headers as it goes out (see
-/// `upstream::direct::RequestHead`) instead of into its map, where three
+/// `http1::RequestHead`) instead of into its map, where three
 /// entries cost more than the rest of the rewrite.
 pub fn push_forwarded_lines(
     out: &mut Vec<u8>,

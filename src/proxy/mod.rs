@@ -19,11 +19,12 @@
 //! shutdown it stops accepting and lets open connections finish their
 //! in-flight requests.
 
+pub mod body;
 pub mod conn;
 pub mod error;
 pub mod forward;
-pub mod h1scan;
 pub mod headers;
+pub mod tunnel;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,6 +45,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Limits;
+use crate::metrics::OpenConnection;
 use crate::rt::flag::{Flag, Flags};
 use crate::snapshot::Routing;
 use conn::{ClientIo, ConnTrack, Tracked};
@@ -64,10 +66,11 @@ const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// hyper's smallest allowed read buffer.
 const H1_MIN_BUF: usize = 8192;
-/// An HTTP/1.1 connection idle this long lets go of hyper's state (some
-/// 30 KiB of buffers and futures). Short, so that a burst of connections
-/// that go idle does not hold that memory for long; a request on a parked
-/// connection costs a new hyper connection (a few microseconds).
+/// An HTTP/1.1 connection idle this long lets go of hyper's state (its
+/// read and write buffers and futures). Short, so that a burst of
+/// connections that go idle does not hold that memory for long; a request
+/// on a parked connection costs a new hyper connection, far less than the
+/// memory is worth (see `docs/performance.md`).
 const PARK_AFTER: Duration = Duration::from_millis(250);
 /// How long closing a client stream may take (TLS close_notify, FIN).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -118,7 +121,7 @@ fn builder(limits: &Limits) -> Builders {
 }
 
 /// What the service answers.
-type Reply = http::Response<Tracked<crate::body::ResponseBody>>;
+type Reply = http::Response<Tracked<body::ResponseBody>>;
 
 /// hyper's connection builders, one per protocol.
 #[derive(Debug)]
@@ -253,7 +256,7 @@ impl Conn {
             }
         };
         if let Err(e) = result {
-            if let Some(status) = hyper_answer(&e) {
+            if let Some(status) = hyper_answer(&e, &track) {
                 // hyper answered on its own; it happens before the head is
                 // complete, so it is counted as answered at once.
                 unrouted.record(status, Duration::ZERO);
@@ -289,9 +292,9 @@ impl Conn {
             // A combinator rather than an `async` block: awaiting the
             // forwarding future inside a block would hold it twice, and this
             // is boxed (hyper hands the stream back only with an `Unpin`
-            // future) and so copied, once per request. It is 1,008 bytes
-            // (`-Zprint-type-sizes`): kept within 1 KiB, the allocator's
-            // small-block path serves it.
+            // future) and so copied, once per request. Keep it within 1 KiB:
+            // the allocator serves blocks that size from its small-block
+            // path (its size is in `docs/performance.md`).
             Box::pin(resp.map(move |resp| {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     track.mark_upgraded();
@@ -304,9 +307,9 @@ impl Conn {
     }
 
     /// HTTP/1.1. A connection idle for [`PARK_AFTER`] lets go of hyper's
-    /// state (its buffers and the request future, some 30 KiB) and waits
-    /// for its next byte with only the stream; the next request starts a
-    /// fresh hyper connection with the bytes already read.
+    /// state (its buffers and the request future) and waits for its next
+    /// byte with only the stream; the next request starts a fresh hyper
+    /// connection with the bytes already read.
     async fn serve_h1<I>(&self, mut io: ClientIo<I>, track: &Arc<ConnTrack>) -> hyper::Result<()>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -442,42 +445,25 @@ impl Conn {
 }
 
 /// The status hyper wrote itself before failing the connection with `e`,
-/// when it wrote one: 400 for a malformed request line or header, 431 for a
-/// head with too many header lines, 414 for an overlong URI (hyper's
-/// `on_error` for the server role).
-fn hyper_answer(e: &hyper::Error) -> Option<u16> {
+/// when it wrote one (hyper's `on_error` for the server role): 400 for a
+/// malformed request line or header, 431 for a head too large or with too
+/// many header lines, 414 for an overlong request target. hyper's error
+/// tells a parse error, and a too-large one, by type; which of the two
+/// "too large" answers it wrote is what the framing scan saw of the
+/// refused head (`track`). (hyper's guard against its own bugs,
+/// `Parse::Internal`, answers nothing but is a parse error to its type; it
+/// cannot happen on what httparse has validated.)
+fn hyper_answer(e: &hyper::Error, track: &ConnTrack) -> Option<u16> {
     if !e.is_parse() || e.is_parse_version_h2() || e.is_parse_status() {
-        return None;
-    }
-    let text = e.to_string();
-    if text.contains("internal error") {
         return None;
     }
     Some(if !e.is_parse_too_large() {
         400
-    } else if text.contains("URI too long") {
+    } else if track.refused_uri_too_long() {
         414
     } else {
         431
     })
-}
-
-/// Counts one open connection in a gauge until dropped.
-#[derive(Debug)]
-pub struct OpenConnection(prometheus::IntGauge);
-
-impl OpenConnection {
-    /// Counts a connection in `gauge`.
-    pub fn new(gauge: &prometheus::IntGauge) -> OpenConnection {
-        gauge.inc();
-        OpenConnection(gauge.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 /// Binds a listener.
@@ -491,3 +477,6 @@ pub async fn bind(addr: SocketAddr, proto: &'static str) -> std::io::Result<Prox
         proto,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,8 +3,8 @@
 //! A connection's task waits on its connection and, beside it, on a timer
 //! that rarely fires (the idle timeout). Every wake-up of the task, one or
 //! more per request, polls everything it waits on, and polling a timer
-//! registers the task's waker with it again, which costs about as much as
-//! a small header's parse. [`OwnWaker`] gives such a future a waker of its
+//! registers the task's waker with it again, work done for nothing at
+//! almost every wake-up. [`OwnWaker`] gives such a future a waker of its
 //! own: the future is polled only when that waker fired since its last
 //! poll (or at its first), and a wake through it wakes the task.
 

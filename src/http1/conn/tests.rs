@@ -1,4 +1,4 @@
-//! Direct connections against a scripted server on a real loopback socket.
+//! Upstream connections against a scripted server on a real loopback socket.
 
 use std::future::poll_fn;
 use std::time::Duration;
@@ -9,17 +9,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::http1::request::HEAD_CAPACITY;
+use crate::http1::UpstreamBody;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Method;
+use http_body::Frame;
 
 const BOUND: Duration = Duration::from_secs(5);
 
 /// A direct connection and the server's end of it.
-async fn pair() -> (Box<DirectConn>, TcpStream, Arc<Flag>) {
+async fn pair() -> (Box<UpstreamConn>, TcpStream, Arc<Flag>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap());
     let (client, accepted) = tokio::join!(client, listener.accept());
     let cut = Arc::new(Flag::default());
     (
-        DirectConn::new(client.unwrap(), cut.clone()),
+        UpstreamConn::new(client.unwrap(), cut.clone()),
         accepted.unwrap().0,
         cut,
     )
@@ -44,15 +49,15 @@ fn encode<B: Body>(req: &Request<B>, lines: &[u8]) -> RequestHead {
     })
 }
 
-impl DirectConn {
-    /// [`DirectConn::round_trip`] with the head encoded from `req` and
+impl UpstreamConn {
+    /// [`UpstreamConn::round_trip`] with the head encoded from `req` and
     /// `lines` just before, as the proxy does.
     async fn encode_and_round_trip<B>(
         &mut self,
         req: &mut Request<B>,
         lines: &[u8],
         timeout: Duration,
-    ) -> Result<Head, (DirectError, Reached)>
+    ) -> Result<ResponseHead, (Error, Reached)>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -79,11 +84,11 @@ async fn read_request(server: &mut TcpStream) -> Vec<u8> {
 
 /// Sends `req` on `conn` while the server answers with `answer`.
 async fn exchange<B>(
-    conn: &mut DirectConn,
+    conn: &mut UpstreamConn,
     server: &mut TcpStream,
     req: &mut Request<B>,
     answer: &[u8],
-) -> Result<Head, (DirectError, Reached)>
+) -> Result<ResponseHead, (Error, Reached)>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -102,20 +107,23 @@ where
 
 /// A request answered with `answer` on a new connection: the response
 /// head, its body, and the server's end.
-async fn answered(method: Method, answer: &[u8]) -> (Head, DirectBody<Empty<Bytes>>, TcpStream) {
+async fn answered(
+    method: Method,
+    answer: &[u8],
+) -> (ResponseHead, UpstreamBody<Empty<Bytes>>, TcpStream) {
     let (mut conn, mut server, _cut) = pair().await;
     let head = exchange(&mut conn, &mut server, &mut request(method, "/"), answer)
         .await
         .unwrap();
-    let body = DirectBody::new(conn, &head, Empty::new());
+    let body = UpstreamBody::new(conn, &head, Empty::new());
     (head, body, server)
 }
 
 /// Everything the body yields: its data, its trailers, and the error that
 /// ended it, if one did.
 async fn drain(
-    body: &mut DirectBody<Empty<Bytes>>,
-) -> (Vec<u8>, Option<HeaderMap>, Option<DirectError>) {
+    body: &mut UpstreamBody<Empty<Bytes>>,
+) -> (Vec<u8>, Option<HeaderMap>, Option<Error>) {
     let mut data = Vec::new();
     let mut trailers = None;
     let collect = async {
@@ -183,7 +191,7 @@ async fn a_sized_body_arriving_in_pieces_is_passed_on_and_the_connection_reused(
     .await
     .unwrap();
     assert_eq!(head.response.status(), 204);
-    assert!(DirectBody::new(conn, &head, Empty::<Bytes>::new()).is_end_stream());
+    assert!(UpstreamBody::new(conn, &head, Empty::<Bytes>::new()).is_end_stream());
 }
 
 #[tokio::test]
@@ -287,7 +295,7 @@ async fn heads_that_cannot_be_framed_are_refused() {
         )
         .await
         {
-            Err((DirectError::Invalid(_), Reached::Answered)) => {}
+            Err((Error::Invalid(_), Reached::Answered)) => {}
             other => panic!("{answer:?}: {other:?}"),
         }
     }
@@ -326,7 +334,7 @@ async fn broken_chunks_and_short_bodies_end_in_an_error() {
         if close {
             drop(server);
         }
-        let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
+        let mut body = UpstreamBody::new(conn, &head, Empty::<Bytes>::new());
         let (_, _, error) = drain(&mut body).await;
         assert!(error.is_some(), "{answer:?} ended cleanly");
         assert!(body.take_conn().is_none(), "{answer:?}");
@@ -352,7 +360,7 @@ async fn how_far_a_failed_exchange_got_is_reported() {
         let mut req = request(Method::GET, "/");
         let (sent, ()) = tokio::join!(conn.encode_and_round_trip(&mut req, b"", BOUND), serve);
         match sent {
-            Err((DirectError::Closed, reached)) if reached == expected => {}
+            Err((Error::Closed, reached)) if reached == expected => {}
             other => panic!("{reply:?}: {other:?}"),
         }
     }
@@ -384,14 +392,14 @@ async fn a_cut_wakes_a_body_waiting_for_bytes_and_ends_it() {
     )
     .await
     .unwrap();
-    let mut body = DirectBody::new(conn, &head, Empty::<Bytes>::new());
+    let mut body = UpstreamBody::new(conn, &head, Empty::<Bytes>::new());
     // In a task of its own, so only the cut's wake-up can poll it again.
     let reading = tokio::spawn(async move { (drain(&mut body).await, body) });
     tokio::time::sleep(Duration::from_millis(50)).await;
     cut.raise();
     let ((data, _, error), mut body) = reading.await.expect("the cut did not wake the body");
     assert_eq!(data, b"first");
-    assert!(error.as_ref().is_some_and(DirectError::is_cut), "{error:?}");
+    assert!(error.as_ref().is_some_and(Error::is_cut), "{error:?}");
     assert!(body.take_conn().is_none());
     // The server is still there: only the cut ended the body.
     drop(server);
@@ -550,7 +558,7 @@ async fn a_sized_body_follows_its_head_and_the_added_lines_unchanged() {
     );
     assert_eq!(body, b"{\"q\":1}");
     let head = sent.unwrap();
-    assert!(DirectBody::new(conn, &head, Empty::<Bytes>::new())
+    assert!(UpstreamBody::new(conn, &head, Empty::<Bytes>::new())
         .take_conn()
         .is_some());
 }
@@ -585,9 +593,11 @@ async fn a_body_without_a_length_is_sent_in_chunks() {
         "{head_text}"
     );
     assert_eq!(body, b"5\r\nhello\r\n7\r\n world!\r\n0\r\n\r\n");
-    assert!(DirectBody::new(conn, &sent.unwrap(), Empty::<Bytes>::new())
-        .take_conn()
-        .is_some());
+    assert!(
+        UpstreamBody::new(conn, &sent.unwrap(), Empty::<Bytes>::new())
+            .take_conn()
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -616,7 +626,7 @@ async fn an_answer_before_the_body_ends_is_taken_and_the_connection_dropped() {
     assert_eq!(head.response.status(), 413);
     // The response ends without waiting for the rest of the request, and
     // the connection, with a request half sent, is not kept.
-    let mut body = DirectBody::new(conn, &head, req.into_body());
+    let mut body = UpstreamBody::new(conn, &head, req.into_body());
     assert!(body.is_end_stream());
     assert!(body.take_conn().is_none());
 }
@@ -668,7 +678,7 @@ async fn a_sized_body_is_sent_once_its_last_bytes_are_in() {
     assert_eq!(body, b"{\"q\":1}");
     let head = sent.unwrap();
     // The whole request went before its answer: the connection is kept.
-    assert!(DirectBody::new(conn, &head, Empty::<Bytes>::new())
+    assert!(UpstreamBody::new(conn, &head, Empty::<Bytes>::new())
         .take_conn()
         .is_some());
 }
@@ -685,7 +695,7 @@ async fn a_client_body_that_fails_is_reported_as_taken() {
         .await
         .expect("the failure was not reported");
     match sent {
-        Err((DirectError::Body(e), Reached::Consumed)) => {
+        Err((Error::Body(e), Reached::Consumed)) => {
             assert_eq!(e.to_string(), "client went away")
         }
         other => panic!("{other:?}"),
@@ -696,12 +706,12 @@ async fn a_client_body_that_fails_is_reported_as_taken() {
 /// Sends `req` with `timeout` while the server reads it, waits `delay` and,
 /// if given, answers with `answer`; returns the outcome and how long it took.
 async fn timed_exchange(
-    conn: &mut DirectConn,
+    conn: &mut UpstreamConn,
     server: &mut TcpStream,
     timeout: Duration,
     delay: Duration,
     answer: Option<&[u8]>,
-) -> (Result<Head, (DirectError, Reached)>, Duration) {
+) -> (Result<ResponseHead, (Error, Reached)>, Duration) {
     let mut req = request(Method::GET, "/");
     let started = tokio::time::Instant::now();
     let serve = async {
@@ -736,7 +746,7 @@ async fn the_response_timeout_runs_from_each_exchange_on_a_reused_connection() {
     // The timer is now armed 2 s out; a shorter timeout still holds.
     let (third, took) = timed_exchange(&mut conn, &mut server, ms(150), ms(1000), None).await;
     assert!(
-        matches!(third, Err((DirectError::TimedOut, Reached::Answered))),
+        matches!(third, Err((Error::TimedOut, Reached::Answered))),
         "{third:?}"
     );
     assert!(
@@ -816,38 +826,6 @@ async fn a_length_that_frames_the_body_goes_on_as_its_size_and_others_as_they_ca
     assert!(!head.response.headers().contains_key("content-length"));
 }
 
-#[test]
-fn a_remembered_name_is_used_only_where_its_spelling_is_found() {
-    let mut names = Names::default();
-    let first = [&b"Server"[..], b"X-Request-Id", b"Date"];
-    for (i, raw) in first.iter().enumerate() {
-        names.get(i, raw).unwrap();
-    }
-    // The same spelling at the same place.
-    assert_eq!(names.get(1, b"X-Request-Id").unwrap(), "x-request-id");
-    // Another name, or another spelling, at a remembered place is parsed
-    // (and remembered instead).
-    assert_eq!(names.get(1, b"Date").unwrap(), "date");
-    assert_eq!(names.get(1, b"X-Request-I").unwrap(), "x-request-i");
-    assert_eq!(names.get(1, b"X-Request-I").unwrap(), "x-request-i");
-    assert_eq!(names.get(0, b"server").unwrap(), "server");
-    assert_eq!(names.get(2, b"Vary").unwrap(), "vary");
-    // A place past the remembered ones, a name too long to remember, a
-    // name that is not one.
-    assert_eq!(names.get(9, b"Vary").unwrap(), "vary");
-    let long = b"X-A-Very-Long-Header-Name-Indeed";
-    assert_eq!(
-        names.get(3, long).unwrap(),
-        "x-a-very-long-header-name-indeed"
-    );
-    assert_eq!(
-        names.get(3, long).unwrap(),
-        "x-a-very-long-header-name-indeed"
-    );
-    assert!(names.get(2, b"Bad Name").is_err());
-    assert_eq!(names.get(2, b"Date").unwrap(), "date");
-}
-
 #[tokio::test]
 async fn responses_on_one_connection_keep_their_own_header_names() {
     let (mut conn, mut server, _cut) = pair().await;
@@ -873,7 +851,7 @@ async fn responses_on_one_connection_keep_their_own_header_names() {
             .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
             .collect();
         got.push(fields.join(" "));
-        conn = DirectBody::new(conn, &head, Empty::<Bytes>::new())
+        conn = UpstreamBody::new(conn, &head, Empty::<Bytes>::new())
             .take_conn()
             .expect("reusable");
     }

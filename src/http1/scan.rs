@@ -28,12 +28,22 @@ const CONTENT_LENGTH: &[u8] = b"content-length";
 const TRANSFER_ENCODING: &[u8] = b"transfer-encoding";
 /// `chunked`, lowercase.
 const CHUNKED: &[u8] = b"chunked";
+/// The longest request target hyper takes (its `MAX_URI_LEN`).
+const MAX_URI_LEN: usize = u16::MAX as usize - 1;
+/// Most header lines in a request head (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// The largest body length hyper takes (its `DecodedLength::MAX_LEN`).
+const MAX_LENGTH: u64 = u64::MAX - 2;
+
+use super::chunked::{ChunkState, Chunked};
 
 /// Where the scan is in the byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Empty lines before a request line (httparse skips them).
     Start,
+    /// A CR before a request line: an LF must follow.
+    StartLf,
     /// Inside the request line.
     RequestLine,
     /// At the start of a header line (or of the empty line ending the head).
@@ -46,30 +56,8 @@ enum State {
     Lf,
     /// `Content-Length` body bytes still to come.
     Fixed(u64),
-    /// The first hex digit of a chunk size.
-    ChunkStart,
-    /// More hex digits of a chunk size.
-    ChunkSize,
-    /// Blanks after a chunk size.
-    ChunkLws,
-    /// A chunk extension, up to CR.
-    ChunkExt,
-    /// The LF after a chunk-size line.
-    ChunkSizeLf,
-    /// Chunk data bytes still to come.
-    ChunkData(u64),
-    /// The CR after chunk data.
-    ChunkDataCr,
-    /// The LF after chunk data.
-    ChunkDataLf,
-    /// After the last chunk: CR of the final empty line, or a trailer.
-    EndCr,
-    /// The LF of the final empty line.
-    EndLf,
-    /// Inside a trailer line.
-    Trailer,
-    /// The LF of a trailer line.
-    TrailerLf,
+    /// Inside a chunked body, as [`Chunked`] follows it.
+    Chunked,
     /// No longer following: the stream is no longer framed the way hyper
     /// frames an accepted request.
     Lost,
@@ -82,6 +70,8 @@ pub enum Flag {
     LengthAndChunked,
     /// Its chunked body breaks hyper's chunked grammar.
     BadChunk,
+    /// Its request target is longer than hyper takes: hyper answers 414.
+    UriTooLong,
 }
 
 /// Which header the current line is, as far as the name has been read.
@@ -104,6 +94,29 @@ struct Head {
     has_te: bool,
     /// The last `Transfer-Encoding` line ends in `chunked`.
     chunked: bool,
+    /// Where the request line's first space is: the method's length (0
+    /// until it is found; a method is never empty).
+    method_len: usize,
+    /// The request line's length, without its line end.
+    line_len: usize,
+    /// Header lines begun.
+    lines: usize,
+    /// The request line's last byte: its version's minor digit.
+    version_last: u8,
+}
+
+impl Head {
+    /// Whether hyper refuses the head for its request target alone (414):
+    /// one longer than [`MAX_URI_LEN`] in a head httparse takes (at most
+    /// [`MAX_HEADERS`] header lines; more are a 431 first).
+    fn target_too_long(&self) -> bool {
+        // `METHOD SP target SP HTTP/1.x`: the version is eight bytes. The
+        // line's length alone rules out every usual head.
+        self.line_len > MAX_URI_LEN
+            && self.method_len > 0
+            && self.line_len.saturating_sub(self.method_len + 2 + 8) > MAX_URI_LEN
+            && self.lines <= MAX_HEADERS
+    }
 }
 
 /// Per-line parse state of a header name or value.
@@ -152,8 +165,10 @@ pub struct FrameScan {
     heads: u64,
     head: Head,
     line: Line,
-    /// Chunk size being read.
-    size: u64,
+    /// The chunked body being read.
+    chunked: Chunked,
+    /// Messages (head and body) completed so far.
+    ended: u64,
     /// Where `Lf` goes on: the empty line ends the head; else next line.
     lf_ends_head: bool,
     /// Bytes of the current head so far.
@@ -172,7 +187,8 @@ impl FrameScan {
             heads: 0,
             head: Head::default(),
             line: Line::new(),
-            size: 0,
+            chunked: Chunked::new(),
+            ended: 0,
             lf_ends_head: false,
             head_len: 0,
             limit,
@@ -188,6 +204,28 @@ impl FrameScan {
     /// Whether a head went over the limit (the scan stops there).
     pub fn oversized(&self) -> bool {
         self.oversized
+    }
+
+    /// Request heads completed so far.
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
+    /// Requests completed so far, head and body.
+    pub fn messages(&self) -> u64 {
+        self.ended
+    }
+
+    /// Whether the scan is inside a request head.
+    #[cfg(test)]
+    pub(super) fn reading_head(&self) -> bool {
+        self.in_head()
+    }
+
+    /// Whether the scan is inside a request body.
+    #[cfg(test)]
+    pub(super) fn reading_body(&self) -> bool {
+        matches!(self.state, State::Fixed(_) | State::Chunked)
     }
 
     /// Reads `bytes`, the next bytes the client sent. Returns the first
@@ -208,14 +246,15 @@ impl FrameScan {
                         State::Fixed(left - take)
                     };
                 }
-                State::ChunkData(left) => {
-                    let take = left.min((bytes.len() - i) as u64);
-                    i += take as usize;
-                    self.state = if take == left {
-                        State::ChunkDataCr
+                State::Chunked => {
+                    if let ChunkState::Data(left) = self.chunked.state() {
+                        let take = left.min((bytes.len() - i) as u64);
+                        i += take as usize;
+                        self.chunked.take_data(take);
                     } else {
-                        State::ChunkData(left - take)
-                    };
+                        self.step(bytes[i], &mut found);
+                        i += 1;
+                    }
                 }
                 State::RequestLine | State::Name | State::Value => {
                     // Up to the line's end (or a name's colon) each byte
@@ -240,12 +279,13 @@ impl FrameScan {
                     let rest = &bytes[i..];
                     if rest.starts_with(b"\r\n") && self.head_len < self.limit {
                         // The empty line ending the head, at once.
-                        if let Some(index) = self.end_of_head() {
-                            found = found.or(Some((index, Flag::LengthAndChunked)));
+                        if let Some(flagged) = self.end_of_head() {
+                            found = found.or(Some(flagged));
                         }
                         i += 2;
                     } else if let Some(colon) = name_end(rest) {
                         // A whole name: its field is known at its colon.
+                        self.head.lines += 1;
                         let field = field_of(&rest[..colon]);
                         match line_len(rest, colon) {
                             // A whole line that cannot frame the body.
@@ -291,13 +331,20 @@ impl FrameScan {
     /// A CRLF ending the request line or a header value, taken at once as
     /// byte by byte would: the line's end, then two head bytes.
     fn line_end(&mut self) {
-        if self.state == State::Value && !self.end_of_line() {
+        if self.state == State::RequestLine {
+            self.request_line_end();
+        } else if !self.end_of_line() {
             // Refused at the CR, which is then not counted.
             self.state = State::Lost;
             return;
         }
         self.state = State::LineStart;
         self.count_run(2);
+    }
+
+    /// The request line ends here: its length is the head's so far.
+    fn request_line_end(&mut self) {
+        self.head.line_len = self.head_len;
     }
 
     /// Bytes of the request line, a header name or a header value, none of
@@ -319,15 +366,28 @@ impl FrameScan {
                     self.value_byte(b);
                 }
             }
+            State::RequestLine => {
+                // The method ends at the line's first space (httparse
+                // allows no other separator, nor one before it).
+                if self.head.method_len == 0 {
+                    if let Some(at) = run.iter().position(|&b| b == b' ') {
+                        self.head.method_len = self.head_len + at;
+                    }
+                }
+                // The line ends with the version, `HTTP/1.0` or `HTTP/1.1`.
+                if let Some(&last) = run.last() {
+                    self.head.version_last = last;
+                }
+            }
             _ => {}
         }
     }
 
     /// One byte of a head or of chunked framing.
     fn step(&mut self, b: u8, found: &mut Option<(u64, Flag)>) {
-        let in_body = self.in_chunked_body();
-        if let Some(index) = self.byte(b) {
-            *found = found.or(Some((index, Flag::LengthAndChunked)));
+        let in_body = self.state == State::Chunked;
+        if let Some(flagged) = self.byte(b) {
+            *found = found.or(Some(flagged));
         }
         if in_body && self.state == State::Lost {
             // Only a completed head starts a body: heads >= 1.
@@ -336,23 +396,6 @@ impl FrameScan {
         if self.in_head() {
             self.count_run(1);
         }
-    }
-
-    fn in_chunked_body(&self) -> bool {
-        matches!(
-            self.state,
-            State::ChunkStart
-                | State::ChunkSize
-                | State::ChunkLws
-                | State::ChunkExt
-                | State::ChunkSizeLf
-                | State::ChunkDataCr
-                | State::ChunkDataLf
-                | State::EndCr
-                | State::EndLf
-                | State::Trailer
-                | State::TrailerLf
-        )
     }
 
     fn in_head(&self) -> bool {
@@ -364,26 +407,39 @@ impl FrameScan {
 
     fn next_message(&mut self) -> State {
         self.head = Head::default();
+        self.ended += 1;
         State::Start
     }
 
-    /// One byte outside of counted body data. Returns a flagged head index
-    /// when this byte completed such a head.
-    fn byte(&mut self, b: u8) -> Option<u64> {
+    /// One byte outside of counted body data. Returns a flagged head when
+    /// this byte completed such a head.
+    fn byte(&mut self, b: u8) -> Option<(u64, Flag)> {
         self.state = match self.state {
             State::Start => match b {
-                b'\r' | b'\n' => State::Start,
+                b'\r' => State::StartLf,
+                b'\n' => State::Start,
                 _ => State::RequestLine,
             },
+            State::StartLf => match b {
+                b'\n' => State::Start,
+                _ => State::Lost,
+            },
             State::RequestLine => match b {
-                b'\r' => self.expect_lf(false),
-                b'\n' => State::LineStart,
+                b'\r' => {
+                    self.request_line_end();
+                    self.expect_lf(false)
+                }
+                b'\n' => {
+                    self.request_line_end();
+                    State::LineStart
+                }
                 _ => State::RequestLine,
             },
             State::LineStart => match b {
                 b'\r' => self.expect_lf(true),
                 b'\n' => return self.end_of_head(),
                 _ => {
+                    self.head.lines += 1;
                     self.line = Line::new();
                     self.name_byte(b)
                 }
@@ -409,71 +465,13 @@ impl FrameScan {
                 (b'\n', false) => State::LineStart,
                 _ => State::Lost,
             },
-            State::ChunkStart => match hex(b) {
-                Some(d) => {
-                    self.size = u64::from(d);
-                    State::ChunkSize
-                }
-                None => State::Lost,
-            },
-            State::ChunkSize => match b {
-                b'\t' | b' ' => State::ChunkLws,
-                b';' => State::ChunkExt,
-                b'\r' => State::ChunkSizeLf,
-                _ => match hex(b).and_then(|d| {
-                    self.size
-                        .checked_mul(16)
-                        .and_then(|s| s.checked_add(u64::from(d)))
-                }) {
-                    Some(size) => {
-                        self.size = size;
-                        State::ChunkSize
-                    }
-                    None => State::Lost,
-                },
-            },
-            State::ChunkLws => match b {
-                b'\t' | b' ' => State::ChunkLws,
-                b';' => State::ChunkExt,
-                b'\r' => State::ChunkSizeLf,
-                _ => State::Lost,
-            },
-            State::ChunkExt => match b {
-                b'\r' => State::ChunkSizeLf,
-                b'\n' => State::Lost,
-                _ => State::ChunkExt,
-            },
-            State::ChunkSizeLf => match (b, self.size) {
-                (b'\n', 0) => State::EndCr,
-                (b'\n', size) => State::ChunkData(size),
-                _ => State::Lost,
-            },
-            State::ChunkDataCr => match b {
-                b'\r' => State::ChunkDataLf,
-                _ => State::Lost,
-            },
-            State::ChunkDataLf => match b {
-                b'\n' => State::ChunkStart,
-                _ => State::Lost,
-            },
-            State::EndCr => match b {
-                b'\r' => State::EndLf,
-                _ => State::Trailer,
-            },
-            State::EndLf => match b {
-                b'\n' => self.next_message(),
-                _ => State::Lost,
-            },
-            State::Trailer => match b {
-                b'\r' => State::TrailerLf,
-                _ => State::Trailer,
-            },
-            State::TrailerLf => match b {
-                b'\n' => State::EndCr,
-                _ => State::Lost,
+            State::Chunked => match self.chunked.byte(b) {
+                ChunkState::Done => self.next_message(),
+                ChunkState::Refused => State::Lost,
+                _ => State::Chunked,
             },
             // Counted in `feed`.
-            State::Fixed(_) | State::ChunkData(_) | State::Lost => self.state,
+            State::Fixed(_) | State::Lost => self.state,
         };
         None
     }
@@ -562,28 +560,47 @@ impl FrameScan {
                     // hyper skips a length after Transfer-Encoding.
                     return true;
                 }
-                match (line.value_started, line.digits, head.length) {
-                    (true, Some(n), None) => {
+                // One number: a list (`5, 5`) is invalid in a request.
+                let (true, Some(n)) = (line.value_started, line.digits) else {
+                    // Invalid: hyper answers 400 and closes.
+                    return false;
+                };
+                if n > MAX_LENGTH {
+                    // hyper answers 431 and closes.
+                    return false;
+                }
+                match head.length {
+                    None => {
                         head.length = Some(n);
                         true
                     }
-                    (true, Some(n), Some(prev)) => n == prev,
-                    // Invalid: hyper answers 400 and closes.
-                    _ => false,
+                    Some(prev) => n == prev,
                 }
             }
         }
     }
 
-    fn end_of_head(&mut self) -> Option<u64> {
+    fn end_of_head(&mut self) -> Option<(u64, Flag)> {
         self.head_len = 0;
         let index = self.heads;
         self.heads += 1;
         let head = self.head;
-        let flagged = (head.has_te && head.has_length).then_some(index);
+        if head.has_te && head.version_last == b'0' {
+            // hyper refuses any Transfer-Encoding in HTTP/1.0.
+            self.state = State::Lost;
+            return None;
+        }
+        let flagged = if head.has_te && head.has_length {
+            Some((index, Flag::LengthAndChunked))
+        } else if head.target_too_long() {
+            Some((index, Flag::UriTooLong))
+        } else {
+            None
+        };
         self.state = if head.has_te {
             if head.chunked {
-                State::ChunkStart
+                self.chunked = Chunked::new();
+                State::Chunked
             } else {
                 // hyper refuses a final encoding other than chunked.
                 State::Lost
@@ -678,15 +695,6 @@ fn field_of(name: &[u8]) -> Field {
 fn line_len(rest: &[u8], colon: usize) -> Option<usize> {
     let end = colon + 1 + run_len(&rest[colon + 1..], false);
     (rest.get(end..end + 2) == Some(b"\r\n")).then_some(end + 2)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! [`RequestBody`] streams the client's body to the upstream, enforcing
 //! `max_body_bytes`. [`ResponseBody`] streams the upstream's body to the
 //! client (or carries a short synthetic answer); it owns the request's
-//! in-flight guard and its upstream connection, so the pool's in-flight count
-//! drops and the connection returns to the keep-alive pool exactly when the
-//! body ends. Neither buffers: each frame is passed on as it arrives.
+//! in-flight guard and, through the [`UpstreamBody`], its upstream
+//! connection, so the pool's in-flight count drops and the connection
+//! returns to the keep-alive pool exactly when the body ends. Neither
+//! buffers: each frame is passed on as it arrives.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,9 +15,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::http1::{self, UpstreamBody};
 use crate::snapshot::InflightGuard;
-use crate::upstream::direct::{DirectBody, DirectError};
-use crate::upstream::Conn;
 
 /// Why a request body could not be streamed to the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -96,70 +96,12 @@ pub struct ResponseBody {
 enum Kind {
     /// A synthetic answer, taken on first poll.
     Full(Option<Bytes>),
-    /// The upstream's body from a hyper connection. `lease` is `None` once
-    /// the body has ended.
+    /// The upstream's body, which hands its connection back at its end.
+    /// `guard` is `None` once the body has ended.
     Upstream {
-        body: Incoming,
-        lease: Option<Lease>,
+        body: UpstreamBody<RequestBody>,
+        guard: Option<InflightGuard>,
     },
-    /// The upstream's body from a direct connection, which it hands to the
-    /// lease at its end.
-    Direct {
-        body: DirectBody<RequestBody>,
-        lease: Option<Lease>,
-    },
-}
-
-/// Why an upstream's response body broke off.
-#[derive(Debug, thiserror::Error)]
-pub enum ResponseBodyError {
-    /// On a hyper connection.
-    #[error(transparent)]
-    Hyper(#[from] hyper::Error),
-    /// On a direct connection.
-    #[error("reading response body: {0}")]
-    Direct(#[from] DirectError),
-}
-
-impl ResponseBodyError {
-    /// The server's doing: not the proxy's own cut (the end of a drain),
-    /// nor a client whose request body failed while the response streamed.
-    fn is_server_fault(&self) -> bool {
-        match self {
-            ResponseBodyError::Hyper(e) => !e.is_canceled(),
-            ResponseBodyError::Direct(e) => e.is_server_fault(),
-        }
-    }
-}
-
-/// What an upstream response holds until its body ends.
-#[derive(Debug)]
-pub struct Lease {
-    /// Counts the request in flight on its pool and server.
-    pub guard: InflightGuard,
-    /// The connection to give back to the pool; `None` when it must not be
-    /// reused (an upgrade, or a response the server will close) or, for a
-    /// direct connection, until the body hands it over.
-    pub conn: Option<Conn>,
-}
-
-impl Lease {
-    fn finish(self) {
-        if let Some(conn) = self.conn {
-            self.guard.server().upstream.release(conn);
-        }
-    }
-
-    /// A broken upstream body: the connection is not reused, the guard drops
-    /// with the body, and the server gets a strike when it was its fault.
-    fn fail(&mut self, e: &ResponseBodyError) {
-        self.conn = None;
-        let server = self.guard.server();
-        if e.is_server_fault() && server.upstream.strike() {
-            tracing::debug!(server = server.upstream.label(), error = %e, "upstream keeps failing");
-            server.report_failure(format!("response body failed: {e}"));
-        }
-    }
 }
 
 impl ResponseBody {
@@ -177,25 +119,13 @@ impl ResponseBody {
         }
     }
 
-    /// The upstream's body, releasing `lease` when it ends.
-    pub fn upstream(body: Incoming, lease: Lease) -> ResponseBody {
+    /// The upstream's body, counted in flight by `guard` until it ends,
+    /// when its connection goes back to the server's pool.
+    pub fn upstream(body: UpstreamBody<RequestBody>, guard: InflightGuard) -> ResponseBody {
         let mut this = ResponseBody {
             kind: Kind::Upstream {
-                lease: Some(lease),
                 body,
-            },
-        };
-        this.finish_if_ended();
-        this
-    }
-
-    /// The upstream's body on a direct connection, releasing `lease` (with
-    /// the connection) when it ends.
-    pub fn direct(body: DirectBody<RequestBody>, lease: Lease) -> ResponseBody {
-        let mut this = ResponseBody {
-            kind: Kind::Direct {
-                lease: Some(lease),
-                body,
+                guard: Some(guard),
             },
         };
         this.finish_if_ended();
@@ -208,49 +138,48 @@ impl ResponseBody {
         }
     }
 
-    /// The body has ended: the lease is released, with the connection.
+    /// The body has ended: the connection goes back to the pool, then the
+    /// guard drops.
     fn finish(&mut self) {
-        match &mut self.kind {
-            Kind::Full(_) => {}
-            Kind::Upstream { lease, .. } => {
-                if let Some(lease) = lease.take() {
-                    lease.finish();
-                }
-            }
-            Kind::Direct { body, lease } => {
-                if let Some(mut lease) = lease.take() {
-                    lease.conn = body.take_conn().map(Conn::Direct);
-                    lease.finish();
+        if let Kind::Upstream { body, guard } = &mut self.kind {
+            if let Some(guard) = guard.take() {
+                if let Some(conn) = body.take_conn() {
+                    guard.server().upstream.release(conn);
                 }
             }
         }
     }
 }
 
+/// A broken upstream body: the server gets a strike when it was its fault
+/// (not the proxy's cut, nor a client whose request body failed while the
+/// response streamed). The connection is not reused: its body did not end.
+fn strike(guard: &InflightGuard, e: &http1::Error) {
+    let server = guard.server();
+    if e.is_server_fault() && server.upstream.strike() {
+        tracing::debug!(server = server.upstream.label(), error = %e, "upstream keeps failing");
+        server.report_failure(format!("response body failed: {e}"));
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = ResponseBodyError;
+    type Error = http1::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let (polled, lease) = match &mut this.kind {
+        let (body, guard) = match &mut this.kind {
             Kind::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, lease } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                (polled.map_err(ResponseBodyError::from), lease)
-            }
-            Kind::Direct { body, lease } => {
-                let polled = body.poll_frame(cx);
-                (polled.map_err(ResponseBodyError::from), lease)
-            }
+            Kind::Upstream { body, guard } => (body, guard),
         };
+        let polled = body.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Err(e))) => {
-                if let Some(lease) = lease.as_mut() {
-                    lease.fail(e);
+                if let Some(guard) = guard.as_ref() {
+                    strike(guard, e);
                 }
             }
             Poll::Ready(None) => this.finish(),
@@ -264,7 +193,6 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
-            Kind::Direct { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -273,7 +201,6 @@ impl Body for ResponseBody {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Upstream { body, .. } => body.size_hint(),
-            Kind::Direct { body, .. } => body.size_hint(),
         }
     }
 }

@@ -44,7 +44,10 @@ fn keep_alive_requests_are_followed_through_bodies() {
     let (flags, s) = scan(stream);
     assert_eq!(flags, vec![(3, Flag::LengthAndChunked)]);
     assert_eq!(s.heads, 4);
-    assert_eq!(s.state, State::ChunkStart);
+    assert_eq!(
+        (s.state, s.chunked.state()),
+        (State::Chunked, ChunkState::Start)
+    );
 }
 
 #[test]
@@ -272,4 +275,57 @@ fn a_run_stops_where_its_definition_says_for_any_bytes() {
     quickcheck::QuickCheck::new()
         .tests(5000)
         .quickcheck(prop as fn(Vec<u8>, Vec<u8>, bool) -> bool);
+}
+
+#[test]
+fn a_request_target_longer_than_hyper_takes_is_flagged_with_its_head() {
+    for (len, flagged) in [(MAX_URI_LEN, false), (MAX_URI_LEN + 1, true)] {
+        let target = format!("/{}", "t".repeat(len - 1));
+        for method in ["GET", "OPTIONS"] {
+            let stream =
+                format!("GET / HTTP/1.1\r\n\r\n{method} {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            let (flags, s) = scan(stream.as_bytes());
+            let want = if flagged {
+                vec![(1, Flag::UriTooLong)]
+            } else {
+                vec![]
+            };
+            assert_eq!(flags, want, "{method} with a target of {len}");
+            assert_eq!(s.heads, 2);
+        }
+    }
+    // More than 100 header lines are refused first (431), whatever the
+    // target.
+    let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+    let stream = format!("GET /{} HTTP/1.1\r\n{many}\r\n", "t".repeat(MAX_URI_LEN));
+    let (flags, _) = scan(stream.as_bytes());
+    assert_eq!(flags, vec![]);
+}
+
+#[test]
+fn hyper_limits_on_chunk_extensions_and_trailers_hold_to_the_byte() {
+    let body = |chunks: &str| {
+        let mut stream = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        stream.extend_from_slice(chunks.as_bytes());
+        scan(&stream)
+    };
+    // Extension bytes (after each `;`) count over the whole body: 16 KiB
+    // - 1 in all pass.
+    let ext = |n: usize| format!(";{}", "e".repeat(n));
+    let (flags, s) = body(&format!("1{}\r\na\r\n0{}\r\n\r\n", ext(8000), ext(8383)));
+    assert_eq!((flags, s.messages()), (vec![], 1));
+    let (flags, _) = body(&format!("1{}\r\na\r\n0{}\r\n\r\n", ext(8000), ext(8384)));
+    assert_eq!(flags, vec![(0, Flag::BadChunk)]);
+    // 100 trailer lines pass, the 101st does not.
+    let lines = |n: usize| (0..n).map(|i| format!("T-{i}: v\r\n")).collect::<String>();
+    let (flags, s) = body(&format!("0\r\n{}\r\n", lines(100)));
+    assert_eq!((flags, s.messages()), (vec![], 1));
+    let (flags, _) = body(&format!("0\r\n{}\r\n", lines(101)));
+    assert_eq!(flags, vec![(0, Flag::BadChunk)]);
+    // The trailer section, its final CRLF included, stays under 16 KiB.
+    let section = |n: usize| format!("T: {}\r\n\r\n", "v".repeat(n - 7));
+    let (flags, s) = body(&format!("0\r\n{}", section(16 * 1024 - 1)));
+    assert_eq!((flags, s.messages()), (vec![], 1));
+    let (flags, _) = body(&format!("0\r\n{}", section(16 * 1024)));
+    assert_eq!(flags, vec![(0, Flag::BadChunk)]);
 }
