@@ -388,6 +388,9 @@ function updateCard(c, svc) {
   updateWatch(c, svc);
   updateDeploy(c, svc);
   text(c.switchBtn, `Switch to ${svc.standby}`);
+  // A new standby pool: the expected version is its own again.
+  if (c.standby !== svc.standby) delete c.expect.dataset.touched;
+  c.standby = svc.standby;
   if (document.activeElement !== c.expect && !c.expect.dataset.touched) c.expect.value = versionsOf(svc.pools[svc.standby]).split(", ")[0] || "";
   c.rollbackBtn.disabled = !svc.previous;
   c.canaryStart.disabled = !!svc.canary;
