@@ -22,7 +22,8 @@ origins, same cutover config):
   serves the admin listener) from /proc/<pid>/task/<tid>/schedstat: idle
   for --idle seconds without dashboards and with them, and during every
   loaded run;
-- runs interleaved rounds of wrk at 64 connections for --duration seconds,
+- runs interleaved rounds of wrk at 64 connections (--paced: each waiting
+  10 ms between requests, as e2e.py's paced run) for --duration seconds,
   with no dashboard and with N open, alternating which goes first, and
   reports the median p99 and req/s of each and their ratio;
 - with --screenshot, runs `cutover demo` on the proxy core under a paced
@@ -128,7 +129,7 @@ def loaded(args, target, tid, admin, workdir):
             dashboards = open_dashboards(n, admin, args.load_cpu, workdir, f"{mode}-{r}")
             time.sleep(1.5)
             before = on_cpu_ns(target.proc.pid, tid)
-            res = e2e.wrk(args, target.url, args.conns, args.duration)
+            res = e2e.wrk(args, target.url, args.conns, args.duration, args.script)
             res["control_ms_per_s"] = (on_cpu_ns(target.proc.pid, tid) - before) / 1e6 / args.duration
             close(dashboards)
             if res["errors"]:
@@ -204,6 +205,11 @@ def main():
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--binary", type=Path, help="the cutover binary (default: build --release)")
     ap.add_argument("--screenshot", action="store_true", help="also a screenshot mid-canary")
+    ap.add_argument(
+        "--paced",
+        action="store_true",
+        help=f"paced load (each connection waits {e2e.PACED_DELAY_MS} ms between requests) rather than full",
+    )
     ap.add_argument("--quick", action="store_true", help="2 rounds of 3 s, 5 s idle readings")
     args = ap.parse_args()
     if args.quick:
@@ -217,6 +223,7 @@ def main():
             e2e.fail(f"missing {tool} (apt-get install nginx wrk util-linux curl)")
     binary = args.binary or e2e.cargo_build()
     workdir = Path(tempfile.mkdtemp(prefix="cutover-dashboard-"))
+    args.script = e2e.paced_script(workdir) if args.paced else None
 
     o1, o2, port, admin = e2e.free_ports(4)
     for name, p in (("origin1", o1), ("origin2", o2)):
@@ -244,7 +251,7 @@ def main():
         + ", ".join(f"{p} {b:,}" for p, b in weights.items()),
         f"control thread CPU, idle: {idle['none']:.3f} ms/s without dashboards, "
         f"{idle['open']:.3f} ms/s with {n}",
-        f"under load ({args.conns} connections, medians of {args.rounds} interleaved rounds of {args.duration} s):",
+        f"under {'paced ' if args.paced else ''}load ({args.conns} connections, medians of {args.rounds} interleaved rounds of {args.duration} s):",
         f"  p99 {med['none']['p99']:,.0f} µs without, {med['open']['p99']:,.0f} µs with {n} dashboards "
         f"(ratio {med['open']['p99'] / med['none']['p99']:.3f})",
         f"  req/s {med['none']['rps']:,.0f} without, {med['open']['rps']:,.0f} with "
