@@ -188,6 +188,8 @@ def canary_screenshot(args, binary, workdir):
     png = webdriver(driver_port, "GET", f"/session/{session}/screenshot")
     webdriver(driver_port, "DELETE", f"/session/{session}")
     close([load, driver, demo])
+    # Killed, the demo leaves its files behind.
+    shutil.rmtree(Path(tempfile.gettempdir()) / f"cutover-demo-{demo.pid}", ignore_errors=True)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "canary.png"
     path.write_bytes(base64.b64decode(png))
