@@ -360,6 +360,7 @@ fn print_guide(
 ) {
     let ctl = format!("cutover ctl --socket {}", socket.display());
     println!("cutover demo: proxy on http://{http}, admin API on http://{admin}");
+    println!("  dashboard on http://{admin}/ (open it in a browser)");
     println!("  blue  (v1) upstream on http://{blue}");
     println!("  green (v2) upstream on http://{green}");
     println!();

@@ -15,10 +15,18 @@
 //! | `GET /api/v1/services/{svc}/drained?wait=60s` | 200 `{"drained": bool, "inflight": N}`; 404 |
 //! | `GET /api/v1/events[?service=svc]` | 200 list |
 //! | `POST /api/v1/reload` | 200; 400 `invalid_config` with the errors |
+//! | `GET /api/v1/stats` | 200 per pool, one sample a second over the last minute |
+//! | `GET /api/v1/stream` | 200 server-sent events: `status`, `events` and `stats` at once, then `stats` each second, `status` when it changes, each new `event` |
+//! | `GET /` | 302 to `/ui/` |
+//! | `GET /ui/`, `/ui/{file}` | 200 the dashboard; 404 no such file |
+//! | `GET /ui/session` | 200 `{"session": bool, "token_required": bool}` |
+//! | `POST /ui/session` | 200 `{"csrf", "expires"}` and the session cookie; 401 wrong token; 403 from another origin |
+//! | `DELETE /ui/session` | 200 ends the session |
 //!
-//! A wrong method on a known path is 405. A state-changing request from a
-//! browser (it carries `Origin`, or a non-JSON content type) is 403, so a
-//! web page cannot drive the API. No GET changes state.
+//! A wrong method on a known path is 405. Who may call what is
+//! [`super::access`]'s: a change from a web page needs a dashboard session,
+//! the page's origin and the session's CSRF token; without them it is 403.
+//! No GET changes state.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,10 +37,18 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use super::access::{self, Guard, Need};
+use super::dashboard::{page, Dashboard, Feed};
 use super::error::ApiError;
 use crate::control::events::Actor;
 use crate::control::ControlPlane;
-use crate::wire::{ErrorAnswer, ErrorBody, SwitchRequest, WeightsRequest};
+use crate::wire::{
+    ErrorAnswer, ErrorBody, SessionOpened, SessionRequest, SessionState, SwitchRequest,
+    WeightsRequest,
+};
+
+/// An admin answer's body: whole, or a stream of server-sent events.
+pub type AdminBody = http_body_util::Either<Full<Bytes>, Feed>;
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -55,19 +71,40 @@ enum Action<'a> {
     Drained(&'a str),
     Events,
     Reload,
+    Stats,
+    Stream,
+    Root,
+    Page(&'a str),
+    Session,
+    SessionOpen,
+    SessionClose,
 }
 
 impl Action<'_> {
-    fn mutates(&self) -> bool {
-        matches!(
-            self,
+    /// What the action asks of its caller.
+    fn need(&self) -> Need {
+        match self {
+            Action::Healthz
+            | Action::Readyz
+            | Action::Metrics
+            | Action::Root
+            | Action::Page(_)
+            | Action::Session
+            | Action::SessionOpen => Need::Open,
+            Action::Status
+            | Action::Service(_)
+            | Action::Drained(_)
+            | Action::Events
+            | Action::Stats
+            | Action::Stream => Need::Read,
             Action::Switch(_)
-                | Action::Rollback(_)
-                | Action::Weights(_)
-                | Action::CanaryStart(_)
-                | Action::CanaryAbort(_)
-                | Action::Reload
-        )
+            | Action::Rollback(_)
+            | Action::Weights(_)
+            | Action::CanaryStart(_)
+            | Action::CanaryAbort(_)
+            | Action::Reload
+            | Action::SessionClose => Need::Change,
+        }
     }
 }
 
@@ -90,6 +127,16 @@ fn parse<'a>(method: &Method, path: &'a str) -> Result<Action<'a>, ApiError> {
         }
         ["api", "v1", "services", svc, "canary"] => (Action::CanaryStart(svc), Method::POST),
         ["api", "v1", "services", svc, "drained"] => (Action::Drained(svc), Method::GET),
+        ["api", "v1", "stats"] => (Action::Stats, Method::GET),
+        ["api", "v1", "stream"] => (Action::Stream, Method::GET),
+        [] => (Action::Root, Method::GET),
+        ["ui"] => (Action::Page("index.html"), Method::GET),
+        ["ui", "session"] => match *method {
+            Method::POST => (Action::SessionOpen, Method::POST),
+            Method::DELETE => (Action::SessionClose, Method::DELETE),
+            _ => (Action::Session, Method::GET),
+        },
+        ["ui", file] if page::has(file) => (Action::Page(file), Method::GET),
         _ => return Err(ApiError::not_found(path)),
     };
     let head_ok = allowed == Method::GET && method == Method::HEAD;
@@ -139,49 +186,62 @@ async fn read_json<T: serde::de::DeserializeOwned + Default>(
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// Refuses state changes that come from a browser.
-fn check_not_browser(req: &Request<Incoming>) -> Result<(), ApiError> {
-    let forbidden = |why: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why.to_string());
-    if req.headers().contains_key(header::ORIGIN) {
-        return Err(forbidden(
-            "state-changing admin requests are not accepted from web pages (Origin header present)",
-        ));
-    }
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        if !ct
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
-            return Err(forbidden("admin request bodies must be application/json"));
-        }
-    }
-    Ok(())
+/// What an admin listener serves with: the control plane, the dashboard,
+/// the listener's [`Guard`] and which actor its changes are recorded as.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The control plane.
+    pub control: Arc<ControlPlane>,
+    /// The dashboard's data and sessions.
+    pub dashboard: Arc<Dashboard>,
+    /// The listener's dashboard sessions.
+    pub sessions: Arc<super::dashboard::Sessions>,
+    /// What the listener asks of callers.
+    pub guard: Guard,
+    /// Who its changes are recorded as.
+    pub actor: Actor,
 }
 
-/// Answers one admin request. `actor` says which listener it came in on.
-pub async fn handle(
-    control: &Arc<ControlPlane>,
-    req: Request<Incoming>,
-    actor: Actor,
-) -> Response<Full<Bytes>> {
-    match dispatch(control, req, actor).await {
-        Ok(resp) => resp,
-        Err(e) => e.response(),
+/// Answers one admin request.
+pub async fn handle(cx: &Context, req: Request<Incoming>) -> Response<AdminBody> {
+    let path = req.uri().path().to_string();
+    let action = match parse(req.method(), &path) {
+        Ok(action) => action,
+        Err(e) => return e.response().map(AdminBody::Left),
+    };
+    if let Err(e) = access::check(action.need(), req.headers(), &cx.guard, &cx.sessions) {
+        return e.response().map(AdminBody::Left);
     }
+    match action {
+        Action::Stream => stream_response(cx.dashboard.stream().await),
+        action => match dispatch(cx, action, req).await {
+            Ok(resp) => resp.map(AdminBody::Left),
+            Err(e) => e.response().map(AdminBody::Left),
+        },
+    }
+}
+
+/// The answer that carries a stream of server-sent events.
+fn stream_response(feed: Feed) -> Response<AdminBody> {
+    let mut resp = Response::new(AdminBody::Right(feed));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    resp
 }
 
 async fn dispatch(
-    control: &Arc<ControlPlane>,
+    cx: &Context,
+    action: Action<'_>,
     req: Request<Incoming>,
-    actor: Actor,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let path = req.uri().path().to_string();
-    let action = parse(req.method(), &path)?;
-    if action.mutates() {
-        check_not_browser(&req)?;
-    }
+    let (control, actor) = (&cx.control, cx.actor);
     let ok = StatusCode::OK;
     Ok(match action {
         Action::Healthz => json(ok, &serde_json::json!({"status": "ok"})),
@@ -247,7 +307,60 @@ async fn dispatch(
             }
             Err(e) => return Err(e.into()),
         },
+        Action::Stats => json(ok, &cx.dashboard.stats()),
+        // Answered by `handle`, with a streaming body.
+        Action::Stream => return Err(ApiError::not_found("/api/v1/stream")),
+        Action::Root => page::redirect(),
+        Action::Page(file) => page::serve(file).ok_or_else(|| ApiError::not_found(file))?,
+        Action::Session => {
+            let now = std::time::Instant::now();
+            let state = SessionState {
+                session: cx.sessions.current(req.headers(), now).is_some(),
+                token_required: cx.guard.token.is_some(),
+            };
+            json(ok, &state)
+        }
+        Action::SessionOpen => open_session(cx, req).await?,
+        Action::SessionClose => {
+            if let Some(id) = cx
+                .sessions
+                .current(req.headers(), std::time::Instant::now())
+            {
+                cx.sessions.close(&id);
+            }
+            let mut resp = json(ok, &serde_json::json!({"session": false}));
+            resp.headers_mut()
+                .insert(header::SET_COOKIE, cx.sessions.clear_cookie());
+            resp
+        }
     })
+}
+
+/// `POST /ui/session`: a new dashboard session for the listener's own
+/// page, with its cookie.
+async fn open_session(
+    cx: &Context,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let headers = req.headers().clone();
+    let body: SessionRequest = read_json(req).await?;
+    access::may_open_session(&headers, &cx.guard, body.token.as_deref().map(str::trim))?;
+    let opened = cx
+        .sessions
+        .open(std::time::Instant::now())
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_session", e.to_string()))?;
+    let answer = SessionOpened {
+        csrf: opened.csrf.clone(),
+        expires: crate::wire::rfc3339(opened.expires),
+    };
+    let mut resp = json(StatusCode::OK, &answer);
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, cx.sessions.set_cookie(&opened));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
 }
 
 #[cfg(test)]
@@ -294,10 +407,41 @@ mod tests {
     }
 
     #[test]
-    fn only_state_changes_mutate() {
-        assert!(Action::Switch("a").mutates());
-        assert!(Action::Reload.mutates());
-        assert!(!Action::Status.mutates());
-        assert!(!Action::Drained("a").mutates());
+    fn only_state_changes_need_the_right_to_change() {
+        assert_eq!(Action::Switch("a").need(), Need::Change);
+        assert_eq!(Action::Reload.need(), Need::Change);
+        assert_eq!(Action::Status.need(), Need::Read);
+        assert_eq!(Action::Drained("a").need(), Need::Read);
+        assert_eq!(Action::Stream.need(), Need::Read);
+        assert_eq!(Action::Page("index.html").need(), Need::Open);
+    }
+
+    #[test]
+    fn the_dashboard_paths_parse() {
+        assert_eq!(parse(&Method::GET, "/").unwrap(), Action::Root);
+        assert_eq!(
+            parse(&Method::GET, "/ui/").unwrap(),
+            Action::Page("index.html")
+        );
+        assert_eq!(
+            parse(&Method::GET, "/ui/dashboard.js").unwrap(),
+            Action::Page("dashboard.js")
+        );
+        assert_eq!(
+            parse(&Method::GET, "/ui/nothing.js").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            parse(&Method::POST, "/ui/session").unwrap(),
+            Action::SessionOpen
+        );
+        assert_eq!(
+            parse(&Method::PUT, "/ui/session").unwrap_err().status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            parse(&Method::GET, "/api/v1/stream").unwrap(),
+            Action::Stream
+        );
     }
 }

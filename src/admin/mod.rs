@@ -8,12 +8,18 @@
 //! `/healthz` and `/readyz` stay open. The admin API is never served on the
 //! proxy's own listeners.
 //!
+//! The same listeners serve the dashboard ([`dashboard`]): its page at
+//! `/ui/`, its data at `/api/v1/stats` and `/api/v1/stream`, and its
+//! sessions at `/ui/session`; who may call what is [`access`]'s.
+//!
 //! The API is served on the control thread ([`crate::control::thread`]), not
 //! on the workers: an admin call (a switch building and storing the next
 //! snapshot, a `/metrics` scrape rendering every series, a deploy script's
 //! `status` polls) never takes a turn of the workers' event loop.
 
+pub mod access;
 pub mod api;
+pub mod dashboard;
 pub mod error;
 
 use std::convert::Infallible;
@@ -35,7 +41,8 @@ use tokio::sync::watch;
 
 use crate::control::events::Actor;
 use crate::control::ControlPlane;
-use error::ApiError;
+use access::Guard;
+use dashboard::{Dashboard, Sessions};
 
 /// Binds the admin Unix socket at `path` with mode 0600 before listening;
 /// the listener is non-blocking, for [`serve`] to register.
@@ -87,60 +94,34 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether `req` may reach `/api/v1/*` given the listener's token
-/// (`/metrics`, `/healthz` and `/readyz` stay open).
-fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
-    let Some(token) = token else { return true };
-    if !req.uri().path().starts_with("/api/") {
-        return true;
-    }
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
-}
-
-async fn serve_conn<I>(
-    io: I,
-    control: Arc<ControlPlane>,
-    actor: Actor,
-    token: Option<Arc<str>>,
-    graceful: &GracefulShutdown,
-) where
+async fn serve_conn<I>(io: I, cx: api::Context, graceful: &GracefulShutdown)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let metrics = control.metrics().clone();
+    let metrics = cx.control.metrics().clone();
     let open = crate::metrics::OpenConnection::new(&metrics.connections("admin"));
     let service = service_fn(move |req: Request<Incoming>| {
-        let control = control.clone();
-        let token = token.clone();
+        let cx = cx.clone();
         let metrics = metrics.clone();
         async move {
-            if !authorized(&req, token.as_deref()) {
+            let path = req.uri().path().to_string();
+            let mut resp = api::handle(&cx, req).await;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED {
                 // The token and the Authorization header are never logged.
-                metrics.admin_refused.with_label_values(&["401"]).inc();
-                tracing::info!(
-                    path = req.uri().path(),
-                    "admin request refused: missing or wrong token"
-                );
-                let err = ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "this admin listener requires Authorization: Bearer <token>",
-                );
-                let mut resp = err.response();
+                tracing::info!(path, "admin request refused: missing or wrong token");
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     header::HeaderValue::from_static("Bearer"),
                 );
-                return Ok::<_, Infallible>(resp);
             }
-            let resp = api::handle(&control, req, actor).await;
-            if resp.status() == StatusCode::FORBIDDEN {
-                metrics.admin_refused.with_label_values(&["403"]).inc();
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                metrics
+                    .admin_refused
+                    .with_label_values(&[status.as_str()])
+                    .inc();
             }
-            Ok(resp)
+            Ok::<_, Infallible>(resp)
         }
     });
     let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
@@ -170,18 +151,40 @@ pub async fn serve(
     control: Arc<ControlPlane>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let dashboard = Dashboard::start(control.clone(), shutdown.clone());
+    let context = |guard: Guard, tag: &str, actor| api::Context {
+        control: control.clone(),
+        dashboard: dashboard.clone(),
+        sessions: Arc::new(Sessions::new(tag)),
+        guard,
+        actor,
+    };
     let tcp = listeners.tcp.and_then(|(l, token)| {
         let addr = l.local_addr().ok();
+        let guard = Guard {
+            token,
+            loopback: addr.is_some_and(|a| a.ip().is_loopback()),
+        };
+        let tag = addr.map(|a| a.port().to_string()).unwrap_or_default();
         match TcpListener::from_std(l) {
-            Ok(l) => Some(serve_tcp(l, control.clone(), token, shutdown.clone())),
+            Ok(l) => Some(serve_tcp(
+                l,
+                context(guard, &tag, Actor::Api),
+                shutdown.clone(),
+            )),
             Err(e) => {
                 tracing::error!(listen = ?addr, error = %e, "admin API not served on admin.listen");
                 None
             }
         }
     });
+    let socket = Guard {
+        token: None,
+        loopback: true,
+    };
+    let socket = context(socket, "socket", Actor::Socket);
     let unix = listeners.unix.and_then(|(l, path)| match UnixListener::from_std(l) {
-        Ok(l) => Some(serve_unix(l, path, control.clone(), shutdown.clone())),
+        Ok(l) => Some(serve_unix(l, path, socket, shutdown.clone())),
         Err(e) => {
             tracing::error!(socket = %path.display(), error = %e, "admin API not served on admin.socket");
             let _ = std::fs::remove_file(&path);
@@ -191,19 +194,13 @@ pub async fn serve(
     futures_util::future::join(OptionFuture::from(tcp), OptionFuture::from(unix)).await;
 }
 
-/// Serves the admin API on TCP until `shutdown` turns true. `token`: required
-/// bearer token (non-loopback listeners).
-async fn serve_tcp(
-    listener: TcpListener,
-    control: Arc<ControlPlane>,
-    token: Option<Arc<str>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serves the admin API on TCP until `shutdown` turns true.
+async fn serve_tcp(listener: TcpListener, cx: api::Context, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => serve_conn(stream, control.clone(), Actor::Api, token.clone(), &graceful).await,
+                Ok((stream, _)) => serve_conn(stream, cx.clone(), &graceful).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -221,14 +218,14 @@ async fn serve_tcp(
 async fn serve_unix(
     listener: UnixListener,
     path: PathBuf,
-    control: Arc<ControlPlane>,
+    cx: api::Context,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => serve_conn(stream, control.clone(), Actor::Socket, None, &graceful).await,
+                Ok((stream, _)) => serve_conn(stream, cx.clone(), &graceful).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin socket accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

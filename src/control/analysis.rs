@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::config::{CanaryStage, RollbackConfig};
 use crate::metrics::PoolTotals;
-use crate::wire::CanaryStatus;
+use crate::wire::{CanaryStatus, Judged};
 
 /// Whole milliseconds, saturating.
 fn millis(d: Duration) -> u64 {
@@ -189,6 +189,8 @@ impl Canary {
             min_requests: stage.min_requests,
             error_rate: window.error_rate(),
             p99_ms: millis(window.p99()),
+            max_error_rate: stage.max_error_rate,
+            max_p99_ms: millis(stage.max_p99),
         }
     }
 }
@@ -263,16 +265,40 @@ impl Watch {
                 detail: json!({"healthy": false}),
             });
         }
-        let since = now
-            .checked_sub(cfg.window)
-            .unwrap_or(self.started)
-            .max(self.started);
-        let base = self.samples.at_or_after(since)?;
-        let window = totals.since(base);
+        let window = self.window(now, &totals, cfg)?;
         if window.requests < cfg.min_requests {
             return None;
         }
         judge(&window, cfg.max_error_rate, cfg.max_p99)
+    }
+
+    /// What happened in the sliding window ending at `now` (never reaching
+    /// back before the watch started), given the pool's `totals`.
+    fn window(
+        &self,
+        now: Instant,
+        totals: &PoolTotals,
+        cfg: &RollbackConfig,
+    ) -> Option<PoolTotals> {
+        let since = now
+            .checked_sub(cfg.window)
+            .unwrap_or(self.started)
+            .max(self.started);
+        Some(totals.since(self.samples.at_or_after(since)?))
+    }
+
+    /// The measures [`Watch::step`] judges at `now`, against `cfg`'s
+    /// thresholds (records nothing).
+    pub fn judged(&self, now: Instant, totals: &PoolTotals, cfg: &RollbackConfig) -> Judged {
+        let window = self.window(now, totals, cfg).unwrap_or_default();
+        Judged {
+            requests: window.requests,
+            min_requests: cfg.min_requests,
+            error_rate: window.error_rate(),
+            max_error_rate: cfg.max_error_rate,
+            p99_ms: millis(window.p99()),
+            max_p99_ms: millis(cfg.max_p99),
+        }
     }
 
     /// How long the watch has left at `now`.

@@ -14,6 +14,8 @@ pub const MAX_EVENTS: usize = 1000;
 #[derive(Debug, Clone, Default)]
 pub struct EventLog {
     events: VecDeque<Event>,
+    /// How many events were ever pushed: the sequence number of the next.
+    pushed: u64,
 }
 
 impl EventLog {
@@ -32,6 +34,16 @@ impl EventLog {
             self.events.pop_front();
         }
         self.events.push_back(event);
+        self.pushed += 1;
+    }
+
+    /// The sequence number the next event will have, and the events kept
+    /// from sequence number `seq` on, oldest first (those dropped since are
+    /// skipped).
+    pub fn since(&self, seq: u64) -> (u64, impl Iterator<Item = &Event> + '_) {
+        let first = self.pushed - self.events.len() as u64;
+        let skip = usize::try_from(seq.saturating_sub(first)).unwrap_or(usize::MAX);
+        (self.pushed, self.events.iter().skip(skip))
     }
 
     /// Events, oldest first, optionally of one service.
@@ -68,5 +80,24 @@ mod tests {
             log.list(Some("a")).count() + log.list(Some("b")).count(),
             MAX_EVENTS
         );
+    }
+
+    #[test]
+    fn since_hands_out_each_event_once_by_sequence_number() {
+        let event = |reason| Event::now(None, None, None, reason, Actor::Api, Default::default());
+        let mut log = EventLog::from_events(vec![event(Reason::Manual)]);
+        let (next, old) = log.since(0);
+        assert_eq!((next, old.count()), (1, 1));
+        log.push(event(Reason::Rollback));
+        log.push(event(Reason::Weight));
+        let (next, new) = log.since(1);
+        let reasons: Vec<Reason> = new.map(|e| e.reason).collect();
+        assert_eq!((next, reasons), (3, vec![Reason::Rollback, Reason::Weight]));
+        assert_eq!(log.since(3).1.count(), 0);
+        for _ in 0..MAX_EVENTS {
+            log.push(event(Reason::Reload));
+        }
+        // Dropped ones are skipped; the rest come from the oldest kept.
+        assert_eq!(log.since(3).1.count(), MAX_EVENTS);
     }
 }

@@ -16,7 +16,10 @@ use crate::wire::{
 impl ControlPlane {
     /// Every service.
     pub async fn status(&self) -> Status {
-        let inner = self.inner.lock().await;
+        self.status_of(&*self.inner.lock().await)
+    }
+
+    fn status_of(&self, inner: &Inner) -> Status {
         let snapshot = self.routing.load();
         Status {
             generation: snapshot.generation,
@@ -24,7 +27,7 @@ impl ControlPlane {
             services: inner
                 .services
                 .keys()
-                .filter_map(|name| service_status(&snapshot, &inner, name))
+                .filter_map(|name| service_status(&snapshot, inner, name))
                 .collect(),
         }
     }
@@ -49,6 +52,18 @@ impl ControlPlane {
             .list(service)
             .cloned()
             .collect()
+    }
+
+    /// Status, and the events from sequence number `seq` on (oldest
+    /// first, at most the last `limit`) with the sequence number of the
+    /// next one, read under one lock: what a live view needs each second.
+    pub async fn status_and_events(&self, seq: u64, limit: usize) -> (Status, u64, Vec<Event>) {
+        let inner = self.inner.lock().await;
+        let (next, events) = inner.events.since(seq);
+        let events: Vec<&Event> = events.collect();
+        let skip = events.len().saturating_sub(limit);
+        let events = events.into_iter().skip(skip).cloned().collect();
+        (self.status_of(&inner), next, events)
     }
 
     /// Waits (at most `wait`) until the pools of `service` other than the
@@ -163,10 +178,19 @@ fn canary_status(inner: &Inner, service: &str) -> Option<CanaryStatus> {
 /// The automated-rollback watch of `service`, if one runs.
 fn watch_status(inner: &Inner, service: &str) -> Option<WatchStatus> {
     let (pool, watch) = inner.services.get(service)?.local.watch.as_ref()?;
-    let remaining = watch.remaining(Instant::now());
+    let now = Instant::now();
+    let remaining = watch.remaining(now);
+    let judged = inner
+        .config
+        .services
+        .iter()
+        .find(|s| s.name == service)
+        .and_then(|s| s.rollback.as_ref())
+        .map(|cfg| watch.judged(now, &pool_totals(inner, service, *pool), cfg));
     Some(WatchStatus {
         pool: *pool,
         until: wire::rfc3339(SystemTime::now() + remaining),
         remaining_ms: millis(remaining),
+        judged,
     })
 }

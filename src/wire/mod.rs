@@ -11,10 +11,14 @@
 
 mod change;
 mod event;
+mod stats;
 mod status;
 
 pub use change::{Applied, ErrorAnswer, ErrorBody, SwitchRequest, WeightsRequest};
 pub use event::{rfc3339, rfc3339_millis, Actor, Event, Reason};
+pub use stats::{
+    PoolStats, Sample, ServiceStats, SessionOpened, SessionRequest, SessionState, Stats, Window,
+};
 pub use status::{
-    CanaryStatus, Drained, PoolStatus, ServerStatus, ServiceStatus, Status, WatchStatus,
+    CanaryStatus, Drained, Judged, PoolStatus, ServerStatus, ServiceStatus, Status, WatchStatus,
 };

@@ -113,6 +113,12 @@ pub struct CanaryStatus {
     pub error_rate: f64,
     /// Its p99 latency in this stage, in milliseconds.
     pub p99_ms: u64,
+    /// The largest error share the stage allows (0..=1).
+    #[serde(default)]
+    pub max_error_rate: f64,
+    /// The largest p99 the stage allows, in milliseconds.
+    #[serde(default)]
+    pub max_p99_ms: u64,
 }
 
 /// The automated-rollback watch of a pool.
@@ -124,6 +130,27 @@ pub struct WatchStatus {
     pub until: String,
     /// Milliseconds left.
     pub remaining_ms: u64,
+    /// What the watch judges, once the pool has answered `min_requests` in
+    /// its sliding window (`None`: the service has no `[rollback]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged: Option<Judged>,
+}
+
+/// The measures a judge looks at, against the thresholds it holds them to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judged {
+    /// Requests in the window judged.
+    pub requests: u64,
+    /// Requests needed before it is judged.
+    pub min_requests: u64,
+    /// Share of errors in the window (0..=1).
+    pub error_rate: f64,
+    /// The largest share allowed.
+    pub max_error_rate: f64,
+    /// p99 latency in the window, in milliseconds.
+    pub p99_ms: u64,
+    /// The largest p99 allowed, in milliseconds.
+    pub max_p99_ms: u64,
 }
 
 /// `GET /api/v1/services/{svc}/drained`.

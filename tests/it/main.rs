@@ -39,9 +39,11 @@ mod switch;
 mod traffic_split;
 mod weights;
 
-// The binary, `ctl`, the demo and the shipped configs.
+// The binary, `ctl`, the dashboard, the demo and the shipped configs.
 mod binary;
+mod browser;
 mod config_props;
 mod ctl;
+mod dashboard;
 mod demo;
 mod examples;

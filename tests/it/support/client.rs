@@ -232,6 +232,8 @@ pub fn upstream_of(body: &[u8]) -> Option<String> {
 pub struct Event {
     /// When its last byte arrived.
     pub at: Instant,
+    /// Its `event:` name (empty when it has none).
+    pub name: String,
     /// Its `data:` line.
     pub data: String,
 }
@@ -273,7 +275,12 @@ pub async fn read_events(body: &mut Incoming, max: usize) -> Vec<Event> {
                 .filter_map(|l| l.strip_prefix("data: "))
                 .collect::<Vec<_>>()
                 .join("\n");
-            events.push(Event { at, data });
+            let name = text
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_default()
+                .to_string();
+            events.push(Event { at, name, data });
         }
     }
     events

@@ -14,6 +14,7 @@
 //! - [`harness`]: cutover in-process ([`Cutover`]); [`binary`]: the
 //!   `cutover` executable as a child process;
 //! - [`admin`]: admin calls over TCP and the Unix socket, and `ctl`;
+//! - [`browser`]: headless Chromium over WebDriver;
 //! - [`client`], [`bodies`], [`traffic`], [`metrics`]: clients, bodies, a
 //!   background load and a Prometheus text reader.
 //!
@@ -39,6 +40,7 @@ pub mod admin;
 pub mod answers;
 pub mod binary;
 pub mod bodies;
+pub mod browser;
 pub mod client;
 pub mod config;
 pub mod harness;
