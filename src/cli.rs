@@ -1,4 +1,4 @@
-//! The command line: `cutover run | check | demo | ctl`.
+//! The command line: `cutover run | check | demo | demo-upstream | ctl`.
 //!
 //! Exit codes: 0 success, 1 invalid config or a refused command, 2 bad usage
 //! (clap's own exit code for usage errors).
@@ -25,9 +25,25 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy.
     Run {
-        /// Config file.
-        #[arg(short, long, default_value = "proxy.toml")]
-        config: PathBuf,
+        /// Config file (default ./proxy.toml; with --docker, none unless given).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Serve the services of Docker containers' labels, read as Traefik
+        /// reads them (as [providers.docker] does); with no config file, no
+        /// other setup is needed.
+        #[arg(long)]
+        docker: bool,
+        /// With --docker and no config file: the data listener [default: 0.0.0.0:80].
+        #[arg(long, requires = "docker", value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// With --docker and no config file: an HTTP admin listener on a
+        /// loopback address (the admin socket is always there).
+        #[arg(long, requires = "docker", value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+        /// With --docker and no config file: where the admin socket and the
+        /// state file are [default: /var/lib/cutover].
+        #[arg(long, requires = "docker", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Validate a config file: exit 0, or print every error and exit 1.
     Check {
@@ -45,16 +61,152 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
     },
+    /// Serve the demo's upstream alone (`/`, `/health` with its version,
+    /// `/stream`, `/ws`): the agent of the compose example.
+    DemoUpstream {
+        /// Listener.
+        #[arg(long, default_value = "0.0.0.0:5000", value_name = "ADDR")]
+        listen: SocketAddr,
+        /// The pool it names in its answers.
+        #[arg(
+            long,
+            env = "CUTOVER_DEMO_POOL",
+            default_value = "blue",
+            value_name = "NAME"
+        )]
+        pool: String,
+        /// The version it reports (`/health`'s `version`).
+        #[arg(
+            long,
+            env = "CUTOVER_DEMO_VERSION",
+            default_value = "v1",
+            value_name = "V"
+        )]
+        version: String,
+        /// How long it keeps serving after SIGTERM before it stops accepting.
+        #[arg(long, env = "CUTOVER_DEMO_STOP_DELAY", default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        stop_delay: std::time::Duration,
+    },
     /// Drive a running proxy over its admin API (status, switch, rollback, ...).
     Ctl(crate::ctl::CtlArgs),
+}
+
+/// What `cutover run` serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunArgs {
+    /// `-c`.
+    pub config: Option<PathBuf>,
+    /// `--docker`.
+    pub docker: bool,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--admin`.
+    pub admin: Option<SocketAddr>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The config file `cutover run` reads when `-c` is not given.
+const DEFAULT_CONFIG: &str = "proxy.toml";
+
+/// The config `cutover run` serves: the file's (with the Docker provider
+/// when `--docker` asks for it), or, for `--docker` without a file, the
+/// one [`config::docker_only`] makes. The error is what to print.
+///
+/// # Errors
+///
+/// Every problem of the file, or a misuse of the options.
+pub fn run_config(args: &RunArgs) -> Result<config::Config, Vec<String>> {
+    let file_options = args.listen.is_some() || args.admin.is_some() || args.state_dir.is_some();
+    let path = match (&args.config, args.docker) {
+        (Some(path), _) => path.clone(),
+        (None, false) => PathBuf::from(DEFAULT_CONFIG),
+        (None, true) => {
+            let listen = args
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 80)));
+            if let Some(admin) = args.admin.filter(|a| !a.ip().to_canonical().is_loopback()) {
+                return Err(vec![format!(
+                    "--admin {admin}: not a loopback address; an admin listener reachable from elsewhere needs a token:                      use a config file with [admin] listen and token_file, or --admin 127.0.0.1:{}",
+                    admin.port()
+                )]);
+            }
+            let dir = args
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DOCKER_STATE_DIR));
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return Err(vec![format!(
+                    "cutover: cannot create the state directory {}: {e} (choose another with --state-dir)",
+                    dir.display()
+                )]);
+            }
+            return Ok(config::docker_only(
+                listen,
+                args.admin,
+                &dir,
+                config::DockerConfig::default(),
+            ));
+        }
+    };
+    if file_options {
+        return Err(vec![format!(
+            "--listen, --admin and --state-dir are for --docker without a config file; set them in {}",
+            path.display()
+        )]);
+    }
+    let mut cfg = config::load(&path).map_err(|e| {
+        let mut lines = e.lines();
+        lines.push(format!(
+            "cutover: not starting: {} is invalid",
+            path.display()
+        ));
+        lines
+    })?;
+    if args.docker && cfg.providers.docker.is_none() {
+        cfg.providers.docker = Some(config::DockerConfig::default());
+    }
+    Ok(cfg)
 }
 
 /// Runs the parsed command line; the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => serve(&config),
+        Command::Run {
+            config,
+            docker,
+            listen,
+            admin,
+            state_dir,
+        } => serve(&RunArgs {
+            config,
+            docker,
+            listen,
+            admin,
+            state_dir,
+        }),
         Command::Ctl(args) => ctl(args),
+        Command::DemoUpstream {
+            listen,
+            pool,
+            version,
+            stop_delay,
+        } => {
+            let runtime = match runtime(None) {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let served =
+                crate::demo::run_upstream(listen, pool, version, stop_delay, shutdown_signal());
+            match runtime.block_on(served) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cutover demo-upstream: cannot listen on {listen}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo { listen, admin } => {
             let runtime = match runtime(None) {
                 Ok(rt) => rt,
@@ -110,14 +262,13 @@ fn ctl(args: crate::ctl::CtlArgs) -> ExitCode {
     }
 }
 
-fn serve(path: &Path) -> ExitCode {
-    let cfg = match config::load(path) {
+fn serve(args: &RunArgs) -> ExitCode {
+    let cfg = match run_config(args) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            for line in e.lines() {
+        Err(lines) => {
+            for line in lines {
                 eprintln!("{line}");
             }
-            eprintln!("cutover: not starting: {} is invalid", path.display());
             return ExitCode::FAILURE;
         }
     };

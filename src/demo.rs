@@ -5,6 +5,12 @@
 //! `/health` with `{"version": ...}`, `/stream` with server-sent events sent
 //! slowly like an LLM streaming tokens, and `/ws` with a WebSocket echo. The
 //! upstreams are real HTTP servers on loopback ports chosen by the OS.
+//!
+//! `cutover demo-upstream` ([`run_upstream`]) serves one of them alone, the
+//! agent of the compose example and the Docker tests: it stops gracefully
+//! on SIGTERM (in-flight requests and streams finish, idle connections
+//! close), optionally after serving a while longer, as a container with a
+//! stop grace would.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -245,6 +251,89 @@ fn websocket(mut req: Request<Incoming>, pool: &'static str) -> Response<DemoBod
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     resp
+}
+
+/// Longest wait, once a demo upstream stops, for its requests in flight.
+const UPSTREAM_DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs one demo upstream for `pool` reporting `version` on `listen` until
+/// `shutdown` resolves; then it keeps serving for `stop_delay`, stops
+/// accepting, lets what is in flight finish (at most 10 s) and returns. It
+/// logs how many requests it served and when the last one arrived.
+///
+/// # Errors
+///
+/// The bind error.
+pub async fn run_upstream(
+    listen: SocketAddr,
+    pool: String,
+    version: String,
+    stop_delay: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let listener = TcpListener::bind(listen).await?;
+    // One upstream per process, serving until the process ends.
+    let pool: &'static str = Box::leak(pool.into_boxed_str());
+    let version: &'static str = Box::leak(version.into_boxed_str());
+    tracing::info!(listen = %listener.local_addr()?, pool, version, "demo upstream serving");
+    let served = Arc::new(AtomicU64::new(0));
+    let last = Arc::new(AtomicU64::new(0));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    let mut stop_at: Option<tokio::time::Instant> = None;
+    loop {
+        let stop = async {
+            match stop_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let (served, last) = (served.clone(), last.clone());
+                let service = service_fn(move |req| {
+                    served.fetch_add(1, Ordering::Relaxed);
+                    last.store(unix_nanos(), Ordering::Relaxed);
+                    async move { Ok::<_, Infallible>(handle(req, pool, version).await) }
+                });
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                tokio::spawn(graceful.watch(conn));
+            }
+            () = &mut shutdown, if stop_at.is_none() => {
+                tracing::info!(delay = ?stop_delay, "demo upstream stopping");
+                stop_at = Some(tokio::time::Instant::now() + stop_delay);
+            }
+            () = stop => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(UPSTREAM_DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("demo upstream: requests still in flight at the end of the drain");
+    }
+    tracing::info!(
+        requests = served.load(Ordering::Relaxed),
+        last_request_unix_ns = last.load(Ordering::Relaxed),
+        "demo upstream stopped"
+    );
+    Ok(())
+}
+
+/// Nanoseconds since the Unix epoch, now.
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// The demo's config: one service `demo`, blue and green with one server each.

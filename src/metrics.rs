@@ -50,6 +50,9 @@ pub struct Metrics {
     pub canary_aborts: IntCounterVec,
     /// `cutover_admin_refused_total{code}`: admin requests refused with 401 or 403.
     pub admin_refused: IntCounterVec,
+    /// `cutover_provider_up{provider}`: 1 while a provider's source (the
+    /// Docker engine) answers.
+    pub provider_up: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -147,6 +150,12 @@ impl Metrics {
                 "cutover_admin_refused_total",
                 "Admin requests refused, by status code (401, 403).",
                 &["code"],
+            ),
+            provider_up: gauge(
+                &registry,
+                "cutover_provider_up",
+                "1 while a provider's source (the Docker engine) answers, else 0.",
+                &["provider"],
             ),
             registry,
         }

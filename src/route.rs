@@ -1,26 +1,58 @@
-//! Route matching: the request's Host (without port, case-insensitive) and the
-//! longest `path_prefix` select a service.
+//! Route matching: the request's Host (without port, case-insensitive) and
+//! its path select a service.
+//!
+//! Each host has its list of routes, and the host-less routes one more; a
+//! request tries its host's list, then the host-less one. In a list, the
+//! file's routes come first, longest `path_prefix` first (the file's order
+//! among equals); Docker routes follow, highest Traefik priority first,
+//! then longest path. A route may match its path exactly (Traefik's
+//! `Path`), be served on some listeners only (entrypoints), and carry
+//! middlewares, handed to the caller with the service.
 //!
 //! Pure and allocation-free on the common path (a lowercase Host). Built once
 //! per snapshot; never takes a lock.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::config::RouteConfig;
+use crate::config::{Listener, Listeners, Middlewares, RouteConfig};
 
-/// One prefix of a host's route list.
+/// One route of a host's list.
 #[derive(Debug, Clone)]
-struct Prefix {
-    prefix: Box<str>,
+struct Entry {
+    path: Box<str>,
+    exact: bool,
+    listeners: Listeners,
     service: usize,
+    middlewares: Option<Arc<Middlewares>>,
+}
+
+impl Entry {
+    fn matches(&self, listener: Option<Listener>, path: &str) -> bool {
+        let path_ok = if self.exact {
+            path == &*self.path
+        } else {
+            path.starts_with(&*self.path)
+        };
+        path_ok && listener.is_none_or(|l| self.listeners.contains(l))
+    }
+}
+
+/// What a request was routed to.
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'a> {
+    /// The index of the service in the snapshot.
+    pub service: usize,
+    /// The route's middlewares, if it has any.
+    pub middlewares: Option<&'a Arc<Middlewares>>,
 }
 
 /// The route table of one snapshot: host-specific routes first, then the
-/// host-less ones, each list ordered by prefix length, longest first.
+/// host-less ones, each list in match order.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    hosts: HashMap<Box<str>, Vec<Prefix>>,
-    any_host: Vec<Prefix>,
+    hosts: HashMap<Box<str>, Vec<Entry>>,
+    any_host: Vec<Entry>,
 }
 
 impl Router {
@@ -29,37 +61,47 @@ impl Router {
     /// exists; a route whose service is missing is skipped).
     pub fn new(routes: &[RouteConfig], service_index: impl Fn(&str) -> Option<usize>) -> Router {
         let mut router = Router::default();
+        let mut keyed: Vec<(Option<Box<str>>, Rank, Entry)> = Vec::with_capacity(routes.len());
         for route in routes {
             let Some(service) = service_index(&route.service) else {
                 continue;
             };
-            let entry = Prefix {
-                prefix: route.path_prefix.as_str().into(),
+            let entry = Entry {
+                path: route.path_prefix.as_str().into(),
+                exact: route.exact,
+                listeners: route.listeners,
                 service,
+                middlewares: route.middlewares.clone().filter(|m| !m.is_empty()),
             };
-            match &route.host {
-                Some(host) => router
-                    .hosts
-                    .entry(host.to_ascii_lowercase().into())
-                    .or_default()
-                    .push(entry),
+            let host = route.host.as_deref().map(|h| h.to_ascii_lowercase().into());
+            keyed.push((host, Rank::of(route), entry));
+        }
+        // Stable sort: among equal ranks the first route given wins.
+        keyed.sort_by_key(|(_, rank, _)| *rank);
+        for (host, _, entry) in keyed {
+            match host {
+                Some(host) => router.hosts.entry(host).or_default().push(entry),
                 None => router.any_host.push(entry),
             }
         }
-        // Stable sort: among equal lengths the first route in the file wins.
-        for list in router.hosts.values_mut() {
-            list.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
-        }
-        router
-            .any_host
-            .sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
         router
     }
 
-    /// The service index for a request, or `None` (404).
+    /// The service index for a request, or `None` (404), on any listener.
     ///
     /// `host` is the Host header or URI authority as sent, possibly with a port.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        self.find(None, host, path).map(|m| m.service)
+    }
+
+    /// The route a request on `listener` (any listener when `None`) takes:
+    /// its service and middlewares.
+    pub fn find(
+        &self,
+        listener: Option<Listener>,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<Matched<'_>> {
         if !self.hosts.is_empty() {
             if let Some(host) = host.map(strip_port) {
                 let found = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -67,19 +109,41 @@ impl Router {
                 } else {
                     self.hosts.get(host)
                 };
-                if let Some(service) = found.and_then(|list| longest(list, path)) {
-                    return Some(service);
+                if let Some(matched) = found.and_then(|list| first(list, listener, path)) {
+                    return Some(matched);
                 }
             }
         }
-        longest(&self.any_host, path)
+        first(&self.any_host, listener, path)
     }
 }
 
-fn longest(list: &[Prefix], path: &str) -> Option<usize> {
+/// The order of a host's routes: the file's before Docker's; the file's by
+/// longest prefix, Docker's by highest priority, then longest path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    from_provider: bool,
+    priority: std::cmp::Reverse<i64>,
+    length: std::cmp::Reverse<usize>,
+}
+
+impl Rank {
+    fn of(route: &RouteConfig) -> Rank {
+        Rank {
+            from_provider: route.priority.is_some(),
+            priority: std::cmp::Reverse(route.priority.unwrap_or(0)),
+            length: std::cmp::Reverse(route.path_prefix.len()),
+        }
+    }
+}
+
+fn first<'a>(list: &'a [Entry], listener: Option<Listener>, path: &str) -> Option<Matched<'a>> {
     list.iter()
-        .find(|p| path.starts_with(&*p.prefix))
-        .map(|p| p.service)
+        .find(|e| e.matches(listener, path))
+        .map(|e| Matched {
+            service: e.service,
+            middlewares: e.middlewares.as_ref(),
+        })
 }
 
 /// `example.com:8080` → `example.com`, `[::1]:80` → `::1`, a trailing dot
@@ -101,11 +165,11 @@ mod tests {
     use super::*;
 
     fn route(host: Option<&str>, prefix: &str, service: &str) -> RouteConfig {
-        RouteConfig {
-            host: host.map(str::to_string),
-            path_prefix: prefix.to_string(),
-            service: service.to_string(),
-        }
+        RouteConfig::prefix(
+            host.map(str::to_string),
+            prefix.to_string(),
+            service.to_string(),
+        )
     }
 
     fn router(routes: &[RouteConfig]) -> Router {
@@ -151,6 +215,72 @@ mod tests {
     fn no_match_is_none() {
         let r = router(&[route(None, "/api/", "a")]);
         assert_eq!(r.route(None, "/"), None);
+    }
+
+    fn docker(
+        host: Option<&str>,
+        path: &str,
+        exact: bool,
+        priority: i64,
+        service: &str,
+    ) -> RouteConfig {
+        RouteConfig {
+            exact,
+            priority: Some(priority),
+            ..route(host, path, service)
+        }
+    }
+
+    #[test]
+    fn an_exact_path_matches_only_itself() {
+        let r = router(&[docker(None, "/health", true, 10, "a")]);
+        assert_eq!(r.route(None, "/health"), Some(0));
+        assert_eq!(r.route(None, "/health/x"), None);
+        assert_eq!(r.route(None, "/healthz"), None);
+    }
+
+    #[test]
+    fn docker_routes_go_by_priority_after_the_files_routes() {
+        let r = router(&[
+            docker(Some("h"), "/", false, 100, "a"),
+            docker(Some("h"), "/api", false, 5, "b"),
+            route(Some("h"), "/files", "c"),
+        ]);
+        // The higher priority wins over the longer path.
+        assert_eq!(r.route(Some("h"), "/api/x"), Some(0));
+        // The file's route comes first in its host's list.
+        assert_eq!(r.route(Some("h"), "/files/x"), Some(2));
+    }
+
+    #[test]
+    fn a_route_on_one_listener_is_not_found_on_the_other() {
+        let only_https = RouteConfig {
+            listeners: Listeners::NONE.with(Listener::Https),
+            ..docker(None, "/", false, 1, "a")
+        };
+        let r = router(&[only_https, docker(None, "/", false, 0, "b")]);
+        let on = |l| r.find(Some(l), None, "/").map(|m| m.service);
+        assert_eq!(on(Listener::Https), Some(0));
+        assert_eq!(on(Listener::Http), Some(1));
+    }
+
+    #[test]
+    fn middlewares_come_with_the_match_and_empty_ones_are_dropped() {
+        let with = |m: Middlewares| RouteConfig {
+            middlewares: Some(Arc::new(m)),
+            ..docker(None, "/", false, 1, "a")
+        };
+        let strip = Middlewares {
+            strip_prefixes: vec![vec!["/api".into()]],
+            ..Middlewares::default()
+        };
+        let r = router(&[with(strip.clone())]);
+        let found = r
+            .find(None, None, "/api")
+            .and_then(|m| m.middlewares.cloned());
+        assert_eq!(found.as_deref(), Some(&strip));
+        let r = router(&[with(Middlewares::default())]);
+        assert!(r.find(None, None, "/").unwrap().middlewares.is_none());
     }
 
     #[test]

@@ -162,13 +162,20 @@ fn read_token(path: &std::path::Path) -> Result<Arc<str>, StartError> {
 }
 
 /// The longest `drain_timeout` of any service: how long shutdown waits.
+/// With the Docker provider, whose services come and go, at least the
+/// default `drain_timeout`.
 fn drain_grace(config: &Config) -> Duration {
+    let floor = match config.providers.docker {
+        Some(_) => crate::config::DEFAULT_DRAIN_TIMEOUT,
+        None => Duration::ZERO,
+    };
     config
         .services
         .iter()
         .map(|s| s.drain_timeout)
         .max()
         .unwrap_or(Duration::ZERO)
+        .max(floor)
 }
 
 /// Serves `config` on `listeners` until `shutdown` resolves, then stops
@@ -227,13 +234,30 @@ async fn serve(
         control.clone(),
         admin_stop_rx,
     ));
+    // The Docker provider's first list is in force before the first round
+    // of checks, so its containers are checked (and ready) with the rest.
+    let docker = config.providers.docker.clone().map(|docker| {
+        let _on_control_thread = thread.handle().enter();
+        crate::provider::docker::spawn(docker, control.clone())
+    });
     thread.handle().spawn({
         let control = control.clone();
-        async move { control.start_health().await }
+        async move {
+            if let Some(docker) = docker {
+                docker.first_list().await;
+            }
+            control.start_health().await
+        }
     });
-    let reload = thread
-        .handle()
-        .spawn(FileSource::new(config.path.clone()).on_sighup(control.updates()));
+    let reload = thread.handle().spawn({
+        let (file, updates) = (config.from_file, control.updates());
+        let path = config.path.clone();
+        async move {
+            if file {
+                FileSource::new(path).on_sighup(updates).await;
+            }
+        }
+    });
     let grace = drain_grace(&config);
     tracing::info!(listen = %listeners.http.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
     let metrics = control.metrics().clone();

@@ -73,6 +73,7 @@ impl From<ControlError> for ApiError {
             ControlError::NothingToRollBack(_) => (StatusCode::CONFLICT, "nothing_to_roll_back"),
             ControlError::InvalidWeight(_) => (StatusCode::BAD_REQUEST, "invalid_weight"),
             ControlError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+            ControlError::NoConfigFile => (StatusCode::CONFLICT, "no_config_file"),
             ControlError::InvalidTls(_) => (StatusCode::BAD_REQUEST, "invalid_tls"),
             ControlError::NoCanaryStages(_) => (StatusCode::CONFLICT, "no_canary_stages"),
             ControlError::CanaryRunning(_) => (StatusCode::CONFLICT, "canary_running"),

@@ -7,7 +7,10 @@
 //!
 //! This module depends on nothing else in the crate.
 
+pub mod check;
+mod providers;
 pub mod raw;
+mod routing;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -18,6 +21,10 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use providers::{
+    docker_only, DockerConfig, Providers, DEFAULT_DOCKER_ENDPOINT, DEFAULT_DOCKER_STATE_DIR,
+};
+pub use routing::{HeaderEdit, Listener, Listeners, Middlewares, Redirect};
 pub use validate::{parse, validate, Locator};
 
 /// Default `server.listen`.
@@ -66,6 +73,11 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[service.NAME]`, sorted by name.
     pub services: Vec<ServiceConfig>,
+    /// `[providers]`: sources of services other than this file.
+    pub providers: Providers,
+    /// Whether `path` is a config file, re-read on reload (`false` for
+    /// `cutover run --docker` without one).
+    pub from_file: bool,
 }
 
 /// `[server]`.
@@ -160,15 +172,43 @@ pub struct StateConfig {
     pub path: PathBuf,
 }
 
-/// One `[[route]]`.
+/// One `[[route]]`, or one alternative of a Docker router's rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// Host to match, lowercased, without port. `None` matches any host.
     pub host: Option<String>,
     /// Plain string prefix of the path. Default `/`.
     pub path_prefix: String,
+    /// The path must be exactly `path_prefix` (Traefik's `Path`); the
+    /// file's routes are prefixes.
+    pub exact: bool,
     /// Name of an existing service.
     pub service: String,
+    /// Traefik's router priority (its label, else the rule's length):
+    /// `None` for the file's routes, which come first in their host's list
+    /// (longest prefix first); Docker routes follow, highest priority first.
+    pub priority: Option<i64>,
+    /// The listeners the route is served on (Traefik's entrypoints). Default both.
+    pub listeners: Listeners,
+    /// What the route does to a request before it is forwarded (Traefik's
+    /// middlewares); `None` for the file's routes.
+    pub middlewares: Option<std::sync::Arc<Middlewares>>,
+}
+
+impl RouteConfig {
+    /// A prefix route to `service` on every listener, with no priority and
+    /// no middlewares (what a `[[route]]` is).
+    pub fn prefix(host: Option<String>, path_prefix: String, service: String) -> RouteConfig {
+        RouteConfig {
+            host,
+            path_prefix,
+            exact: false,
+            service,
+            priority: None,
+            listeners: Listeners::ALL,
+            middlewares: None,
+        }
+    }
 }
 
 /// The two pools of every service.
@@ -278,12 +318,30 @@ impl ServiceConfig {
     pub fn pool(&self, name: PoolName) -> &PoolConfig {
         &self.pools[name.index()]
     }
+
+    /// The health checks of pool `name`: its own, else the service's.
+    pub fn health_of(&self, name: PoolName) -> Option<&HealthConfig> {
+        self.pool(name).health.as_ref().or(self.health.as_ref())
+    }
+}
+
+/// How a server's health is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckKind {
+    /// `GET path`, passed by a 2xx answer (the file's checks).
+    #[default]
+    Http,
+    /// A TCP connection, passed once it is made (a container without a
+    /// health-check label).
+    Tcp,
 }
 
 /// `[service.NAME.health]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
-    /// Path requested with GET. Default `/health`.
+    /// What a check does. Default HTTP.
+    pub kind: CheckKind,
+    /// Path requested with GET (HTTP checks). Default `/health`.
     pub path: String,
     /// Time between checks. Default 2 s.
     pub interval: Duration,
@@ -296,10 +354,13 @@ pub struct HealthConfig {
 }
 
 /// One pool: its servers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PoolConfig {
-    /// Non-empty list of servers.
+    /// The servers: non-empty in the file; a Docker pool may have none.
     pub servers: Vec<ServerAddr>,
+    /// The pool's own health checks, in place of the service's (a Docker
+    /// pool's, from its containers' labels).
+    pub health: Option<HealthConfig>,
 }
 
 /// A pool server: `host:port` or `http://host:port`, as written (minus the scheme).

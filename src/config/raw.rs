@@ -32,6 +32,32 @@ pub struct RawConfig {
     pub route: Option<Vec<Located<RawRoute>>>,
     /// `[service.NAME]`, keyed (and so sorted) by name.
     pub service: Option<BTreeMap<String, Located<RawService>>>,
+    /// `[providers]`.
+    pub providers: Option<Located<RawProviders>>,
+}
+
+/// `[providers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawProviders {
+    /// `[providers.docker]`.
+    pub docker: Option<Located<RawDocker>>,
+}
+
+/// `[providers.docker]`: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawDocker {
+    /// `unix:///path` or `tcp://host:port`. Default `unix:///var/run/docker.sock`.
+    pub endpoint: Option<Spanned<String>>,
+    /// Read containers without `traefik.enable`. Default true.
+    pub exposed_by_default: Option<Spanned<bool>>,
+    /// Network name preferred when a container is on several.
+    pub network: Option<Spanned<String>>,
+    /// `"key"` or `"key=value"` labels a container must have to be read.
+    pub constraints: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Traefik entrypoint name → `"http"` or `"https"`.
+    pub entrypoints: Option<Located<BTreeMap<String, Spanned<String>>>>,
 }
 
 /// `[server]`.

@@ -170,11 +170,11 @@ fn spec_example_parses_into_expected_values() {
     assert_eq!(config.state.path, dir.join("cutover-state.json"));
     assert_eq!(
         config.routes,
-        vec![RouteConfig {
-            host: Some("agent.localhost".into()),
-            path_prefix: "/".into(),
-            service: "agent".into(),
-        }]
+        vec![RouteConfig::prefix(
+            Some("agent.localhost".into()),
+            "/".into(),
+            "agent".into()
+        )]
     );
     assert_eq!(config.services.len(), 1);
     let agent = &config.services[0];
@@ -195,6 +195,7 @@ fn spec_example_parses_into_expected_values() {
     assert_eq!(
         agent.health,
         Some(HealthConfig {
+            kind: CheckKind::Http,
             path: "/health".into(),
             interval: secs(2),
             timeout: secs(1),

@@ -16,6 +16,7 @@ use toml::Spanned;
 use super::raw::{RawAdmin, RawConfig, RawServer, RawState};
 use super::{Config, ConfigError, ConfigIssue, Location};
 
+mod providers;
 mod route;
 mod scalar;
 mod server;
@@ -244,7 +245,14 @@ impl<'a> Checker<'a> {
             .iter()
             .map(|(name, service)| self.service(name, service))
             .collect();
-        let routes = self.routes(raw.route.as_deref().unwrap_or_default(), &raw_services);
+        let providers = self.providers(raw.providers.as_ref().map(|t| &t.value));
+        // With a provider, routes may all come from it.
+        let routes_required = providers.docker.is_none();
+        let routes = self.routes(
+            raw.route.as_deref().unwrap_or_default(),
+            &raw_services,
+            routes_required,
+        );
         Config {
             path: path.to_path_buf(),
             server,
@@ -252,6 +260,8 @@ impl<'a> Checker<'a> {
             state,
             routes,
             services,
+            providers,
+            from_file: true,
         }
     }
 }

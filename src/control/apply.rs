@@ -1,6 +1,7 @@
-//! Applying a new config from any source: the new TLS config, each
-//! service's runtime and each server's health carried over, the health
-//! checkers restarted, then the change committed and published.
+//! Applying a new config from any source: the file's config merged with
+//! the providers' services, the new TLS config, each service's runtime and
+//! each server's health carried over, the health checkers brought in step,
+//! then the change committed and published.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -11,16 +12,26 @@ use super::effect::{commit, publish};
 use super::runtime::{Runtime, ServerHealth};
 use super::source::{FileSource, Update};
 use super::store::{Change, ReleaseState};
-use super::{ControlError, ControlPlane, Inner, ServerKey};
+use super::{docker, ControlError, ControlPlane, Inner, ServerKey};
 use crate::config::{Config, PoolName};
-use crate::health::{self, state::HealthState};
+use crate::health::state::HealthState;
 use crate::wire::{Actor, Applied, Event, Reason};
+
+/// A config to put in force.
+pub(super) struct Next {
+    /// The merged config.
+    pub(super) config: Config,
+    /// The event to commit with the services' states; `None`: nothing the
+    /// store holds changed, so nothing is committed.
+    pub(super) event: Option<Event>,
+}
 
 impl ControlPlane {
     /// Applies `new` as the running config, keeping each service's active
     /// pool and weights. Servers new to the config are unproven until they
     /// pass `healthy_threshold` checks. Open connections keep the snapshot
-    /// they started with.
+    /// they started with. The Docker provider's services, if it runs, stay
+    /// beside the file's.
     ///
     /// # Errors
     ///
@@ -29,11 +40,9 @@ impl ControlPlane {
     pub async fn apply(&self, new: Config, actor: Actor) -> Result<Applied, ControlError> {
         let tls = tls_of(&new)?;
         let mut inner = self.inner.lock().await;
-        warn_on_restart_keys(&inner.config, &new);
-        let services = carry_runtimes(&mut inner, &new);
-        let generation = inner.generation + 1;
+        warn_on_restart_keys(&inner.file, &new);
         let path = new.path.display().to_string();
-        let mut event = Event::now(
+        let event = Event::now(
             None,
             None,
             None,
@@ -41,30 +50,14 @@ impl ControlPlane {
             actor,
             serde_json::json!({"path": path}),
         );
-        event.generation = generation;
-        let states: BTreeMap<String, ReleaseState> = services
-            .iter()
-            .map(|(name, rt)| {
-                let mut rt = rt.clone();
-                rt.sync_release();
-                (name.clone(), rt.release)
-            })
-            .collect();
-        let change = Change::Services {
-            states,
-            event: event.clone(),
+        let file = Arc::new(new);
+        let merged = docker::merge(&file, &mut inner.docker);
+        let next = Next {
+            config: merged,
+            event: Some(event),
         };
-        let persisted = commit(&inner, change).await?;
-        inner.tls = tls;
-        inner.services = services;
-        inner.health = carry_health(&mut inner, &new);
-        for task in inner.checkers.drain(..) {
-            task.abort();
-        }
-        inner.checkers = health::spawn_checkers(&new, &self.health_tx);
-        inner.config = Arc::new(new);
-        inner.events.push(event);
-        let generation = publish(&mut inner);
+        let (generation, persisted) = self.install(&mut inner, next, Some(tls)).await?;
+        inner.file = file;
         tracing::info!(path = %path, actor = actor.as_str(), generation, "config reloaded");
         Ok(Applied {
             generation,
@@ -74,15 +67,76 @@ impl ControlPlane {
         })
     }
 
+    /// Puts `next` in force: commits it when it has an event (nothing
+    /// changes if the store refuses), then takes each service's runtime
+    /// over (or up again from the dormant ones), each server's health, the
+    /// TLS config when `tls` is given, brings the checkers in step and
+    /// publishes. Returns the generation published and whether the store
+    /// made the change durable.
+    pub(super) async fn install(
+        &self,
+        inner: &mut Inner,
+        next: Next,
+        tls: Option<Option<Arc<rustls::ServerConfig>>>,
+    ) -> Result<(u64, bool), ControlError> {
+        let Next { config, event } = next;
+        let services = carry_runtimes(inner, &config);
+        let mut persisted = true;
+        if let Some(mut event) = event {
+            event.generation = inner.generation + 1;
+            let mut states: BTreeMap<String, ReleaseState> = inner.dormant.clone();
+            states.extend(
+                inner
+                    .services
+                    .iter()
+                    .map(|(n, rt)| (n.clone(), rt.release.clone())),
+            );
+            for (name, rt) in &services {
+                let mut rt = rt.clone();
+                rt.sync_release();
+                states.insert(name.clone(), rt.release);
+            }
+            let change = Change::Services {
+                states,
+                event: event.clone(),
+            };
+            persisted = commit(inner, change).await?;
+            inner.events.push(event);
+        }
+        if let Some(tls) = tls {
+            inner.tls = tls;
+        }
+        for (name, rt) in std::mem::take(&mut inner.services) {
+            if !services.contains_key(&name) {
+                inner.dormant.insert(name, rt.release);
+            }
+        }
+        for name in services.keys() {
+            inner.dormant.remove(name);
+        }
+        inner.services = services;
+        inner.health = carry_health(inner, &config);
+        inner.checkers.reconcile(&config, &self.health_tx);
+        inner.config = Arc::new(config);
+        let generation = publish(inner);
+        Ok((generation, persisted))
+    }
+
     /// Re-reads the config file and applies it (the file source's reload).
     ///
     /// # Errors
     ///
-    /// [`ControlError::InvalidConfig`]: the running config stays; or what
+    /// [`ControlError::InvalidConfig`]: the running config stays;
+    /// [`ControlError::NoConfigFile`] when there is no file; or what
     /// [`ControlPlane::apply`] refused.
     pub async fn reload(&self, actor: Actor) -> Result<Applied, ControlError> {
-        let path = self.inner.lock().await.config.path.clone();
-        FileSource::new(path).reload(&self.updates, actor).await
+        let file = self.inner.lock().await.file.clone();
+        if !file.from_file {
+            return Err(ControlError::NoConfigFile);
+        }
+        FileSource::new(file.path.clone())
+            .reload(&self.updates, actor)
+            .await
     }
 
     /// Applies the updates the config sources send, one at a time.
@@ -110,25 +164,26 @@ fn tls_of(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, ControlE
         .map_err(ControlError::InvalidTls)
 }
 
-/// The runtime of each service of `new`: the running one's, or a fresh one
-/// at the next generation for a service new to the config.
-fn carry_runtimes(inner: &mut Inner, new: &Config) -> BTreeMap<String, Runtime> {
+/// The runtime of each service of `new`: the running one's, else the one
+/// the store kept while the service was away, else a fresh one at the next
+/// generation.
+fn carry_runtimes(inner: &Inner, new: &Config) -> BTreeMap<String, Runtime> {
     let generation = inner.generation + 1;
     new.services
         .iter()
         .map(|sc| {
-            let rt = inner
-                .services
-                .get(&sc.name)
-                .cloned()
-                .unwrap_or_else(|| Runtime::new(ReleaseState::fresh(sc.active), generation));
+            let rt = match (inner.services.get(&sc.name), inner.dormant.get(&sc.name)) {
+                (Some(rt), _) => rt.clone(),
+                (None, Some(release)) => Runtime::new(release.clone(), generation),
+                (None, None) => Runtime::new(ReleaseState::fresh(sc.active), generation),
+            };
             (sc.name.clone(), rt)
         })
         .collect()
 }
 
 /// The health record of each server of `new`: the running one's, or, for a
-/// server new to the config, unproven when its service has health checks.
+/// server new to the config, unproven when its pool has health checks.
 fn carry_health(inner: &mut Inner, new: &Config) -> HashMap<ServerKey, ServerHealth> {
     let mut health = HashMap::new();
     for sc in &new.services {
@@ -136,7 +191,7 @@ fn carry_health(inner: &mut Inner, new: &Config) -> HashMap<ServerKey, ServerHea
             for addr in &sc.pool(pool).servers {
                 let key = (sc.name.clone(), pool, addr.clone());
                 let h = inner.health.remove(&key).unwrap_or_else(|| {
-                    ServerHealth::new(if sc.health.is_some() {
+                    ServerHealth::new(if sc.health_of(pool).is_some() {
                         HealthState::unproven()
                     } else {
                         HealthState::at_start()
@@ -160,5 +215,8 @@ fn warn_on_restart_keys(old: &Config, new: &Config) {
     }
     if old.server.workers != new.server.workers || old.server.limits != new.server.limits {
         tracing::warn!("reload: [server] workers and limits take effect at the next restart (upstream timeouts apply now)");
+    }
+    if old.providers != new.providers {
+        tracing::warn!("reload: [providers] changes take effect at the next restart");
     }
 }

@@ -52,7 +52,7 @@ pub(super) fn snapshot_of(
         &|svc, pool, server| {
             health
                 .get(&(svc.to_string(), pool, server.upstream.addr().clone()))
-                .is_none_or(|h| h.state.is_healthy())
+                .is_none_or(ServerHealth::takes_traffic)
         },
     )
 }

@@ -27,7 +27,7 @@ pub(super) fn check_target(
                 .get(&(service.to_string(), to, addr.clone()))
                 .map(|h| (addr, h))
         })
-        .filter(|(_, h)| h.state.is_healthy())
+        .filter(|(_, h)| h.takes_traffic())
         .collect();
     if healthy.is_empty() {
         return Err(ControlError::TargetUnhealthy {

@@ -11,8 +11,10 @@
 //! - `actions`: switch, rollback, drain end, weight; changes made elsewhere.
 //! - `progressive`: canaries and the automated-rollback watch, judged by
 //!   the pure [`analysis`].
-//! - `apply`: a new config from a [`source`]; `reports`: health reports
-//!   and passive failures.
+//! - `apply`: a new config from a [`source`]; `docker`: the Docker
+//!   provider's services merged with the file's, stopping containers and
+//!   servers that linger while they drain; `reports`: health reports and
+//!   passive failures.
 //! - `effect`: commit, then build and publish; `gates`: the switch gates.
 //! - `status`: the answers to queries; [`events`]: the history in memory.
 //! - `runtime`: per service, the durable release state and what this
@@ -22,6 +24,7 @@
 mod actions;
 pub mod analysis;
 mod apply;
+mod docker;
 mod effect;
 pub mod events;
 mod gates;
@@ -41,11 +44,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Mutex};
-use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, PoolName, ServerAddr};
 use crate::health::state::HealthState;
-use crate::health::HealthReport;
+use crate::health::{Checkers, HealthReport};
 use crate::metrics::{Metrics, PoolTotals};
 use crate::snapshot::{Objects, Publisher, Routing};
 use crate::wire::Applied;
@@ -53,7 +55,7 @@ use events::EventLog;
 use runtime::{Runtime, ServerHealth};
 use source::Update;
 use status::service_status;
-use store::{Remote, Store, StoreError};
+use store::{ReleaseState, Remote, Store, StoreError};
 
 pub use store::audit_path;
 
@@ -112,6 +114,10 @@ pub enum ControlError {
     /// The config is invalid; the running config stays.
     #[error("config is invalid; the running config stays:\n{0}")]
     InvalidConfig(#[source] ConfigError),
+    /// A reload was asked for, but the proxy runs without a config file
+    /// (`cutover run --docker`): the containers are followed as they change.
+    #[error("running without a config file (cutover run --docker): there is nothing to reload; containers are followed as they change")]
+    NoConfigFile,
     /// The release-state store refused the change (another writer won, or
     /// it cannot be reached); nothing changed.
     #[error(transparent)]
@@ -124,14 +130,23 @@ pub enum ControlError {
 type ServerKey = (String, PoolName, ServerAddr);
 
 struct Inner {
+    /// The config in force: the file's, with the providers' services.
     config: Arc<Config>,
+    /// The config as the file (or `cutover run --docker`) gives it.
+    file: Arc<Config>,
+    /// The Docker provider's part: its latest services, the containers
+    /// behind them, the servers still draining, its connection.
+    docker: docker::DockerPart,
     tls: Option<Arc<rustls::ServerConfig>>,
     objects: Objects,
     generation: u64,
     services: BTreeMap<String, Runtime>,
+    /// The release state of each service the store holds that is not
+    /// configured now; a service that comes back takes it up again.
+    dormant: BTreeMap<String, ReleaseState>,
     health: HashMap<ServerKey, ServerHealth>,
     events: EventLog,
-    checkers: Vec<JoinHandle<()>>,
+    checkers: Checkers,
     store: Arc<dyn Store>,
     /// The only way to publish a snapshot.
     publisher: Publisher,
@@ -173,7 +188,7 @@ impl ControlPlane {
             tracing::error!(error = %e, "release state unreadable: starting from the config's active pools");
             store::Stored::default()
         });
-        let (services, events, resume) = restore::runtimes(&config, stored, 1);
+        let (services, dormant, events, resume) = restore::runtimes(&config, stored, 1);
         let (mut objects, failures) = Objects::new(metrics.clone());
         let mut health = HashMap::new();
         for sc in &config.services {
@@ -190,15 +205,19 @@ impl ControlPlane {
         let first = effect::snapshot_of(&mut objects, &config, &tls, &services, &health, 1);
         let (routing, publisher) = Routing::new(first);
         let changes = store.changes();
+        let docker = docker::DockerPart::new(config.providers.docker.as_ref());
         let mut inner = Inner {
+            file: config.clone(),
             config,
+            docker,
             tls,
             objects,
             generation: 1,
             services,
+            dormant,
             health,
             events,
-            checkers: Vec::new(),
+            checkers: Checkers::default(),
             store,
             publisher,
         };
@@ -265,9 +284,7 @@ impl ControlPlane {
     /// health checkers.
     pub async fn begin_shutdown(&self) {
         self.stopping.store(true, Ordering::Release);
-        for task in self.inner.lock().await.checkers.drain(..) {
-            task.abort();
-        }
+        self.inner.lock().await.checkers.stop();
     }
 
     /// The config in force.

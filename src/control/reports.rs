@@ -29,7 +29,7 @@ impl ControlPlane {
             if flipped {
                 publish(&mut inner);
             }
-            inner.checkers = health::spawn_checkers(&inner.config, &self.health_tx);
+            inner.checkers = health::Checkers::start(&inner.config, &self.health_tx);
         }
         self.ready.store(true, Ordering::Release);
         tracing::info!(
@@ -68,7 +68,7 @@ impl ControlPlane {
             .config
             .services
             .iter()
-            .any(|s| s.name == key.0 && s.health.is_some());
+            .any(|s| s.name == key.0 && s.health_of(key.1).is_some());
         let Some(h) = inner.health.get_mut(&key) else {
             return;
         };
@@ -105,7 +105,7 @@ fn record(inner: &mut Inner, report: &HealthReport) -> bool {
         .iter()
         .find(|s| s.name == report.service)
         .map(|s| {
-            s.health.as_ref().map_or((1, 1), |h| {
+            s.health_of(report.pool).map_or((1, 1), |h| {
                 (h.healthy_threshold.get(), h.unhealthy_threshold.get())
             })
         });
@@ -130,6 +130,7 @@ fn record(inner: &mut Inner, report: &HealthReport) -> bool {
     };
     if flipped {
         let healthy = h.state.is_healthy();
+        h.proven |= healthy;
         let why = h.last_error.clone().unwrap_or_default();
         tracing::info!(service = %key.0, pool = %key.1, server = %key.2, healthy, error = %why, "server health changed");
         if let Some(rt) = inner.services.get_mut(&key.0) {

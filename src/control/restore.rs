@@ -23,12 +23,18 @@ pub(super) struct Resume {
 }
 
 /// Each configured service's runtime (at `generation`) from `stored`, the
-/// event log, and what was under way.
+/// release states of the stored services not configured (kept for when
+/// they come back), the event log, and what was under way.
 pub(super) fn runtimes(
     config: &Config,
     stored: Stored,
     generation: u64,
-) -> (BTreeMap<String, Runtime>, EventLog, Resume) {
+) -> (
+    BTreeMap<String, Runtime>,
+    BTreeMap<String, ReleaseState>,
+    EventLog,
+    Resume,
+) {
     let Stored {
         services: mut saved,
         history,
@@ -62,7 +68,7 @@ pub(super) fn runtimes(
             (sc.name.clone(), rt)
         })
         .collect();
-    (services, events, resume)
+    (services, saved, events, resume)
 }
 
 /// The end of a saved rollback watch of `service`; a bad value is logged

@@ -9,6 +9,7 @@ use super::analysis::{Budget, Canary, Watch};
 use super::store::ReleaseState;
 use crate::config::PoolName;
 use crate::health::state::HealthState;
+use crate::wire::ServerState;
 
 /// One service.
 #[derive(Debug, Clone)]
@@ -87,6 +88,12 @@ pub(super) struct ServerHealth {
     pub(super) version: Option<String>,
     pub(super) last_check: Option<SystemTime>,
     pub(super) last_error: Option<String>,
+    /// Its container is stopping or gone: it takes no new request whatever
+    /// its checks say, and what it has in flight finishes.
+    pub(super) draining: bool,
+    /// It has been healthy since it appeared (a server that never was is
+    /// `starting`, not `unhealthy`).
+    pub(super) proven: bool,
 }
 
 impl ServerHealth {
@@ -96,6 +103,26 @@ impl ServerHealth {
             version: None,
             last_check: None,
             last_error: None,
+            draining: false,
+            proven: state.is_healthy(),
+        }
+    }
+
+    /// Whether new requests may go to it.
+    pub(super) fn takes_traffic(&self) -> bool {
+        self.state.is_healthy() && !self.draining
+    }
+
+    /// The state status shows.
+    pub(super) fn shown(&self) -> ServerState {
+        if self.draining {
+            ServerState::Draining
+        } else if self.state.is_healthy() {
+            ServerState::Healthy
+        } else if self.proven {
+            ServerState::Unhealthy
+        } else {
+            ServerState::Starting
         }
     }
 }

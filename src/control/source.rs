@@ -4,14 +4,51 @@
 //! time ([`ControlPlane::apply`](super::ControlPlane::apply)) and answers
 //! each on its reply channel. The config file is the first source: re-read
 //! on SIGHUP and on the admin API's reload.
+//!
+//! A provider contributes part of the config: the Docker provider hands
+//! its [`Contribution`] (the services and routes its containers' labels
+//! make) to [`ControlPlane::apply_docker`](super::ControlPlane::apply_docker),
+//! which replaces its previous one and merges it with the file's; and it
+//! reports a stopping container straight to
+//! [`ControlPlane::container_stopping`](super::ControlPlane::container_stopping),
+//! which only marks that container's servers draining and so waits behind
+//! no full apply.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::ControlError;
-use crate::config::{self, Config};
-use crate::wire::{Actor, Applied};
+use crate::config::{self, Config, Location, PoolName, RouteConfig, ServerAddr, ServiceConfig};
+use crate::wire::{Actor, Applied, ContainerStatus};
+
+/// What the Docker provider sees: the services and routes its containers'
+/// labels make, each server's container, and what it reports per
+/// container.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Contribution {
+    /// The services, sorted by name; a pool may have no server.
+    pub services: Vec<ServiceConfig>,
+    /// Their routes.
+    pub routes: Vec<RouteConfig>,
+    /// The container behind each server: (service, pool, server).
+    pub servers: HashMap<(String, PoolName, ServerAddr), ContainerRef>,
+    /// The labels each service comes from, to name in a report (a name
+    /// the config file also uses, say).
+    pub origins: BTreeMap<String, Vec<Location>>,
+    /// The containers read, with their ignored labels and issues.
+    pub containers: Vec<ContainerStatus>,
+}
+
+/// A container behind a server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContainerRef {
+    /// Its full id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+}
 
 /// Most updates queued for the control plane.
 pub(super) const UPDATE_QUEUE: usize = 16;

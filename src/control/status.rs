@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::runtime::ServerHealth;
 use super::{pool_totals, ControlError, ControlPlane, Inner, MAX_DRAIN_WAIT};
 use crate::config::PoolName;
 use crate::snapshot::Snapshot;
 use crate::wire::{
-    self, CanaryStatus, Drained, Event, PoolStatus, ServerStatus, ServiceStatus, Status,
-    WatchStatus,
+    self, CanaryStatus, Drained, Event, PoolStatus, ServerState, ServerStatus, ServiceStatus,
+    Status, WatchStatus,
 };
 
 impl ControlPlane {
@@ -29,6 +30,7 @@ impl ControlPlane {
                 .keys()
                 .filter_map(|name| service_status(&snapshot, inner, name))
                 .collect(),
+            docker: inner.docker.status(),
         }
     }
 
@@ -133,14 +135,17 @@ pub(super) fn service_status(
                 .iter()
                 .map(|server| {
                     let addr = server.upstream.addr();
-                    let h = inner.health.get(&(name.to_string(), pool, addr.clone()));
+                    let key = (name.to_string(), pool, addr.clone());
+                    let h = inner.health.get(&key);
                     ServerStatus {
                         address: addr.to_string(),
-                        healthy: h.is_none_or(|h| h.state.is_healthy()),
+                        healthy: h.is_none_or(ServerHealth::takes_traffic),
                         version: h.and_then(|h| h.version.clone()),
                         inflight: server.inflight(),
                         last_check: h.and_then(|h| h.last_check).map(wire::rfc3339),
                         last_error: h.and_then(|h| h.last_error.clone()),
+                        state: Some(h.map_or(ServerState::Healthy, ServerHealth::shown)),
+                        container: inner.docker.container_of(&key).map(|c| c.name.clone()),
                     }
                 })
                 .collect();

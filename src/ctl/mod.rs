@@ -32,7 +32,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const WAIT_GRACE: Duration = Duration::from_secs(5);
 /// The config file used when `-c` is not given, if it exists.
 const DEFAULT_CONFIG: &str = "proxy.toml";
-/// The socket used when neither `--socket` nor a config names one.
+/// The socket used when neither `--socket` nor a config names one (else
+/// `cutover run --docker`'s, in its state directory).
 const DEFAULT_SOCKET: &str = "cutover.sock";
 /// Environment variable holding the admin token.
 const TOKEN_ENV: &str = "CUTOVER_TOKEN";
@@ -223,6 +224,18 @@ enum Endpoint {
     Tcp(AdminUrl),
 }
 
+/// `./cutover.sock`, unless it does not exist and the socket of
+/// `cutover run --docker` does (as inside its container).
+fn default_socket() -> PathBuf {
+    let here = PathBuf::from(DEFAULT_SOCKET);
+    let docker = Path::new(crate::config::DEFAULT_DOCKER_STATE_DIR).join(DEFAULT_SOCKET);
+    if !here.exists() && docker.exists() {
+        docker
+    } else {
+        here
+    }
+}
+
 /// A parsed `--admin` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct AdminUrl {
@@ -261,7 +274,7 @@ impl Target {
                 None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
             };
             match path {
-                None => Endpoint::Socket(PathBuf::from(DEFAULT_SOCKET)),
+                None => Endpoint::Socket(default_socket()),
                 Some(path) => {
                     let admin = load_config(&path)?.admin;
                     config_token_file = admin.token_file;

@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::{Answer, CanaryAction, CtlCommand, Outcome};
 use crate::config::PoolName;
 use crate::wire::{
-    Applied, CanaryStatus, Drained, ErrorAnswer, Event, ServiceStatus, Status, WatchStatus,
+    Applied, CanaryStatus, DockerStatus, Drained, ErrorAnswer, Event, ServiceStatus, Status,
+    WatchStatus,
 };
 
 /// What to print for `answer`, and the exit code.
@@ -134,13 +135,47 @@ fn events(body: &Value) -> Result<Vec<Event>, String> {
     }
 }
 
-/// Every service, one block each, separated by blank lines.
+/// Every service, one block each, separated by blank lines; then the
+/// Docker provider's block, when it runs.
 fn render_status(status: &Status) -> String {
-    if status.services.is_empty() {
-        return "no services\n".to_owned();
+    let mut blocks: Vec<String> = status.services.iter().map(render_service).collect();
+    if blocks.is_empty() {
+        blocks.push("no services\n".to_owned());
     }
-    let blocks: Vec<String> = status.services.iter().map(render_service).collect();
+    if let Some(docker) = &status.docker {
+        blocks.push(render_docker(docker));
+    }
     blocks.join("\n")
+}
+
+/// The Docker provider: its engine, then each container with what it
+/// serves, ignores and gets wrong.
+fn render_docker(docker: &DockerStatus) -> String {
+    let mut s = String::new();
+    let state = if docker.connected {
+        "connected".to_owned()
+    } else {
+        format!(
+            "unreachable ({})",
+            docker.error.as_deref().unwrap_or("no answer")
+        )
+    };
+    let _ = writeln!(s, "docker: {} {state}", docker.endpoint);
+    for c in &docker.containers {
+        let serves = if c.services.is_empty() {
+            "no service".to_owned()
+        } else {
+            c.services.join(", ")
+        };
+        let _ = writeln!(s, "  container {} ({}): {serves}", c.name, c.id);
+        if !c.ignored_labels.is_empty() {
+            let _ = writeln!(s, "    ignored labels: {}", c.ignored_labels.join(", "));
+        }
+        for issue in &c.issues {
+            let _ = writeln!(s, "    label {}: {}", issue.label, issue.message);
+        }
+    }
+    s
 }
 
 /// One service's block.
@@ -171,12 +206,15 @@ fn render_service(svc: &ServiceStatus) -> String {
             pool.inflight, pool.draining
         );
         for server in &pool.servers {
-            let health = if server.healthy {
-                "healthy"
-            } else {
-                "unhealthy"
+            let health = match server.state {
+                Some(state) => state.as_str(),
+                None if server.healthy => "healthy",
+                None => "unhealthy",
             };
             let _ = write!(s, "    {}  {health}", server.address);
+            if let Some(container) = &server.container {
+                let _ = write!(s, "  container {container}");
+            }
             match &server.version {
                 None => s.push_str("  version unknown"),
                 Some(v) => {

@@ -1,12 +1,16 @@
-//! Active health checks: one task per server sends `GET health.path` every
-//! `interval` and reports each result to the control plane over a channel.
+//! Active health checks: one task per server sends `GET health.path` (or,
+//! for a TCP check, connects) every `interval` and reports each result to
+//! the control plane over a channel.
 //!
 //! A 2xx answer within `timeout` is a pass; a JSON answer's `version` field is
 //! reported with it. Names are resolved again at every check, so a recreated
 //! container's new address is picked up. This module never stores snapshots:
 //! [`crate::control`] owns the hysteresis and publishes changes.
 
+mod checkers;
 pub mod state;
+
+pub use checkers::Checkers;
 
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, HealthConfig, PoolName, ServerAddr};
+use crate::config::{CheckKind, Config, HealthConfig, PoolName, ServerAddr};
 
 /// Largest health answer read (for the `version` field).
 const MAX_HEALTH_BODY: usize = 64 * 1024;
@@ -48,6 +52,27 @@ pub struct HealthReport {
     pub outcome: Outcome,
     /// When.
     pub at: SystemTime,
+}
+
+/// Checks `addr` once as `health` says, within its timeout.
+pub async fn check(addr: &ServerAddr, health: &HealthConfig) -> Outcome {
+    match health.kind {
+        CheckKind::Http => probe(addr, &health.path, health.timeout).await,
+        CheckKind::Tcp => connect(addr, health.timeout).await,
+    }
+}
+
+/// Checks `addr` once: a TCP connection made within `timeout`.
+pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Outcome {
+    let attempt = TcpStream::connect((addr.host.as_str(), addr.port));
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(_)) => Outcome::Pass { version: None },
+        Ok(Err(e)) => Outcome::Fail(format!("connect: {e}")),
+        Err(_) => Outcome::Fail(format!(
+            "connect: no connection within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
 }
 
 /// Checks `addr` once: `GET path` within `timeout`.
@@ -110,14 +135,40 @@ pub fn version_of(body: &[u8]) -> Option<String> {
     }
 }
 
-/// Every (service, pool, server, health config) that has active checks.
-fn targets(config: &Config) -> Vec<(String, PoolName, ServerAddr, HealthConfig)> {
+/// One server with active checks: what [`Checkers`] runs a task for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The service.
+    pub service: String,
+    /// The pool.
+    pub pool: PoolName,
+    /// The server.
+    pub addr: ServerAddr,
+    /// How it is checked.
+    pub health: HealthKey,
+}
+
+/// A [`HealthConfig`] as a map key (its durations and thresholds as is).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthKey(pub(crate) String);
+
+/// Every server of `config` with active checks, with its pool's (else its
+/// service's) health config.
+pub fn targets(config: &Config) -> Vec<(Target, HealthConfig)> {
     let mut out = Vec::new();
     for svc in &config.services {
-        let Some(health) = &svc.health else { continue };
         for pool in PoolName::ALL {
+            let Some(health) = svc.health_of(pool) else {
+                continue;
+            };
             for addr in &svc.pool(pool).servers {
-                out.push((svc.name.clone(), pool, addr.clone(), health.clone()));
+                let target = Target {
+                    service: svc.name.clone(),
+                    pool,
+                    addr: addr.clone(),
+                    health: HealthKey(format!("{health:?}")),
+                };
+                out.push((target, health.clone()));
             }
         }
     }
@@ -129,12 +180,12 @@ fn targets(config: &Config) -> Vec<(String, PoolName, ServerAddr, HealthConfig)>
 pub async fn first_round(config: &Config) -> Vec<HealthReport> {
     let checks = targets(config)
         .into_iter()
-        .map(|(service, pool, addr, health)| async move {
-            let outcome = probe(&addr, &health.path, health.timeout).await;
+        .map(|(target, health)| async move {
+            let outcome = check(&target.addr, &health).await;
             HealthReport {
-                service,
-                pool,
-                addr,
+                service: target.service,
+                pool: target.pool,
+                addr: target.addr,
                 outcome,
                 at: SystemTime::now(),
             }
@@ -142,36 +193,33 @@ pub async fn first_round(config: &Config) -> Vec<HealthReport> {
     futures_util::future::join_all(checks).await
 }
 
-/// Starts one checker task per server with active checks. Each first waits
-/// one `interval` (the first round is done by [`first_round`]).
-pub fn spawn_checkers(config: &Config, tx: &mpsc::Sender<HealthReport>) -> Vec<JoinHandle<()>> {
-    targets(config)
-        .into_iter()
-        .map(|(service, pool, addr, health)| {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval_at(
-                    tokio::time::Instant::now() + health.interval,
-                    health.interval,
-                );
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let outcome = probe(&addr, &health.path, health.timeout).await;
-                    let report = HealthReport {
-                        service: service.clone(),
-                        pool,
-                        addr: addr.clone(),
-                        outcome,
-                        at: SystemTime::now(),
-                    };
-                    if tx.send(report).await.is_err() {
-                        return;
-                    }
-                }
-            })
-        })
-        .collect()
+/// Starts the task checking `target` every `interval`, the first check
+/// after `first` (zero: at once).
+fn spawn_checker(
+    target: Target,
+    health: HealthConfig,
+    first: Duration,
+    tx: mpsc::Sender<HealthReport>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + first, health.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let outcome = check(&target.addr, &health).await;
+            let report = HealthReport {
+                service: target.service.clone(),
+                pool: target.pool,
+                addr: target.addr.clone(),
+                outcome,
+                at: SystemTime::now(),
+            };
+            if tx.send(report).await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 #[cfg(test)]

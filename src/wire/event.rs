@@ -57,6 +57,8 @@ pub enum Actor {
     Signal,
     /// cutover itself (automated rollback, canary).
     Auto,
+    /// The Docker provider (services appearing with containers).
+    Docker,
 }
 
 impl Actor {
@@ -67,6 +69,7 @@ impl Actor {
             Actor::Socket => "socket",
             Actor::Signal => "signal",
             Actor::Auto => "auto",
+            Actor::Docker => "docker",
         }
     }
 }

@@ -11,14 +11,17 @@
 
 mod change;
 mod event;
+mod provider;
 mod stats;
 mod status;
 
 pub use change::{Applied, ErrorAnswer, ErrorBody, SwitchRequest, WeightsRequest};
 pub use event::{rfc3339, rfc3339_millis, Actor, Event, Reason};
+pub use provider::{ContainerStatus, DockerStatus, LabelIssue};
 pub use stats::{
     PoolStats, Sample, ServiceStats, SessionOpened, SessionRequest, SessionState, Stats, Window,
 };
 pub use status::{
-    CanaryStatus, Drained, Judged, PoolStatus, ServerStatus, ServiceStatus, Status, WatchStatus,
+    CanaryStatus, Drained, Judged, PoolStatus, ServerState, ServerStatus, ServiceStatus, Status,
+    WatchStatus,
 };

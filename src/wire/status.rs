@@ -19,6 +19,9 @@ pub struct Status {
     pub ready: bool,
     /// Every service, sorted by name.
     pub services: Vec<ServiceStatus>,
+    /// The Docker provider, when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<super::DockerStatus>,
 }
 
 /// One service (`GET /api/v1/services/{svc}` answers this, bare).
@@ -90,6 +93,39 @@ pub struct ServerStatus {
     /// Why the last check or connection failed, if it did.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Where it is in its life: `starting`, `healthy`, `unhealthy`, `draining`.
+    #[serde(default)]
+    pub state: Option<ServerState>,
+    /// The container it is (Docker provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// Where a server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// Added and not yet through its first passing check: no traffic.
+    Starting,
+    /// Takes traffic.
+    Healthy,
+    /// Failed its checks (or a connection): no traffic.
+    Unhealthy,
+    /// Its container is stopping or gone: no new request; what it has in
+    /// flight finishes.
+    Draining,
+}
+
+impl ServerState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Starting => "starting",
+            ServerState::Healthy => "healthy",
+            ServerState::Unhealthy => "unhealthy",
+            ServerState::Draining => "draining",
+        }
+    }
 }
 
 /// A staged rollout in progress.

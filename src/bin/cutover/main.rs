@@ -71,7 +71,9 @@ fn main() -> ExitCode {
         .init();
     if matches!(
         cli.command,
-        cutover::cli::Command::Run { .. } | cutover::cli::Command::Demo { .. }
+        cutover::cli::Command::Run { .. }
+            | cutover::cli::Command::Demo { .. }
+            | cutover::cli::Command::DemoUpstream { .. }
     ) {
         return_freed_memory();
     }

@@ -16,8 +16,9 @@ impl Checker<'_> {
         &mut self,
         raw: &[Located<RawRoute>],
         services: &BTreeMap<String, Located<RawService>>,
+        required: bool,
     ) -> Vec<RouteConfig> {
-        if raw.is_empty() {
+        if raw.is_empty() && required {
             let message =
                 "no [[route]]: nothing would be served (add e.g. [[route]] service = \"NAME\")";
             self.issue(None, "route", message.to_string());
@@ -85,11 +86,7 @@ impl Checker<'_> {
                 }
                 None => String::new(),
             };
-        RouteConfig {
-            host,
-            path_prefix,
-            service,
-        }
+        RouteConfig::prefix(host, path_prefix, service)
     }
 
     /// A route host: lowercased, without scheme, port or path.

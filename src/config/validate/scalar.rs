@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{at, Checker};
+use crate::config::check;
 
 impl Checker<'_> {
     /// `value` when present, else an issue saying what to add.
@@ -34,22 +35,9 @@ impl Checker<'_> {
         key: &str,
         zero_ok: bool,
     ) -> Option<Duration> {
-        let text = value.get_ref();
-        match humantime::parse_duration(text) {
-            Ok(d) if d.is_zero() && !zero_ok => {
-                let message =
-                    format!("{text:?} is zero (expected a duration above 0, e.g. \"1s\")");
-                self.issue(at(value), key, message);
-                None
-            }
+        match check::duration(value.get_ref(), zero_ok) {
             Ok(d) => Some(d),
-            Err(_) => {
-                let hint = match text.trim().parse::<f64>() {
-                    Ok(_) => format!(": add a unit, e.g. \"{}s\"", text.trim()),
-                    Err(_) => String::new(),
-                };
-                let message =
-                    format!("{text:?} is not a duration (expected e.g. \"250ms\", \"30s\"){hint}");
+            Err(message) => {
                 self.issue(at(value), key, message);
                 None
             }
@@ -159,14 +147,9 @@ impl Checker<'_> {
         value: &Spanned<String>,
         key: &str,
     ) -> Option<http::HeaderName> {
-        let text = value.get_ref();
-        // `from_bytes` lowercases.
-        match http::HeaderName::from_bytes(text.as_bytes()) {
+        match check::header_name(value.get_ref()) {
             Ok(name) => Some(name),
-            Err(_) => {
-                let message = format!(
-                    "{text:?} is not a header name (expected letters, digits and '-', e.g. \"X-Session-Id\")"
-                );
+            Err(message) => {
                 self.issue(at(value), key, message);
                 None
             }
@@ -187,16 +170,13 @@ impl Checker<'_> {
 
     /// A request path such as `/health`.
     pub(super) fn request_path(&mut self, value: &Spanned<String>, key: &str) -> Option<String> {
-        let text = value.get_ref();
-        let message = if !text.starts_with('/') {
-            format!("{text:?} does not start with \"/\" (write \"/{text}\")")
-        } else if text.parse::<http::uri::PathAndQuery>().is_err() {
-            format!("{text:?} is not a valid request path (expected e.g. \"/health\")")
-        } else {
-            return Some(text.clone());
-        };
-        self.issue(at(value), key, message);
-        None
+        match check::request_path(value.get_ref()) {
+            Ok(path) => Some(path),
+            Err(message) => {
+                self.issue(at(value), key, message);
+                None
+            }
+        }
     }
 }
 

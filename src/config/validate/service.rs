@@ -13,7 +13,7 @@ use crate::config::raw::{
     RawStage, RawSticky,
 };
 use crate::config::{
-    Balance, CanaryStage, HealthConfig, KeySource, PoolConfig, PoolName, RollbackConfig,
+    Balance, CanaryStage, CheckKind, HealthConfig, KeySource, PoolConfig, PoolName, RollbackConfig,
     ServerAddr, ServiceConfig, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD,
     DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MIN_REQUESTS,
     DEFAULT_UNHEALTHY_THRESHOLD,
@@ -154,6 +154,7 @@ impl Checker<'_> {
             DEFAULT_UNHEALTHY_THRESHOLD,
         );
         HealthConfig {
+            kind: CheckKind::Http,
             path,
             interval,
             timeout,
@@ -197,9 +198,7 @@ impl Checker<'_> {
         key: &str,
         pools_start: Option<usize>,
     ) -> PoolConfig {
-        let mut pool = PoolConfig {
-            servers: Vec::new(),
-        };
+        let mut pool = PoolConfig::default();
         let Some(raw) = raw else {
             let message = format!("missing pool (expected [{key}] servers = [\"host:port\"])");
             self.issue(pools_start, key, message);
