@@ -1,32 +1,41 @@
 #!/usr/bin/env bash
-# A blue-green release with cutover in docker-compose:
-#   ./deploy.sh IMAGE VERSION
-# 1. deploys IMAGE to the standby colour, 2. waits until cutover sees it
-# healthy, 3. switches all traffic at once, gated on health and VERSION,
-# 4. waits until the old colour has nothing in flight, 5. stops it.
-# Undo at any time with: docker compose exec cutover cutover ctl rollback agent
+# A blue-green release of docker-compose.yml's agent, with cutover:
+#   ./deploy.sh VERSION [IMAGE]
+# 1. recreates the idle colour (blue or green, whichever takes no traffic)
+#    with VERSION (and IMAGE, when given), remembered in .env;
+# 2. switches all new requests to it once cutover has seen it healthy (the
+#    switch is refused until then);
+# 3. waits until the old colour has nothing in flight, and leaves it running
+#    so that a rollback is instant:
+#      docker-compose exec cutover cutover ctl rollback your-domain.com
 set -euo pipefail
-image=${1:?usage: deploy.sh IMAGE VERSION}
-version=${2:?usage: deploy.sh IMAGE VERSION}
-ctl() { docker compose exec -T cutover cutover ctl --socket /var/lib/cutover/cutover.sock "$@"; }
+cd "$(dirname "$0")"
+version=${1:?usage: deploy.sh VERSION [IMAGE]}
+image=${2:-}
+service=${CUTOVER_SERVICE:-your-domain.com}
+compose=${COMPOSE:-docker-compose}
+ctl() { $compose exec -T cutover cutover ctl "$@"; }
 
-active=$(ctl --json status agent | python3 -c 'import json,sys; print(json.load(sys.stdin)["active"])')
-standby=$([ "$active" = blue ] && echo green || echo blue)
-STANDBY=$(echo "$standby" | tr a-z A-Z)
-echo "active: $active; deploying $image ($version) to $standby"
+active=$(ctl --json status "$service" | python3 -c 'import json,sys; print(json.load(sys.stdin)["active"])')
+idle=$([ "$active" = blue ] && echo green || echo blue)
+IDLE=$(echo "$idle" | tr a-z A-Z)
+echo "active: $active; deploying $version${image:+ ($image)} to $idle"
 
-export "${STANDBY}_IMAGE=$image" "${STANDBY}_VERSION=$version"
-docker compose up -d --no-deps "agent-$standby"
+# Kept in .env, so a later `docker-compose up -d` recreates nothing.
+remember() { touch .env; grep -v "^$1=" .env > .env.new || true; echo "$1=$2" >> .env.new; mv .env.new .env; }
+remember "${IDLE}_VERSION" "$version"
+[ -z "$image" ] || remember "${IDLE}_IMAGE" "$image"
+$compose up -d --no-deps "$idle"
 
-# The switch is refused (exit 1) until the standby pool is healthy and reports $version.
+# Health-gated: refused (exit 1) while the new containers are starting.
 for _ in $(seq 1 60); do
-  if ctl switch agent --to "$standby" --expect-version "$version"; then
-    ctl wait-drained agent --timeout 10m
-    docker compose stop "agent-$active"
-    echo "released $version on $standby; $active stopped (start it again to keep a rollback target warm)"
+  if ctl switch "$service" --to "$idle" 2>/dev/null; then
+    ctl wait-drained "$service" --timeout 10m
+    echo "released $version on $idle; $active drained and kept for a rollback"
     exit 0
   fi
-  sleep 2
+  sleep 1
 done
-echo "standby $standby never became healthy with version $version: traffic stays on $active" >&2
+echo "$idle never became healthy: traffic stays on $active" >&2
+ctl status "$service" >&2 || true
 exit 1

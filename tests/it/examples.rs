@@ -13,8 +13,3 @@ fn check(path: &str) {
 fn root_example_config_is_valid() {
     check("proxy.toml");
 }
-
-#[test]
-fn compose_example_config_is_valid() {
-    check("examples/compose/proxy.toml");
-}

@@ -39,6 +39,9 @@ mod switch;
 mod traffic_split;
 mod weights;
 
+// The Docker provider against the real engine.
+mod docker;
+
 // The binary, `ctl`, the dashboard, the demo and the shipped configs.
 mod binary;
 mod browser;

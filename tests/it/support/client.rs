@@ -316,13 +316,23 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 /// One HTTP/1.1 keep-alive connection whose requests return errors.
 pub struct LoadConn {
     addr: SocketAddr,
+    host: String,
     sender: Option<hyper::client::conn::http1::SendRequest<TestBody>>,
 }
 
 impl LoadConn {
     /// A client for `addr`; connects at the first request.
     pub fn new(addr: SocketAddr) -> LoadConn {
-        LoadConn { addr, sender: None }
+        LoadConn::with_host(addr, &addr.to_string())
+    }
+
+    /// A client for `addr` whose requests carry `Host: host`.
+    pub fn with_host(addr: SocketAddr, host: &str) -> LoadConn {
+        LoadConn {
+            addr,
+            host: host.to_string(),
+            sender: None,
+        }
     }
 
     /// `GET path`: the status and whole body, or what failed. A failed
@@ -352,7 +362,7 @@ impl LoadConn {
         let sender = self.sender.as_mut().expect("connected above");
         sender.ready().await.map_err(|e| format!("ready: {e}"))?;
         let req = Request::get(path)
-            .header(header::HOST, self.addr.to_string())
+            .header(header::HOST, self.host.as_str())
             .body(empty())
             .expect("valid request");
         let resp = sender

@@ -43,6 +43,7 @@ pub mod bodies;
 pub mod browser;
 pub mod client;
 pub mod config;
+pub mod docker;
 pub mod harness;
 pub mod metrics;
 pub mod raw;
