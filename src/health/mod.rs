@@ -193,8 +193,16 @@ pub async fn first_round(config: &Config) -> Vec<HealthReport> {
     futures_util::future::join_all(checks).await
 }
 
+/// How often a server added after the start is checked until its first
+/// pass (at most its interval): a container that starts is checked at
+/// once, and again shortly when it was not listening yet.
+const STARTING_EVERY: Duration = Duration::from_millis(200);
+/// How many quick checks a starting server gets before its interval applies.
+const STARTING_CHECKS: u32 = 25;
+
 /// Starts the task checking `target` every `interval`, the first check
-/// after `first` (zero: at once).
+/// after `first` (zero: at once, and then every [`STARTING_EVERY`] until
+/// it passes, [`STARTING_CHECKS`] times at most).
 fn spawn_checker(
     target: Target,
     health: HealthConfig,
@@ -202,12 +210,15 @@ fn spawn_checker(
     tx: mpsc::Sender<HealthReport>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + first, health.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quick = if first.is_zero() { STARTING_CHECKS } else { 0 };
+        let mut next = tokio::time::Instant::now() + first;
         loop {
-            tick.tick().await;
+            tokio::time::sleep_until(next).await;
             let outcome = check(&target.addr, &health).await;
+            if matches!(outcome, Outcome::Pass { .. }) {
+                quick = 0;
+            }
+            quick = quick.saturating_sub(1);
             let report = HealthReport {
                 service: target.service.clone(),
                 pool: target.pool,
@@ -218,6 +229,12 @@ fn spawn_checker(
             if tx.send(report).await.is_err() {
                 return;
             }
+            let every = if quick > 0 {
+                STARTING_EVERY.min(health.interval)
+            } else {
+                health.interval
+            };
+            next = (next + every).max(tokio::time::Instant::now());
         }
     })
 }
