@@ -1,4 +1,5 @@
-//! One request through the proxy: route → pick pool and server → rewrite
+//! One request through the proxy: route → middlewares (a route's redirect,
+//! prefix and headers, when it has any) → pick pool and server → rewrite
 //! headers → send upstream (retrying once on another server when the
 //! connection could not be made) → stream the answer back.
 //!
@@ -19,9 +20,9 @@ use tokio::sync::oneshot;
 use super::body::{RequestBody, RequestBodyError, ResponseBody};
 use super::conn::Upgraded;
 use super::error::ProxyError;
-use super::{headers, tunnel};
+use super::{headers, middleware, tunnel};
 use crate::balance;
-use crate::config::PoolName;
+use crate::config::{Listener, Middlewares, PoolName};
 use crate::http1::{self, RequestHead, UpstreamBody};
 use crate::metrics::PoolMetrics;
 use crate::snapshot::{InflightGuard, PoolState, Routing, Server, Service};
@@ -102,7 +103,7 @@ fn prepare(
 ) -> Prepared {
     let start = Instant::now();
     let has_body = !http_body::Body::is_end_stream(req.body());
-    let (target, seen) = match select(routing, &req) {
+    let (target, mut seen) = match select(routing, &req, client.proto) {
         Ok(selected) => selected,
         Err((err, unrouted)) => {
             let resp = answer(err, has_body, client.addr);
@@ -114,6 +115,16 @@ fn prepare(
     if let Some(limit) = target.max_body {
         if content_length(&req).is_some_and(|len| len > limit) {
             let resp = answer(ProxyError::PayloadTooLarge { limit }, has_body, client.addr);
+            target
+                .pool_state()
+                .metrics
+                .record(resp.status().as_u16(), start.elapsed());
+            return Prepared::Answer(resp);
+        }
+    }
+    let mut req = req;
+    if let Some(m) = &target.middlewares {
+        if let Some(resp) = apply_middlewares(m, &mut req, &mut seen, client.proto, has_body) {
             target
                 .pool_state()
                 .metrics
@@ -134,6 +145,33 @@ fn prepare(
         start,
         has_body,
     })
+}
+
+/// A route's middlewares on `req`: its redirect, when the request is to be
+/// redirected (the answer), else its prefix and request headers.
+fn apply_middlewares(
+    m: &Middlewares,
+    req: &mut Request<Incoming>,
+    seen: &mut Seen,
+    proto: &'static str,
+    has_body: bool,
+) -> Option<Response<ResponseBody>> {
+    let host = seen
+        .host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let redirect = middleware::redirect(m, proto, req.method(), host, req.uri(), has_body);
+    if redirect.is_some() {
+        return redirect;
+    }
+    let mut uri = req.uri().clone();
+    middleware::on_request(m, &mut uri, req.headers_mut());
+    *req.uri_mut() = uri;
+    if m.request_headers.iter().any(|e| e.name == HOST) {
+        seen.host = req.headers().get(HOST).cloned();
+    }
+    None
 }
 
 /// The proxy's own answer; `body_unread` says the request body was not read.
@@ -188,6 +226,9 @@ impl Exchange {
         if parts.headers.contains_key(CONNECTION) {
             headers::remove_hop_by_hop(&mut parts.headers, false);
         }
+        if let Some(m) = &self.target.middlewares {
+            middleware::on_response(m, &mut parts.headers);
+        }
         Ok(Response::from_parts(
             parts,
             ResponseBody::upstream(body, guard),
@@ -210,6 +251,8 @@ struct Target {
     pool: PoolName,
     timeouts: Timeouts,
     max_body: Option<u64>,
+    /// The route's middlewares, when it has any.
+    middlewares: Option<Arc<Middlewares>>,
 }
 
 impl Target {
@@ -305,11 +348,12 @@ struct Seen {
     forwarded: bool,
 }
 
-/// Checks and routes `req`. With the target comes what the checks saw,
-/// for the rewrite.
+/// Checks and routes `req`, which came to the `proto` listener. With the
+/// target comes what the checks saw, for the rewrite.
 fn select(
     routing: &Routing,
     req: &Request<Incoming>,
+    proto: &'static str,
 ) -> Result<(Target, Seen), (ProxyError, Arc<PoolMetrics>)> {
     let snapshot = routing.load();
     let (host, forwarded) = match check(req) {
@@ -321,16 +365,18 @@ fn select(
         Some(h) => h.to_str().ok(),
         None => req.uri().authority().map(|a| a.as_str()),
     };
-    let Some(index) = snapshot.router.route(host_name, req.uri().path()) else {
+    let listener = Listener::parse(proto);
+    let Some(found) = snapshot.router.find(listener, host_name, req.uri().path()) else {
         return Err((ProxyError::NoRoute, snapshot.unrouted.clone()));
     };
-    let service = snapshot.services[index].clone();
+    let service = snapshot.services[found.service].clone();
     let pool = balance::pick_pool(&service, req.headers());
     let target = Target {
         service,
         pool,
         timeouts: snapshot.timeouts,
         max_body: snapshot.max_body_bytes,
+        middlewares: found.middlewares.cloned(),
     };
     let seen = Seen {
         host: host.cloned(),

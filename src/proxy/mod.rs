@@ -24,6 +24,7 @@ pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod middleware;
 pub mod tunnel;
 
 use std::convert::Infallible;

@@ -16,6 +16,7 @@ mod h2_floods;
 mod hostile;
 mod limits;
 mod parking;
+mod provider_routes;
 mod proxy;
 mod routing;
 mod streaming;
