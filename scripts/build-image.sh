@@ -44,7 +44,8 @@ else
   RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
     cargo build --release --locked --bin cutover --target "$target" --target-dir target/static
   bin="target/static/$target/release/cutover"
-  if ldd "$bin" >/dev/null 2>&1; then
+  # A static binary names no shared library (ldd lists none with "=>").
+  if ldd "$bin" 2>&1 | grep -q '=>'; then
     echo "build-image.sh: $bin is not statically linked" >&2
     exit 1
   fi
