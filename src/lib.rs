@@ -29,10 +29,13 @@
 //! - [`control`]: the only writer of the routing table: switch, rollback,
 //!   weights, reload, health results, drain deadlines, persisted state, events.
 //! - [`health`]: active health checks and the hysteresis of each server.
+//! - [`provider`]: config sources other than the file: the Docker
+//!   provider, which turns containers' `traefik.*` labels into services
+//!   and follows the containers as they start and stop.
 //! - [`admin`]: the admin API on TCP and on the Unix socket.
 //! - [`tls`]: the rustls server config of the HTTPS listener.
 //! - [`server`]: bind, run, drain.
-//! - [`demo`]: `cutover demo`'s built-in upstreams.
+//! - [`demo`]: `cutover demo`'s built-in upstreams, and `cutover demo-upstream`.
 //! - [`rt`]: async building blocks (a shared flag, an owned waker, a lazy timer).
 //! - [`metrics`]: Prometheus families and per-pool window statistics.
 //! - [`cli`]: the command line.
