@@ -155,18 +155,19 @@ pub fn run_config(args: &RunArgs) -> Result<config::Config, Vec<String>> {
             path.display()
         )]);
     }
-    let mut cfg = config::load(&path).map_err(|e| {
+    let loaded = if args.docker {
+        config::load_with_docker(&path)
+    } else {
+        config::load(&path)
+    };
+    loaded.map_err(|e| {
         let mut lines = e.lines();
         lines.push(format!(
             "cutover: not starting: {} is invalid",
             path.display()
         ));
         lines
-    })?;
-    if args.docker && cfg.providers.docker.is_none() {
-        cfg.providers.docker = Some(config::DockerConfig::default());
-    }
-    Ok(cfg)
+    })
 }
 
 /// Runs the parsed command line; the process exit code.
@@ -402,6 +403,55 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_args(config: Option<&std::path::Path>, docker: bool) -> RunArgs {
+        RunArgs {
+            config: config.map(Path::to_path_buf),
+            docker,
+            listen: None,
+            admin: None,
+            state_dir: None,
+        }
+    }
+
+    #[test]
+    fn run_docker_without_a_file_listens_on_80_with_its_files_in_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let args = RunArgs {
+            state_dir: Some(state.clone()),
+            ..run_args(None, true)
+        };
+        let cfg = run_config(&args).unwrap();
+        assert_eq!(cfg.server.listen, SocketAddr::from(([0, 0, 0, 0], 80)));
+        assert_eq!(cfg.admin.socket, Some(state.join("cutover.sock")));
+        assert_eq!(cfg.state.path, state.join("cutover-state.json"));
+        assert!(state.is_dir(), "the state dir is made");
+        assert!(!cfg.from_file);
+        assert_eq!(cfg.providers.docker, Some(config::DockerConfig::default()));
+    }
+
+    #[test]
+    fn run_docker_with_a_file_adds_the_provider_and_refuses_the_file_less_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        let cfg = run_config(&run_args(Some(&path), true)).unwrap();
+        assert!(cfg.providers.docker.is_some() && cfg.from_file);
+        let with_listen = RunArgs {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 1))),
+            ..run_args(Some(&path), true)
+        };
+        let e = run_config(&with_listen).unwrap_err();
+        assert!(e[0].contains("--docker without a config file"), "{e:?}");
+        let open_admin = RunArgs {
+            admin: Some(SocketAddr::from(([0, 0, 0, 0], 9090))),
+            state_dir: Some(dir.path().to_path_buf()),
+            ..run_args(None, true)
+        };
+        let e = run_config(&open_admin).unwrap_err();
+        assert!(e[0].contains("not a loopback address"), "{e:?}");
+    }
 
     #[test]
     fn the_config_sets_the_worker_count_before_the_environment() {

@@ -25,7 +25,7 @@ pub use providers::{
     docker_only, DockerConfig, Providers, DEFAULT_DOCKER_ENDPOINT, DEFAULT_DOCKER_STATE_DIR,
 };
 pub use routing::{HeaderEdit, Listener, Listeners, Middlewares, Redirect};
-pub use validate::{parse, validate, Locator};
+pub use validate::{parse, parse_with_docker, validate, Locator};
 
 /// Default `server.listen`.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -542,6 +542,20 @@ fn join_lines(issues: &[ConfigIssue]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// As [`load`], with `[providers.docker]` (every default) where the file
+/// has none: `cutover run --docker -c FILE`.
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn load_with_docker(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_with_docker(&text, path)
 }
 
 /// Reads and validates the config file at `path`.

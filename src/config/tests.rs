@@ -1102,3 +1102,62 @@ fn a_file_issue_reads_file_line_column_key_message() {
         "{err}"
     );
 }
+
+#[test]
+fn providers_docker_reads_its_keys_and_needs_no_route() {
+    let config = parse_ok(
+        "[providers.docker]\nendpoint = \"tcp://10.0.0.1:2375\"\nexposed_by_default = false\n\
+         network = \"shop_default\"\nconstraints = [\"com.docker.compose.project=shop\", \"edge\"]\n\
+         [providers.docker.entrypoints]\nhttp = \"http\"\n",
+    );
+    let docker = config.providers.docker.expect("[providers.docker]");
+    assert_eq!(docker.endpoint, "tcp://10.0.0.1:2375");
+    assert!(!docker.exposed_by_default);
+    assert_eq!(docker.network.as_deref(), Some("shop_default"));
+    assert_eq!(
+        docker.constraints,
+        [
+            (
+                "com.docker.compose.project".to_string(),
+                Some("shop".to_string())
+            ),
+            ("edge".to_string(), None)
+        ]
+    );
+    assert_eq!(docker.entrypoints.len(), 1);
+    assert!(config.routes.is_empty() && config.services.is_empty());
+    assert_eq!(
+        parse_ok("[providers.docker]\n").providers.docker,
+        Some(DockerConfig::default())
+    );
+}
+
+#[test]
+fn a_bad_docker_endpoint_and_listener_name_the_key_and_value() {
+    check(
+        "[providers.docker]\nendpoint = \"https://docker:2376\"",
+        "\"https://docker:2376\"",
+        "providers.docker.endpoint",
+        &[
+            "\"https://docker:2376\" is not a Docker endpoint",
+            "unix:///var/run/docker.sock",
+        ],
+    );
+    check(
+        "[providers.docker.entrypoints]\nweb = \"h2\"",
+        "\"h2\"",
+        "providers.docker.entrypoints.web",
+        &["\"h2\" is not a listener", "\"http\" or \"https\""],
+    );
+}
+
+#[test]
+fn run_docker_with_a_file_turns_the_provider_on_without_routes() {
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    assert!(
+        parse(text, Path::new(PATH)).is_err(),
+        "a file alone needs a route"
+    );
+    let config = parse_with_docker(text, Path::new(PATH)).expect("valid with the provider");
+    assert_eq!(config.providers.docker, Some(DockerConfig::default()));
+}

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_path_to_error::Segment;
 use toml::Spanned;
 
-use super::raw::{RawAdmin, RawConfig, RawServer, RawState};
+use super::raw::{Located, RawAdmin, RawConfig, RawDocker, RawProviders, RawServer, RawState};
 use super::{Config, ConfigError, ConfigIssue, Location};
 
 mod providers;
@@ -42,6 +42,26 @@ const POSITIVE: RangeInclusive<i64> = 1..=i64::MAX;
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let file = TomlFile { text, path };
     let raw = deserialize(&file).map_err(|issue| invalid(vec![issue]))?;
+    validate(raw, &file, path)
+}
+
+/// As [`parse`], with `[providers.docker]` (every default) where the text
+/// has none: `cutover run --docker -c FILE`.
+///
+/// # Errors
+///
+/// As [`parse`].
+pub fn parse_with_docker(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let file = TomlFile { text, path };
+    let mut raw = deserialize(&file).map_err(|issue| invalid(vec![issue]))?;
+    let providers = raw.providers.get_or_insert_with(|| Located {
+        span: None,
+        value: RawProviders::default(),
+    });
+    providers.value.docker.get_or_insert_with(|| Located {
+        span: None,
+        value: RawDocker::default(),
+    });
     validate(raw, &file, path)
 }
 
