@@ -9,10 +9,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::effect::{commit, publish};
+use super::provided::merge;
 use super::runtime::{Runtime, ServerHealth};
 use super::source::{FileSource, Update};
 use super::store::{Change, ReleaseState};
-use super::{docker, ControlError, ControlPlane, Inner, ServerKey};
+use super::{ControlError, ControlPlane, Inner, ServerKey};
 use crate::config::{Config, PoolName};
 use crate::health::state::HealthState;
 use crate::wire::{Actor, Applied, Event, Reason};
@@ -51,7 +52,7 @@ impl ControlPlane {
             serde_json::json!({"path": path}),
         );
         let file = Arc::new(new);
-        let merged = docker::merge(&file, &mut inner.docker);
+        let merged = merge(&file, &mut inner.docker);
         let next = Next {
             config: merged,
             event: Some(event),

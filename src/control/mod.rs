@@ -11,10 +11,11 @@
 //! - `actions`: switch, rollback, drain end, weight; changes made elsewhere.
 //! - `progressive`: canaries and the automated-rollback watch, judged by
 //!   the pure [`analysis`].
-//! - `apply`: a new config from a [`source`]; `docker`: the Docker
-//!   provider's services merged with the file's, stopping containers and
-//!   servers that linger while they drain; `reports`: health reports and
-//!   passive failures.
+//! - `apply`: a new config from a [`source`]; `provided`: what is kept of
+//!   the Docker provider and its merge with the file's config; `docker`:
+//!   its contributions applied, stopping containers and servers that
+//!   linger while they drain; `reports`: health reports and passive
+//!   failures.
 //! - `effect`: commit, then build and publish; `gates`: the switch gates.
 //! - `status`: the answers to queries; [`events`]: the history in memory.
 //! - `runtime`: per service, the durable release state and what this
@@ -30,6 +31,7 @@ pub mod events;
 mod gates;
 pub mod priority;
 mod progressive;
+mod provided;
 mod reports;
 mod restore;
 mod runtime;
@@ -136,7 +138,7 @@ struct Inner {
     file: Arc<Config>,
     /// The Docker provider's part: its latest services, the containers
     /// behind them, the servers still draining, its connection.
-    docker: docker::DockerPart,
+    docker: provided::DockerPart,
     tls: Option<Arc<rustls::ServerConfig>>,
     objects: Objects,
     generation: u64,
@@ -205,7 +207,7 @@ impl ControlPlane {
         let first = effect::snapshot_of(&mut objects, &config, &tls, &services, &health, 1);
         let (routing, publisher) = Routing::new(first);
         let changes = store.changes();
-        let docker = docker::DockerPart::new(config.providers.docker.as_ref());
+        let docker = provided::DockerPart::new(config.providers.docker.as_ref());
         let mut inner = Inner {
             file: config.clone(),
             config,

@@ -11,16 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::middlewares::{self, MiddlewareLabels};
+pub use super::values::Labeled;
+use super::values::{boolean, labeled, list, strip_provider};
 use crate::config::{check, PoolName};
-
-/// A value and the label it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Labeled<T> {
-    /// The value.
-    pub value: T,
-    /// The label's key, as written.
-    pub label: String,
-}
 
 /// `traefik.http.routers.<name>.*`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -258,24 +251,6 @@ fn service_name(text: &str) -> Result<String, String> {
     }
 }
 
-fn labeled<T>(value: T, label: &str) -> Labeled<T> {
-    Labeled {
-        value,
-        label: label.to_string(),
-    }
-}
-
-/// Traefik's booleans: `true` or `false`, any case.
-pub(super) fn boolean(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!(
-            "{value:?} is not a boolean (expected true or false)"
-        )),
-    }
-}
-
 /// A duration as Traefik writes it: `"10s"`, or a whole number of seconds.
 fn duration(value: &str) -> Result<Duration, String> {
     let text = value.trim();
@@ -285,21 +260,6 @@ fn duration(value: &str) -> Result<Duration, String> {
         }
     }
     check::duration(text, false)
-}
-
-/// A comma-separated list, trimmed, without empty items.
-pub(super) fn list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(strip_provider)
-        .collect()
-}
-
-/// `name@docker` → `name`; another provider's `@file` stays, to be reported.
-fn strip_provider(name: &str) -> String {
-    name.strip_suffix("@docker").unwrap_or(name).to_string()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use http::HeaderValue;
 
-use super::labels::{boolean, list, Labeled};
+use super::values::{boolean, list, Labeled};
 use crate::config::{check, HeaderEdit, Middlewares, Redirect};
 
 /// One middleware as a container's labels define it.
@@ -203,16 +203,28 @@ pub(super) fn resolve(
 
 #[cfg(test)]
 mod tests {
-    use super::super::labels;
     use super::*;
 
+    /// Reads `traefik.http.middlewares.*` labels as the labels' reader does.
     fn defs(pairs: &[(&str, &str)]) -> (BTreeMap<String, MiddlewareLabels>, Vec<(String, String)>) {
-        let map = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let l = labels::read(&map);
-        (l.middlewares, l.issues)
+        let (mut defs, mut issues) = (BTreeMap::new(), Vec::new());
+        for (key, value) in pairs {
+            let lower = key.to_ascii_lowercase();
+            let parts: Vec<&str> = lower.split('.').collect();
+            let names: Vec<&str> = key.split('.').collect();
+            let name = names[3].to_string();
+            if let Err(m) = read(
+                &mut defs,
+                name,
+                key,
+                &parts[4..],
+                names.get(6).copied(),
+                value,
+            ) {
+                issues.push((key.to_string(), m));
+            }
+        }
+        (defs, issues)
     }
 
     #[test]

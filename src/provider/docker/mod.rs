@@ -4,10 +4,11 @@
 //!
 //! The pure part takes plain data, [`Container`]s, and gives the control
 //! plane a [`Contribution`](crate::control::source::Contribution):
-//! `labels` reads one container's labels, `middlewares` its middlewares,
-//! `server` makes one container a server (address, port, check, pool),
-//! `group` merges routers across containers and groups them by rule, and
-//! [`rule`] parses Traefik rules. The engine is behind `engine` (bollard)
+//! `labels` reads one container's labels (`values` their values),
+//! `middlewares` its middlewares, `server` makes one container a server
+//! (address, port, check, pool), `group` merges routers across containers
+//! and groups them by rule (`group/service.rs` makes a group a service),
+//! and [`rule`] parses Traefik rules. The engine is behind `engine` (bollard)
 //! and [`watch`] is the task: list, follow the events, report stops at
 //! once, reconnect with backoff.
 
@@ -17,6 +18,7 @@ mod labels;
 mod middlewares;
 pub mod rule;
 mod server;
+mod values;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
