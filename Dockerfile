@@ -1,4 +1,7 @@
-# cutover as a container image: `docker build -t cutover .`
+# cutover as a container image on a machine that can pull rust and debian images:
+#   docker build -t cutover .
+# Without a registry, scripts/build-image.sh builds one FROM scratch around a
+# static binary (what examples/compose uses).
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY . .
