@@ -7,8 +7,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Response, StatusCode};
 
-use super::error::synthetic;
 use super::body::ResponseBody;
+use super::error::synthetic;
 use crate::config::{HeaderEdit, Middlewares};
 use crate::route::strip_port;
 
