@@ -417,7 +417,7 @@ function updatePool(p, svc, pool) {
     return el(
       "tr",
       { title: s.last_error || "" },
-      el("td", {}, s.address),
+      el("td", {}, s.container ? `${s.address} · ${s.container}` : s.address),
       el("td", {}, el("span", { class: "badge " + kind }, st)),
       el("td", { class: "version" }, s.version || "–"),
       el("td", {}, String(s.inflight || 0)),
