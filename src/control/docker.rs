@@ -47,6 +47,8 @@ impl ControlPlane {
         let mut guard = self.inner.lock().await;
         let inner = &mut *guard;
         let before: BTreeSet<String> = service_names(inner);
+        // What a refusal of the store puts back.
+        let kept = (inner.health.clone(), inner.docker.lingering.clone());
         let previous = std::mem::replace(&mut inner.docker.contribution, contribution);
         let removed = departures(inner, &previous);
         let merged = merge(&inner.file, &mut inner.docker);
@@ -73,6 +75,9 @@ impl ControlPlane {
             Ok(done) => done,
             Err(e) => {
                 inner.docker.contribution = previous;
+                (inner.health, inner.docker.lingering) = kept;
+                // The previous view's clashes again (its config is in force).
+                let _ = merge(&inner.file, &mut inner.docker);
                 return Err(e);
             }
         };
