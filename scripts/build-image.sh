@@ -2,7 +2,7 @@
 # Builds cutover's container image with no registry: FROM scratch, holding
 # the cutover binary and nothing else.
 #
-#   scripts/build-image.sh [--fast] [TAG]        # TAG defaults to cutover:latest
+#   scripts/build-image.sh [--fast | --binary PATH] [TAG]   # TAG defaults to cutover:latest
 #
 # By default the binary is a statically linked release build
 # (RUSTFLAGS="-C target-feature=+crt-static", target x86_64-unknown-linux-gnu,
@@ -13,6 +13,9 @@
 # built when missing) with the few shared libraries it needs, debug info
 # stripped; seconds instead of a release build. Still FROM scratch.
 #
+# --binary PATH takes a statically linked binary built already (what
+# scripts/release.sh makes, profile-optimized), stripped into the image.
+#
 # CUTOVER_IMAGE_LABELS="k=v k2=v2" adds labels to the image (the tests label
 # theirs so they can remove them). The repository's Dockerfile builds the
 # same program on machines that can pull rust and debian images.
@@ -20,10 +23,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fast="${CUTOVER_IMAGE_FAST:-}"
-if [ "${1:-}" = "--fast" ]; then
-  fast=1
-  shift
-fi
+given=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fast) fast=1; shift ;;
+    --binary) given="${2:?--binary needs the path of a static cutover binary}"; shift 2 ;;
+    *) break ;;
+  esac
+done
 tag="${1:-cutover:latest}"
 target=x86_64-unknown-linux-gnu
 
@@ -31,7 +38,18 @@ context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
 mkdir -p "$context/usr/local/bin"
 
-if [ -n "$fast" ]; then
+if [ -n "$given" ]; then
+  if [ ! -x "$given" ]; then
+    echo "build-image.sh: --binary $given: no executable file there" >&2
+    exit 1
+  fi
+  # A static binary names no shared library (ldd lists none with "=>").
+  if ldd "$given" 2>&1 | grep -q '=>'; then
+    echo "build-image.sh: --binary $given is not statically linked (expected a binary built with -C target-feature=+crt-static, as scripts/release.sh makes)" >&2
+    exit 1
+  fi
+  strip -o "$context/usr/local/bin/cutover" "$given"
+elif [ -n "$fast" ]; then
   bin="${CUTOVER_BIN:-target/debug/cutover}"
   [ -x "$bin" ] || cargo build --quiet --bin cutover
   objcopy --strip-debug "$bin" "$context/usr/local/bin/cutover"

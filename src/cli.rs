@@ -13,7 +13,7 @@ use crate::config;
 
 /// cutover: a reverse proxy with atomic blue-green cutover built in.
 #[derive(Debug, Parser)]
-#[command(name = "cutover", version, about)]
+#[command(name = "cutover", version = crate::build_info::version(), about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -264,6 +264,13 @@ fn ctl(args: crate::ctl::CtlArgs) -> ExitCode {
 }
 
 fn serve(args: &RunArgs) -> ExitCode {
+    tracing::info!(
+        version = crate::build_info::VERSION,
+        commit = crate::build_info::COMMIT,
+        build = crate::build_info::optimization(),
+        "cutover {}",
+        crate::build_info::version()
+    );
     let cfg = match run_config(args) {
         Ok(cfg) => cfg,
         Err(lines) => {

@@ -48,6 +48,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod control;

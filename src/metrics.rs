@@ -53,6 +53,8 @@ pub struct Metrics {
     /// `cutover_provider_up{provider}`: 1 while a provider's source (the
     /// Docker engine) answers.
     pub provider_up: IntGaugeVec,
+    /// `cutover_build_info{version,commit,pgo}`: 1, for the build running.
+    pub build_info: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -70,6 +72,24 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
     registry
         .register(Box::new(g.clone()))
         .expect("each metric is registered once");
+    g
+}
+
+/// `cutover_build_info`, its one series set to 1 (see [`crate::build_info`]).
+fn build_info(registry: &Registry) -> IntGaugeVec {
+    let g = gauge(
+        registry,
+        "cutover_build_info",
+        "1, labelled with the version, the commit and whether the build is profile-optimized.",
+        &["version", "commit", "pgo"],
+    );
+    let pgo = if crate::build_info::PGO {
+        "true"
+    } else {
+        "false"
+    };
+    g.with_label_values(&[crate::build_info::VERSION, crate::build_info::COMMIT, pgo])
+        .set(1);
     g
 }
 
@@ -157,6 +177,7 @@ impl Metrics {
                 "1 while a provider's source (the Docker engine) answers, else 0.",
                 &["provider"],
             ),
+            build_info: build_info(&registry),
             registry,
         }
     }
