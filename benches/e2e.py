@@ -3,24 +3,24 @@
 
     python3 benches/e2e.py            # the full run (about 20 minutes)
     python3 benches/e2e.py --quick    # one short round, to try the setup
-    python3 benches/e2e.py --no-pgo   # the plain release build instead
+    python3 benches/e2e.py --plain    # with the plain release build beside it
+    python3 benches/e2e.py --no-pgo   # the release script's plain binary instead
     python3 benches/e2e.py --build-only  # only build the binary it measures
-    python3 benches/e2e.py --only cutover --binary PATH  # measure a given build alone
+    python3 benches/e2e.py --binary PATH [--plain PATH]  # measure given builds
 
 What it does, in one run on this machine:
 
 - checks for nginx, haproxy, wrk, h2load and openssl (installs them with
   apt-get when missing and it may);
-- builds cutover with profile-guided optimization, as a release would ship
-  it: an instrumented build (target/pgo-gen) proxies a training load for
-  about 40 s (see `train`: GETs at full load and paced, POSTs with a JSON
-  body, HTTPS, HTTP/2 with and without TLS, switches, admin calls and
-  health checks, against origins of its own), and the release build is
-  made again with the profile it wrote
-  (target/pgo-use). That needs the llvm-profdata of rustc's LLVM version:
-  the rustup component llvm-tools, or Debian's llvm-N (installed with
-  apt-get when missing and it may). Without one, or with --no-pgo, it
-  measures the plain `cargo build --release`;
+- builds cutover as it ships, with `scripts/release.sh --no-image`: the
+  profile-optimized, static, stripped binary (the training load is
+  scripts/pgo_train.py's), or with --no-pgo, or where no llvm-profdata for
+  rustc's LLVM can be had, the plain one; the report names the build with
+  the binary's own `--version`;
+- with --plain, measures the plain `cargo build --release` (what a build
+  from source without the profile gives; or the binary at PATH) beside it,
+  with a config of its own on the same origins, so the gain the profile gives shows
+  in the same run as nginx and HAProxy;
 - starts two nginx origins answering a tiny "ok" on loopback, then cutover
   (one worker), nginx (one worker, upstream keepalive) and HAProxy (nbthread
   1) with equivalent configs: round robin over both origins, X-Forwarded-*
@@ -47,7 +47,6 @@ on Ctrl-C and on errors. It is not part of the test suite.
 
 import argparse
 import atexit
-import hashlib
 import os
 import re
 import resource
@@ -61,73 +60,52 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import pgo_train  # noqa: E402
+from pgo_train import (  # noqa: E402
+    CUTOVER_CFG,
+    ORIGIN_BODY,
+    PACED_DELAY_MS,
+    SWITCHER,
+    apt_get,
+    fail,
+    find,
+    free_ports,
+    get,
+    kill_all,
+    log,
+    on_signal,
+    paced_script,
+    spawn,
+    start_nginx,
+    wait_port,
+    wait_ready,
+    wrk,
+)
+
+pgo_train.LOG_PREFIX = "e2e"
+
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 PROXIES = ("cutover", "nginx", "haproxy")
 
-CHILDREN = []
 
 
-def log(msg):
-    print(f"[e2e] {msg}", file=sys.stderr, flush=True)
 
 
-def fail(msg):
-    log(f"error: {msg}")
-    sys.exit(1)
 
 
 # ---------------------------------------------------------------- processes
 
 
-def spawn(args, cpu, name, workdir, stdin=None):
-    """Starts `args` pinned to `cpu`, in its own process group."""
-    out = open(workdir / f"{name}.log", "wb")
-    proc = subprocess.Popen(
-        ["taskset", "-c", str(cpu), *args],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=stdin if stdin is not None else subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    proc.bench_name = name
-    CHILDREN.append(proc)
-    return proc
 
 
-def kill_all():
-    for proc in CHILDREN:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    for proc in CHILDREN:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-    CHILDREN.clear()
 
 
-def on_signal(signum, _frame):
-    kill_all()
-    sys.exit(128 + signum)
 
 
-def wait_port(port, proc, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            fail(f"{proc.bench_name} exited with {proc.returncode}; see its log")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    fail(f"{proc.bench_name} did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
 def group_pids(proc):
@@ -203,18 +181,8 @@ def ensure_tools(no_install):
         fail(f"still missing after apt-get: {', '.join(still)}")
 
 
-def apt_get(*args):
-    """Runs apt-get (through sudo unless root); true when it succeeded."""
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return subprocess.run([*sudo, "apt-get", *args], env=env).returncode == 0
 
 
-def find(tool):
-    return shutil.which(tool) or next(
-        (p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}") if os.access(p, os.X_OK)),
-        None,
-    )
 
 
 def cargo_build(target_dir=None, rustflags=None):
@@ -231,196 +199,25 @@ def cargo_build(target_dir=None, rustflags=None):
     return binary
 
 
-def build_cutover(args, workdir):
-    """The binary to measure: the profile-guided build (see `pgo_build`),
-    or with --no-pgo, or without an llvm-profdata for rustc's LLVM, the
-    plain release build."""
-    if not args.no_pgo:
-        profdata = find_llvm_profdata(args.no_install)
-        if profdata:
-            return pgo_build(args, workdir, profdata), "PGO"
-        log("no llvm-profdata for rustc's LLVM: measuring the plain release build")
-    log("building cutover (cargo build --release)")
-    return cargo_build(), "plain"
+def build_cutover(args):
+    """The binary to measure: the one scripts/release.sh ships (without the
+    image), profile-optimized unless --no-pgo or no llvm-profdata."""
+    log("building cutover as released (scripts/release.sh --no-image)")
+    out = ROOT / "target" / "e2e-bench" / "release"
+    cmd = [str(ROOT / "scripts" / "release.sh"), "--no-image", "--out", str(out)]
+    if args.no_pgo:
+        cmd.insert(1, "--no-pgo")
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=sys.stderr)
+    return out / "cutover"
 
 
-def rustc(*args):
-    return subprocess.run(["rustc", *args], capture_output=True, text=True, check=True).stdout
+def describe(binary):
+    """What the binary says it is (`cutover --version`)."""
+    done = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
+    if done.returncode != 0:
+        fail(f"{binary} --version exited with {done.returncode}: {done.stderr.strip()}")
+    return done.stdout.strip()
 
-
-def find_llvm_profdata(no_install):
-    """An llvm-profdata that reads the profiles rustc's LLVM writes: the
-    rustup component's, or Debian's llvm-N of the same major version
-    (installed with apt-get when missing and allowed)."""
-    version = dict(
-        line.split(": ", 1) for line in rustc("-vV").splitlines() if ": " in line
-    )
-    major = version.get("LLVM version", "").split(".")[0]
-    if not major.isdigit():
-        return None
-    sysroot = rustc("--print", "sysroot").strip()
-    host = version.get("host", "")
-    candidates = [
-        Path(sysroot) / "lib" / "rustlib" / host / "bin" / "llvm-profdata",
-        Path(f"/usr/lib/llvm-{major}/bin/llvm-profdata"),
-    ]
-
-    def found():
-        return next((str(c) for c in candidates if os.access(c, os.X_OK)), None)
-
-    if found() or no_install:
-        return found()
-    log(f"installing llvm-{major} with apt-get (llvm-profdata, for the PGO build)")
-    if not apt_get("install", "-y", "-q", f"llvm-{major}"):
-        log(f"apt-get could not install llvm-{major}")
-    return found()
-
-
-def pgo_build(args, workdir, profdata):
-    """cutover built with profile-guided optimization, as a release would
-    ship it: an instrumented build serves a training load (below), and the
-    release build is made again with the profile it wrote. Each build has
-    its own target directory under target/, so the plain build is kept."""
-    log("building cutover for PGO: instrumented build (target/pgo-gen)")
-    raw = ROOT / "target" / "pgo-gen" / "profiles"
-    shutil.rmtree(raw, ignore_errors=True)
-    gen = cargo_build(ROOT / "target" / "pgo-gen", f"-Cprofile-generate={raw}")
-    train(args, gen, workdir)
-    raws = sorted(raw.glob("*.profraw"), key=lambda p: p.stat().st_mtime)
-    if not raws:
-        fail(f"the instrumented cutover wrote no profile in {raw}")
-    merged = workdir / "cutover.profdata"
-    # The build scripts were instrumented too; the last file is cutover's.
-    subprocess.run([profdata, "merge", "-o", str(merged), str(raws[-1])], check=True)
-    # Named by content: a new profile is a new flag, so cargo rebuilds
-    # every crate with it rather than keeping builds from an older one.
-    digest = hashlib.sha256(merged.read_bytes()).hexdigest()[:12]
-    keep = ROOT / "target" / "pgo-use" / f"cutover-{digest}.profdata"
-    keep.parent.mkdir(parents=True, exist_ok=True)
-    for old in keep.parent.glob("cutover-*.profdata"):
-        old.unlink()
-    shutil.copy(merged, keep)
-    log("building cutover with the profile (target/pgo-use)")
-    return cargo_build(ROOT / "target" / "pgo-use", f"-Cprofile-use={keep}")
-
-
-# A POST with a small JSON body, for the training load.
-POST_LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"m","messages":[{"role":"user","content":"' .. string.rep("x", 900) .. '"}]}'
-"""
-
-
-def train(args, binary, workdir):
-    """The training load of the PGO build: the instrumented cutover proxies
-    for origins of its own, as in the measured runs, plus POSTs with a
-    body, HTTPS, HTTP/2 (h2c and over TLS), admin calls (status, metrics,
-    switches) and health checks; then it stops on SIGINT and writes its
-    profile at exit. A path left out of the training is laid out as cold
-    code: trained on HTTP/1.1 alone, HTTP/2 cost about 15% more CPU than in
-    the plain build."""
-    tdir = workdir / "pgo"
-    tdir.mkdir()
-    o1, o2, port, admin, tls = free_ports(5)
-    origins = []
-    for name, p in (("pgo-origin1", o1), ("pgo-origin2", o2)):
-        origins.append(start_nginx(name, ORIGIN_BODY, args.load_cpu, tdir, port=p))
-        wait_port(p, origins[-1])
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(tdir / "key.pem"), "-out", str(tdir / "cert.pem")],
-        check=True,
-        capture_output=True,
-    )
-    cfg = tdir / "cutover.toml"
-    text = CUTOVER_CFG.format(port=port, admin=admin, dir=tdir, o1=o1, o2=o2)
-    text = text.replace('interval = "2s"', 'interval = "100ms"').replace(
-        "[server.limits]",
-        f'[server.tls]\nlisten = "127.0.0.1:{tls}"\ncert = "{tdir}/cert.pem"\n'
-        f'key = "{tdir}/key.pem"\n\n[server.limits]',
-    )
-    cfg.write_text(text)
-    proc = spawn([str(binary), "run", "-c", str(cfg)], args.proxy_cpu, "cutover-pgo", tdir)
-    wait_port(port, proc)
-    wait_port(tls, proc)
-    url = f"http://127.0.0.1:{port}/"
-    log("training the instrumented build (about 40 s)")
-    post = tdir / "post.lua"
-    post.write_text(POST_LUA)
-    paced = paced_script(tdir)
-    switcher = spawn(
-        [sys.executable, "-c", SWITCHER, str(admin), "40", "0.25", "switch"],
-        args.load_cpu,
-        "pgo-switcher",
-        tdir,
-    )
-    wait_ready(switcher, tdir / "pgo-switcher.log")
-    wrk(args, url, args.conns, 8)
-    wrk(args, url, 50, 4, paced)
-    wrk(args, url, 16, 4, post)
-    wrk(args, f"https://127.0.0.1:{tls}/", 16, 4)
-    for h2_url in (url, f"https://127.0.0.1:{tls}/"):
-        done = subprocess.run(
-            ["taskset", "-c", str(args.load_cpu), "h2load", "-c4", "-m16", "-D4", h2_url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if done.returncode != 0 or not re.search(r"\b0 failed", done.stdout):
-            fail(f"h2load against {h2_url} failed:\n{done.stdout}{done.stderr}")
-    switcher.wait(timeout=60)
-    for path in ("/metrics", "/api/v1/status", "/api/v1/services/bench", "/api/v1/events"):
-        get(admin, path, host="admin")
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        fail("the instrumented cutover did not stop within 30 s of SIGINT")
-    if proc.returncode != 0:
-        fail(f"the instrumented cutover exited with {proc.returncode}; see {tdir}")
-    for origin in origins:
-        os.killpg(origin.pid, signal.SIGKILL)
-        origin.wait(timeout=5)
-
-
-def free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-NGINX_COMMON = """
-worker_processes 1;
-worker_rlimit_nofile 19000;
-error_log {dir}/{name}-error.log warn;
-pid {dir}/{name}.pid;
-events {{ worker_connections 9000; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/{name}-tmp-body;
-    proxy_temp_path {dir}/{name}-tmp-proxy;
-    fastcgi_temp_path {dir}/{name}-tmp-fastcgi;
-    uwsgi_temp_path {dir}/{name}-tmp-uwsgi;
-    scgi_temp_path {dir}/{name}-tmp-scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-{body}
-}}
-"""
-
-ORIGIN_BODY = """
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-"""
 
 NGINX_PROXY_BODY = """
     upstream origins {{
@@ -472,43 +269,6 @@ backend origins
     server o2 127.0.0.1:{o2}
 """
 
-CUTOVER_CFG = """
-[server]
-listen = "127.0.0.1:{port}"
-workers = 1
-
-[server.limits]
-idle_timeout = "300s"
-max_connections = 40000
-
-[admin]
-listen = "127.0.0.1:{admin}"
-socket = "{dir}/cutover.sock"
-
-[state]
-path = "{dir}/cutover-state.json"
-
-[[route]]
-path_prefix = "/"
-service = "bench"
-
-[service.bench]
-active = "blue"
-drain_timeout = "5s"
-
-[service.bench.health]
-path = "/"
-interval = "2s"
-timeout = "1s"
-healthy_threshold = 1
-unhealthy_threshold = 3
-
-[service.bench.pools.blue]
-servers = ["127.0.0.1:{o1}", "127.0.0.1:{o2}"]
-
-[service.bench.pools.green]
-servers = ["127.0.0.1:{o1}", "127.0.0.1:{o2}"]
-"""
 
 
 class Target:
@@ -523,19 +283,10 @@ class Target:
         return f"http://127.0.0.1:{self.port}/"
 
 
-def start_nginx(name, body, cpu, workdir, **fmt):
-    conf = workdir / f"{name}.conf"
-    conf.write_text(NGINX_COMMON.format(dir=workdir, name=name, body=body.format(**fmt)))
-    return spawn(
-        [find("nginx"), "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"],
-        cpu,
-        name,
-        workdir,
-    )
 
 
-def start_all(args, binary, workdir):
-    o1, o2, p_cut, p_admin, p_nginx, p_haproxy = free_ports(6)
+def start_all(args, binary, workdir, plain=None):
+    o1, o2, p_cut, p_admin, p_nginx, p_haproxy, p_plain, p_plain_admin = free_ports(8)
     origins = []
     for name, port in (("origin1", o1), ("origin2", o2)):
         proc = start_nginx(name, ORIGIN_BODY, args.load_cpu, workdir, port=port)
@@ -551,6 +302,19 @@ def start_all(args, binary, workdir):
         workdir,
     )
     wait_port(p_cut, cut)
+
+    plain_target = None
+    if plain:
+        # Its own admin port, socket and state file, the same origins.
+        pdir = workdir / "plain"
+        pdir.mkdir()
+        pcfg = pdir / "cutover.toml"
+        pcfg.write_text(
+            CUTOVER_CFG.format(port=p_plain, admin=p_plain_admin, dir=pdir, o1=o1, o2=o2)
+        )
+        pcut = spawn([str(plain), "run", "-c", str(pcfg)], args.proxy_cpu, "plain", workdir)
+        wait_port(p_plain, pcut)
+        plain_target = ("plain", p_plain, pcut)
 
     ngx = start_nginx(
         "nginx", NGINX_PROXY_BODY, args.proxy_cpu, workdir, port=p_nginx, o1=o1, o2=o2
@@ -568,20 +332,14 @@ def start_all(args, binary, workdir):
         "nginx": Target("nginx", p_nginx, ngx),
         "haproxy": Target("haproxy", p_haproxy, hap),
     }
+    if plain_target:
+        targets["plain"] = Target(*plain_target)
     for t in targets.values():
         check_ok(t)
     check_ok(origins[0])
     return origins, targets, cfg, p_admin
 
 
-def get(port, path="/", host="bench"):
-    """One GET on a connection of its own, closed after it: the whole answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return data
 
 
 def check_ok(target):
@@ -592,55 +350,14 @@ def check_ok(target):
 
 # -------------------------------------------------------------------- wrk
 
-UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
 
-def parse_latency(text, pct):
-    m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-    if not m:
-        fail(f"no {pct}% latency in wrk output:\n{text}")
-    return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def wrk(args, url, conns, seconds, script=None):
-    cmd = [
-        "taskset", "-c", str(args.load_cpu),
-        "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
-    ]
-    if script:
-        cmd += ["-s", str(script)]
-    cmd.append(url)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    text = out.stdout
-    if out.returncode != 0:
-        fail(f"wrk failed: {out.stderr}{text}")
-    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", text)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    if not m or not rps:
-        fail(f"unexpected wrk output:\n{text}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    bad = int(errors.group(1)) if errors else 0
-    if sock:
-        bad += sum(int(x) for x in sock.groups()[:3])
-    return {
-        "requests": int(m.group(1)),
-        "rps": float(rps.group(1)),
-        "p50": parse_latency(text, 50),
-        "p99": parse_latency(text, 99),
-        "errors": bad,
-    }
 
 
-# Each connection of a paced run waits this long between requests.
-PACED_DELAY_MS = 10
 
 
-def paced_script(directory):
-    """The wrk script of a paced run, written in `directory`."""
-    path = directory / "paced.lua"
-    path.write_text(f"function delay()\n  return {PACED_DELAY_MS}\nend\n")
-    return path
 
 
 def measured_run(args, target, conns, seconds, script=None):
@@ -723,67 +440,8 @@ def idle_rss(args, target, workdir):
 # --------------------------------------------------------------- switching
 
 
-SWITCHER = r"""
-import json, socket, sys, time
-port, n, interval, mode = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-# A bare HTTP/1.1 client on one kept-alive connection, its requests encoded
-# up front: the switcher shares the load CPU, so the less it costs there, the
-# more the runs measure the proxy rather than the switcher.
-sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-def call(request):
-    sock.sendall(request)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            sys.exit("admin API closed the connection")
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            sys.exit("admin API closed the connection")
-        body += chunk
-    return int(lines[0].split()[1]), body
-status, body = call(b"GET /api/v1/services/bench HTTP/1.1\r\nHost: admin\r\n\r\n")
-active = json.loads(body)["active"]
-other = "green" if active == "blue" else "blue"
-def switch_to(pool):
-    body = json.dumps({"to": pool}).encode()
-    return (b"POST /api/v1/services/bench/switch HTTP/1.1\r\nHost: admin\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-requests = {pool: switch_to(pool) for pool in (active, other)}
-# Started and connected: the load starts now, and the first switch comes
-# one interval into it.
-print("ready", flush=True)
-ok = 0
-for i in range(n):
-    time.sleep(interval)
-    # "noop" asks for the pool already active: the same request, answered
-    # the same way, with nothing switched.
-    to = active if mode == "noop" else (other if i % 2 == 0 else active)
-    status, _ = call(requests[to])
-    ok += status == 200
-print(f"switched {ok}", flush=True)
-"""
 
 
-def wait_ready(proc, log_path, bound=30.0):
-    """Waits until `proc` wrote "ready" to its log."""
-    deadline = time.monotonic() + bound
-    while b"ready" not in log_path.read_bytes():
-        if proc.poll() is not None:
-            sys.exit(f"{proc.bench_name} exited early: {log_path.read_text()}")
-        if time.monotonic() > deadline:
-            sys.exit(f"{proc.bench_name} not ready within {bound:.0f} s")
-        time.sleep(0.01)
 
 
 def switching(args, target, admin_port, workdir):
@@ -836,17 +494,11 @@ def switching(args, target, admin_port, workdir):
 # ------------------------------------------------------------------ report
 
 
-BUILDS = {
-    "PGO": "profile-guided, trained on the load described in benches/e2e.py `train`",
-    "plain": "cargo build --release",
-}
-
-
 def ratio(a, b):
     return f"{a / b:.2f}" if b else "n/a"
 
 
-def render(med, origin_rps, switch, args, machine, build):
+def render(med, origin_rps, switch, args, machine, builds):
     rows = [
         ("req/s, 64 connections (higher is better)", "rps", "{:,.0f}"),
         ("p50 latency, µs", "p50", "{:,.0f}"),
@@ -857,31 +509,46 @@ def render(med, origin_rps, switch, args, machine, build):
         ("peak RSS, MiB", "peak_rss", "{:.1f}"),
         (f"RSS per idle keep-alive conn, KiB ({args.idle_conns:,} conns)", "idle_kib", "{:.2f}"),
     ]
+    plain = "plain" in med
     out = []
     out.append(f"Machine: {machine}")
-    out.append(f"cutover: the {build} release build ({BUILDS[build]}).")
+    out.append(f"cutover: `{builds['cutover']}`, made by scripts/release.sh.")
+    if plain:
+        out.append(f"cutover plain: `{builds['plain']}`, `cargo build --release`.")
     out.append(
         f"Proxies on CPU {args.proxy_cpu}, wrk and origins on CPU {args.load_cpu}; "
         f"medians of {args.rounds} interleaved rounds of {args.duration} s; "
         f"origin alone: {origin_rps:,.0f} req/s."
     )
     out.append("")
-    out.append("| metric | cutover | nginx | HAProxy | cutover ÷ nginx | cutover ÷ HAProxy |")
-    out.append("|---|---:|---:|---:|---:|---:|")
+    names = ["cutover", *(["plain"] if plain else []), "nginx", "haproxy"]
+    heads = {"cutover": "cutover", "plain": "cutover plain", "nginx": "nginx", "haproxy": "HAProxy"}
+    ratios = [("cutover", "nginx"), ("cutover", "haproxy")]
+    if plain:
+        ratios += [("plain", "nginx"), ("cutover", "plain")]
+    out.append(
+        "| metric | "
+        + " | ".join(heads[n] for n in names)
+        + " | "
+        + " | ".join(f"{heads[a]} ÷ {heads[b]}" for a, b in ratios)
+        + " |"
+    )
+    out.append("|---|" + "---:|" * (len(names) + len(ratios)))
     for label, key, fmt in rows:
-        c, n, h = (med[p][key] for p in PROXIES)
-        out.append(
-            f"| {label} | {fmt.format(c)} | {fmt.format(n)} | {fmt.format(h)} "
-            f"| {ratio(c, n)} | {ratio(c, h)} |"
-        )
-    plain, noop, switched, done = switch
+        cells = [fmt.format(med[n][key]) if key in med[n] else "n/a" for n in names]
+        cells += [
+            ratio(med[a][key], med[b][key]) if key in med[a] and key in med[b] else "n/a"
+            for a, b in ratios
+        ]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    plain_p99, noop, switched, done = switch
     out.append("")
     out.append(
         f"cutover p99 under load, medians of {args.switch_rounds} interleaved rounds of "
-        f"{args.duration} s runs: {plain:,.0f} µs alone; {noop:,.0f} µs with a switcher "
+        f"{args.duration} s runs: {plain_p99:,.0f} µs alone; {noop:,.0f} µs with a switcher "
         f"asking for {args.switches} no-op switches; {switched:,.0f} µs with {done} "
         f"blue/green switches. Switching ÷ no-op: {ratio(switched, noop)}×; "
-        f"switching ÷ alone: {ratio(switched, plain)}×."
+        f"switching ÷ alone: {ratio(switched, plain_p99)}×."
     )
     return "\n".join(out)
 
@@ -927,7 +594,14 @@ def main():
     ap.add_argument(
         "--no-pgo",
         action="store_true",
-        help="measure the plain release build rather than the profile-guided one",
+        help="measure the release script's plain binary rather than the profile-optimized one",
+    )
+    ap.add_argument(
+        "--plain",
+        nargs="?",
+        const="build",
+        metavar="PATH",
+        help="also measure the plain `cargo build --release` (built when no PATH is given)",
     )
     ap.add_argument(
         "--serve",
@@ -960,18 +634,29 @@ def main():
     ensure_tools(args.no_install)
     workdir = Path(tempfile.mkdtemp(prefix="cutover-e2e-"))
     log(f"work directory {workdir}")
-    if args.binary:
-        binary, build = Path(args.binary).resolve(), "given"
-    else:
-        binary, build = build_cutover(args, workdir)
+    binary = Path(args.binary).resolve() if args.binary else build_cutover(args)
+    plain = None
+    if args.plain == "build":
+        log("building the plain release build (cargo build --release)")
+        plain = cargo_build()
+    elif args.plain:
+        plain = Path(args.plain).resolve()
     if args.build_only:
         print(binary)
+        if plain:
+            print(plain)
         kill_all()
         shutil.rmtree(workdir, ignore_errors=True)
         return
-    log(f"measuring {binary} ({build} build)")
-    origins, targets, cfg, admin_port = start_all(args, binary, workdir)
+    builds = {"cutover": describe(binary)}
+    log(f"measuring {binary}: {builds['cutover']}")
+    if plain:
+        builds["plain"] = describe(plain)
+        log(f"beside {plain}: {builds['plain']}")
+    origins, targets, cfg, admin_port = start_all(args, binary, workdir, plain)
     names = [args.only] if args.only else list(PROXIES)
+    if plain and not args.only:
+        names.insert(1, "plain")
     if args.serve:
         for t in [*origins, *targets.values()]:
             print(f"{t.name} {t.url} pids {' '.join(map(str, t.pids))}", flush=True)
@@ -1036,7 +721,7 @@ def main():
                 f"{plain:,.0f} / {noop:,.0f} / {switched:,.0f} µs"
             )
         return
-    report = render(med, statistics.median(origin_rps), switch, args, machine_line(), build)
+    report = render(med, statistics.median(origin_rps), switch, args, machine_line(), builds)
     print(report)
     out = ROOT / "target" / "e2e-bench"
     out.mkdir(parents=True, exist_ok=True)

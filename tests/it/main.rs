@@ -46,6 +46,7 @@ mod docker;
 // The binary, `ctl`, the dashboard, the demo and the shipped configs.
 mod binary;
 mod browser;
+mod build_info;
 mod config_props;
 mod ctl;
 mod dashboard;
