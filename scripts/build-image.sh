@@ -14,7 +14,8 @@
 # stripped; seconds instead of a release build. Still FROM scratch.
 #
 # --binary PATH takes a statically linked binary built already (what
-# scripts/release.sh makes, profile-optimized), stripped into the image.
+# scripts/release.sh makes: profile-optimized and stripped) and puts it in
+# the image as it is, so the image holds the file its SHA256SUMS names.
 #
 # CUTOVER_IMAGE_LABELS="k=v k2=v2" adds labels to the image (the tests label
 # theirs so they can remove them). The repository's Dockerfile builds the
@@ -48,7 +49,7 @@ if [ -n "$given" ]; then
     echo "build-image.sh: --binary $given is not statically linked (expected a binary built with -C target-feature=+crt-static, as scripts/release.sh makes)" >&2
     exit 1
   fi
-  strip -o "$context/usr/local/bin/cutover" "$given"
+  cp "$given" "$context/usr/local/bin/cutover"
 elif [ -n "$fast" ]; then
   bin="${CUTOVER_BIN:-target/debug/cutover}"
   [ -x "$bin" ] || cargo build --quiet --bin cutover
