@@ -65,6 +65,11 @@ impl RequestHead {
         let mut out = Vec::with_capacity(HEAD_CAPACITY);
         out.extend_from_slice(method.as_str().as_bytes());
         out.push(b' ');
+        // An absolute-form target may have an empty path (`http://a?x=1`);
+        // origin-form needs one (RFC 9112 §3.2.1: `/` stands in for it).
+        if !target.starts_with('/') && target != "*" {
+            out.push(b'/');
+        }
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in headers {

@@ -280,7 +280,8 @@ fn refuse(routing: &Routing, err: ProxyError) -> Response<ResponseBody> {
 /// - the request target: authority-form (CONNECT is not proxied), `*`
 ///   outside OPTIONS, userinfo in an absolute-form authority;
 /// - Host: missing on HTTP/1.1, sent twice, not a valid `host[:port]`, or
-///   different from the absolute-form (HTTP/2: `:authority`) authority;
+///   different from the absolute-form (HTTP/2: `:authority`) authority; an
+///   authority that stands in for a missing Host, not a valid `host[:port]`;
 /// - header names that name a framing, Host, hop-by-hop or `X-Forwarded-*`
 ///   header once `_` is read as `-` (as CGI-style servers do).
 ///
@@ -328,11 +329,16 @@ fn check(req: &Request<Incoming>) -> Result<(Option<&HeaderValue>, bool), &'stat
                 return Err("host header does not match the request target");
             }
         }
-        (None, _) => {
-            if req.version() == Version::HTTP_11 {
-                return Err("missing host header");
+        (None, _) => match authority {
+            // The Host the upstream gets is this one: it is held to the
+            // same rule as a Host header.
+            Some(a) if !headers::valid_host(a.as_str().as_bytes()) => {
+                return Err("invalid host in request target");
             }
-        }
+            Some(_) => {}
+            None if req.version() == Version::HTTP_11 => return Err("missing host header"),
+            None => {}
+        },
     }
     if ambiguous {
         return Err("ambiguous header name");

@@ -12,6 +12,7 @@ mod support;
 // answers cutover gives itself, and hostile or broken peers.
 mod bodies;
 mod errors;
+mod framing;
 mod h2_floods;
 mod hostile;
 mod limits;
