@@ -7,11 +7,14 @@
 //! pool's in-flight guard until the response body (or upgraded tunnel) ends,
 //! which is what lets a switched-away pool drain.
 
+use std::any::Any;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -58,15 +61,49 @@ pub fn forward(
 ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
     let mut prepared = match refusal {
         Some(why) => Prepared::Answer(refuse(routing, ProxyError::BadRequest(why))),
-        None => prepare(routing, req, client, client_upgrade),
+        None => {
+            // Kept for the log of a panic: the method is a copy, the target
+            // shares the request's bytes, and both go before any await.
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                prepare(routing, req, client, client_upgrade)
+            }));
+            prepared.unwrap_or_else(|panic| {
+                let unrouted = &routing.load().unrouted;
+                unrouted.panics.inc();
+                tracing::error!(
+                    client.addr = %client.addr, method = %method, path = uri.path(),
+                    panic = panic_message(&*panic),
+                    "panic while routing a request: answered 502"
+                );
+                let resp = answer(ProxyError::Panicked, true, client.addr);
+                unrouted.record(resp.status().as_u16(), std::time::Duration::ZERO);
+                Prepared::Answer(resp)
+            })
+        }
     };
     async move {
         // Borrowed where it lies: moving it out would copy it into the future again.
         match prepared {
             Prepared::Answer(resp) => resp,
-            Prepared::Send(ref mut exchange) => exchange.run().await,
+            Prepared::Send(ref mut exchange) => {
+                let sent = AssertUnwindSafe(exchange.run()).catch_unwind().await;
+                match sent {
+                    Ok(resp) => resp,
+                    Err(panic) => exchange.panicked(&*panic),
+                }
+            }
         }
     }
+}
+
+/// The text a panic carried, when it is text.
+pub(super) fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not text)")
 }
 
 /// A request after routing: answered already, or ready to send.
@@ -216,7 +253,20 @@ impl Exchange {
                 ));
             };
             let cutter = guard.pool().cutter().clone();
-            let task = tokio::spawn(tunnel::run(client, upstream, guard));
+            let (panics, service) = (
+                self.target.pool_state().metrics.panics.clone(),
+                self.target.service.name.clone(),
+            );
+            let task = tokio::spawn(async move {
+                let tunnelled = AssertUnwindSafe(tunnel::run(client, upstream, guard));
+                if let Err(panic) = tunnelled.catch_unwind().await {
+                    panics.inc();
+                    tracing::error!(
+                        service = %service, panic = panic_message(&*panic),
+                        "panic in an upgraded tunnel: closed"
+                    );
+                }
+            });
             cutter.register(task.abort_handle());
             headers::remove_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
@@ -233,6 +283,27 @@ impl Exchange {
             parts,
             ResponseBody::upstream(body, guard),
         ))
+    }
+
+    /// The answer after a panic in [`Exchange::run`]: counted, logged once
+    /// with the request (its method and target as written upstream) and
+    /// its service, and answered 502 (no response has started: the
+    /// response is what `run` returns).
+    fn panicked(&self, panic: &(dyn Any + Send)) -> Response<ResponseBody> {
+        let line = self.head.as_bytes().split(|&b| b == b'\r').next();
+        let mut words = line.unwrap_or_default().split(|&b| b == b' ');
+        let mut word = || String::from_utf8_lossy(words.next().unwrap_or_default()).into_owned();
+        let (method, path) = (word(), word());
+        let metrics = &self.target.pool_state().metrics;
+        metrics.panics.inc();
+        tracing::error!(
+            client.addr = %self.client, method, path, service = %self.target.service.name,
+            pool = self.target.pool.as_str(), panic = panic_message(panic),
+            "panic while proxying a request: answered 502"
+        );
+        let resp = ProxyError::Panicked.response(self.has_body);
+        metrics.record(resp.status().as_u16(), self.start.elapsed());
+        resp
     }
 
     /// An upstream failure found after the response head, as `send` would

@@ -15,6 +15,7 @@ mod errors;
 mod framing;
 mod h2_floods;
 mod hostile;
+mod hostile_upstream;
 mod limits;
 mod parking;
 mod provider_routes;
