@@ -140,7 +140,7 @@ fn prepare(
 ) -> Prepared {
     let start = Instant::now();
     let has_body = !http_body::Body::is_end_stream(req.body());
-    let (target, mut seen) = match select(routing, &req, client.proto) {
+    let (target, mut seen) = match select(routing, &req, client) {
         Ok(selected) => selected,
         Err((err, unrouted)) => {
             let resp = answer(err, has_body, client.addr);
@@ -386,7 +386,7 @@ fn check(req: &Request<Incoming>) -> Result<(Option<&HeaderValue>, bool), &'stat
         }
         let name = name.as_str();
         ambiguous |= headers::ambiguous_name(name);
-        forwarded |= name.starts_with("x-forwarded-");
+        forwarded |= name.starts_with("x-forwarded-") || headers::names_a_forwarder(name);
     }
     match (host, hosts > 1) {
         (Some(_), true) => return Err("multiple host headers"),
@@ -400,16 +400,16 @@ fn check(req: &Request<Incoming>) -> Result<(Option<&HeaderValue>, bool), &'stat
                 return Err("host header does not match the request target");
             }
         }
-        (None, _) => match authority {
-            // The Host the upstream gets is this one: it is held to the
-            // same rule as a Host header.
-            Some(a) if !headers::valid_host(a.as_str().as_bytes()) => {
+        (None, _) => {
+            if req.version() == Version::HTTP_11 {
+                return Err("missing host header");
+            }
+            // HTTP/1.0 and HTTP/2: the Host the upstream gets is the
+            // authority, held to the same rule as a Host header.
+            if authority.is_some_and(|a| !headers::valid_host(a.as_str().as_bytes())) {
                 return Err("invalid host in request target");
             }
-            Some(_) => {}
-            None if req.version() == Version::HTTP_11 => return Err("missing host header"),
-            None => {}
-        },
+        }
     }
     if ambiguous {
         return Err("ambiguous header name");
@@ -421,8 +421,12 @@ fn check(req: &Request<Incoming>) -> Result<(Option<&HeaderValue>, bool), &'stat
 struct Seen {
     /// The Host header.
     host: Option<HeaderValue>,
-    /// The client sent an `X-Forwarded-*` header of its own.
+    /// The client sent an `X-Forwarded-*`, `Forwarded` or `X-Real-IP`
+    /// header of its own.
     forwarded: bool,
+    /// ... and is not in `trusted_ips`: those headers are not to be
+    /// believed, and go (see [`headers::forget_untrusted`]).
+    untrusted: bool,
 }
 
 /// Checks and routes `req`, which came to the `proto` listener. With the
@@ -430,7 +434,7 @@ struct Seen {
 fn select(
     routing: &Routing,
     req: &Request<Incoming>,
-    proto: &'static str,
+    client: ClientInfo,
 ) -> Result<(Target, Seen), (ProxyError, Arc<PoolMetrics>)> {
     let snapshot = routing.load();
     let (host, forwarded) = match check(req) {
@@ -442,7 +446,7 @@ fn select(
         Some(h) => h.to_str().ok(),
         None => req.uri().authority().map(|a| a.as_str()),
     };
-    let listener = Listener::parse(proto);
+    let listener = Listener::parse(client.proto);
     let Some(found) = snapshot.router.find(listener, host_name, req.uri().path()) else {
         return Err((ProxyError::NoRoute, snapshot.unrouted.clone()));
     };
@@ -455,9 +459,15 @@ fn select(
         max_body: snapshot.max_body_bytes,
         middlewares: found.middlewares.cloned(),
     };
+    // Looked up only for a request that carries such headers.
+    let untrusted = forwarded
+        && !(snapshot.config.server.trusted_ips)
+            .iter()
+            .any(|range| range.contains(client.addr.ip()));
     let seen = Seen {
         host: host.cloned(),
         forwarded,
+        untrusted,
     };
     Ok((target, seen))
 }
@@ -495,6 +505,9 @@ fn rewrite(
     // added to the map and encoded from there.
     let in_map = upgrade || seen.forwarded;
     if in_map {
+        if seen.untrusted {
+            headers::forget_untrusted(&mut parts.headers);
+        }
         // Room for the three `X-Forwarded-*` at once rather than growing twice.
         parts.headers.reserve(3);
         headers::rewrite_request(

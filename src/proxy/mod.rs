@@ -296,8 +296,17 @@ impl Conn {
         let track = track.clone();
         service_fn(move |req: Request<Incoming>| {
             let active = track.start();
+            // An upgrade to a protocol not in `allowed_upgrades` goes on
+            // as a plain request (its `Upgrade` removed): no 101 can follow.
             let upgrade = (req.version() == http::Version::HTTP_11
-                && headers::is_upgrade(req.headers()))
+                && headers::is_upgrade(req.headers())
+                && crate::config::upgrade_allowed(
+                    req.headers()
+                        .get_all(http::header::UPGRADE)
+                        .iter()
+                        .map(|v| v.as_bytes()),
+                    &routing.load().config.server.allowed_upgrades,
+                ))
             .then(|| track.expect_upgrade());
             let asked_upgrade = upgrade.is_some();
             let resp = forward::forward(&routing, req, client, upgrade, active.refusal());

@@ -23,6 +23,7 @@ mod proxy;
 mod routing;
 mod streaming;
 mod tls;
+mod trust;
 mod upstream_faults;
 mod websocket;
 
