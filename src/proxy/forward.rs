@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRAILER, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
@@ -274,7 +274,18 @@ impl Exchange {
         // The connection kept its hop-by-hop fields, but for a `Connection`
         // that names others (see `http1::response`).
         if parts.headers.contains_key(CONNECTION) {
+            // The connection left in only what is end-to-end of the
+            // fields `remove_hop_by_hop` takes out: the codings still on
+            // the body and `Trailer` (see `http1::response`).
+            let coded = parts.headers.remove(TRANSFER_ENCODING);
+            let trailer = parts.headers.remove(TRAILER);
             headers::remove_hop_by_hop(&mut parts.headers, false);
+            if let Some(coded) = coded {
+                parts.headers.insert(TRANSFER_ENCODING, coded);
+            }
+            if let Some(trailer) = trailer {
+                parts.headers.insert(TRAILER, trailer);
+            }
         }
         if let Some(m) = &self.target.middlewares {
             middleware::on_response(m, &mut parts.headers);

@@ -168,3 +168,136 @@ async fn a_stale_length_beside_chunked_does_not_cut_an_upgrade_requests_answer()
     })
     .await;
 }
+
+/// Sends `request` on a new connection and reads until the proxy closes
+/// or `quiet` passes without a byte.
+async fn raw_read(addr: std::net::SocketAddr, request: &[u8], quiet: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut stream = crate::support::client::connect(addr).await;
+    stream.write_all(request).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(quiet, stream.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_lf_in_a_response_chunk_extension_is_refused() {
+    within(BOUND, async {
+        let upstream = answering(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3;a\nb\r\nabc\r\n5\r\nEVIL!\r\n0\r\n\r\n",
+        )
+        .await;
+        let proxy = Cutover::start(&only(&upstream)).await;
+        let (text, closed) = raw_read(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(!text.contains("EVIL") && !text.contains("abc"), "{text:?}");
+        // A 502, or a head whose body is cut: never a complete answer.
+        assert!(
+            text.starts_with("HTTP/1.1 502") || (closed && !text.ends_with("0\r\n\r\n")),
+            "{text:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_coding_before_chunked_is_kept() {
+    within(BOUND, async {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\nGZIP\r\n0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: x-a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nGZIP\r\n0\r\n\r\n",
+        ] {
+            coding_kept(answer).await;
+        }
+    })
+    .await;
+}
+
+async fn coding_kept(answer: &'static [u8]) {
+    {
+        let upstream = answering(answer).await;
+        let proxy = Cutover::start(&only(&upstream)).await;
+        let (text, _) = raw_read(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            Duration::from_millis(500),
+        )
+        .await;
+        let head = text
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(
+            head.contains("\r\ntransfer-encoding: gzip, chunked"),
+            "{text:?}"
+        );
+        assert!(text.ends_with("\r\n\r\n4\r\nGZIP\r\n0\r\n\r\n"), "{text:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_trailers_reach_clients_that_accept_them() {
+    within(BOUND, async {
+        let upstream = answering(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
+              2\r\nok\r\n0\r\nx-sum: s3cr3t\r\n\r\n",
+        )
+        .await;
+        let proxy = Cutover::start(&only(&upstream)).await;
+        let (text, _) = raw_read(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+            Duration::from_millis(500),
+        )
+        .await;
+        assert!(
+            text.to_ascii_lowercase()
+                .ends_with("\r\n0\r\nx-sum: s3cr3t\r\n\r\n"),
+            "{text:?}"
+        );
+        // Without `TE: trailers` the client gets none (hyper's rule).
+        let (text, _) = raw_read(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            Duration::from_millis(500),
+        )
+        .await;
+        assert!(!text.contains("s3cr3t"), "{text:?}");
+        assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_request_with_a_body_is_answered() {
+    within(BOUND, async {
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
+        let proxy = Cutover::start(&blue_green(&blue, &green)).await;
+        let (text, _) = raw_read(
+            proxy.addr,
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
+              Content-Length: 5\r\n\r\nhello",
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+        assert!(text.contains("\"body\":\"hello\""), "{text:?}");
+    })
+    .await;
+}
