@@ -72,6 +72,8 @@ pub struct ResponseHead {
 #[derive(Debug, Default)]
 pub struct ResponseParser {
     seen: Vec<SeenName>,
+    /// A `100 Continue` came before the current response's final head.
+    continued: bool,
 }
 
 /// One remembered header name.
@@ -110,6 +112,7 @@ impl ResponseParser {
                 return Ok(None);
             };
             if (100..200).contains(&line.code) && line.code != 101 {
+                self.continued |= line.code == 100;
                 buf.advance(len);
                 continue;
             }
@@ -134,6 +137,16 @@ impl ResponseParser {
             }
             return Ok(Some(framed));
         }
+    }
+
+    /// Whether a `100 Continue` was read since [`ResponseParser::expect`].
+    pub(super) fn continued(&self) -> bool {
+        self.continued
+    }
+
+    /// A new request: no `100 Continue` for it yet.
+    pub(super) fn expect(&mut self) {
+        self.continued = false;
     }
 
     /// The name spelled `raw`, at position `index` of a response head.

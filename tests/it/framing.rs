@@ -301,3 +301,61 @@ async fn an_upgrade_request_with_a_body_is_answered() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_reaches_the_client_only_when_the_upstream_sends_it() {
+    use tokio::io::AsyncReadExt;
+    within(BOUND, async {
+        // Refuses at once, without a 100.
+        let refusing = answering(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        // Asks for the body with a 100, then answers with it.
+        let taking = RawUpstream::start(|mut conn| async move {
+            if conn.head().await.is_none() {
+                return;
+            }
+            let _ = conn
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await;
+            let mut body = [0u8; 5];
+            if conn.stream.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec();
+            answer.extend_from_slice(&body);
+            let _ = conn.stream.write_all(&answer).await;
+        })
+        .await;
+        let head =
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+
+        let proxy = Cutover::start(&only(&refusing)).await;
+        let (text, _) = raw_read(proxy.addr, head, Duration::from_millis(1500)).await;
+        assert!(text.starts_with("HTTP/1.1 401"), "{text:?}");
+        proxy.stop().await;
+
+        let proxy = Cutover::start(&only(&taking)).await;
+        let mut stream = crate::support::client::connect(proxy.addr).await;
+        stream.write_all(head).await.expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        stream.write_all(b"hello").await.expect("body");
+        let answer = crate::support::raw::read_answer(&mut stream).await;
+        assert_eq!(answer.status(), Some(200), "{:?}", answer.text);
+        assert_eq!(answer.body(), "hello");
+    })
+    .await;
+}
