@@ -55,6 +55,9 @@ pub struct Metrics {
     pub provider_up: IntGaugeVec,
     /// `cutover_build_info{version,commit,pgo}`: 1, for the build running.
     pub build_info: IntGaugeVec,
+    /// `cutover_connection_panics_total`: panics caught in a client
+    /// connection's or a request's task.
+    pub panics: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -109,7 +112,16 @@ impl Metrics {
         registry
             .register(Box::new(duration.clone()))
             .expect("each metric is registered once");
+        let panics = IntCounter::new(
+            "cutover_connection_panics_total",
+            "Panics caught in a client connection or request (a bug: each is logged).",
+        )
+        .expect("metric name is a valid literal");
+        registry
+            .register(Box::new(panics.clone()))
+            .expect("each metric is registered once");
         Metrics {
+            panics,
             requests: counter(
                 &registry,
                 "cutover_requests_total",
@@ -195,6 +207,7 @@ impl Metrics {
             }
         }
         PoolMetrics {
+            panics: self.panics.clone(),
             requests: self.requests.clone(),
             service: service.to_string(),
             pool: pool.to_string(),
@@ -249,6 +262,8 @@ const CODES: usize = 500;
 /// The pre-resolved metric handles of one pool.
 #[derive(Debug)]
 pub struct PoolMetrics {
+    /// `cutover_connection_panics_total`, shared by every pool.
+    pub panics: IntCounter,
     requests: IntCounterVec,
     service: String,
     pool: String,

@@ -13,6 +13,7 @@ pub mod raw;
 mod routing;
 #[cfg(test)]
 mod tests;
+mod trust;
 mod validate;
 
 use std::fmt;
@@ -25,6 +26,7 @@ pub use providers::{
     docker_only, DockerConfig, Providers, DEFAULT_DOCKER_ENDPOINT, DEFAULT_DOCKER_STATE_DIR,
 };
 pub use routing::{HeaderEdit, Listener, Listeners, Middlewares, Redirect};
+pub use trust::{upgrade_allowed, IpRange, DEFAULT_UPGRADES};
 pub use validate::{parse, parse_with_docker, validate, Locator};
 
 /// Default `server.listen`.
@@ -91,6 +93,14 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// `[server.tls]`: optional HTTPS listener.
     pub tls: Option<TlsConfig>,
+    /// `allowed_upgrades`: the `Upgrade` protocols tunnelled, lowercase.
+    /// Default `["websocket"]`; a request asking for another goes on as a
+    /// plain request, without its `Upgrade`.
+    pub allowed_upgrades: Vec<String>,
+    /// `trusted_ips`: peers whose `Forwarded`, `X-Real-IP` and
+    /// `X-Forwarded-*` (other than `-For`, `-Proto`, `-Host`) are kept.
+    /// From any other peer they are removed. Default: none.
+    pub trusted_ips: Vec<IpRange>,
 }
 
 /// `[server.limits]`: every key optional.

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::{AdminConfig, Config, Limits, Listener, ServerConfig, StateConfig, DEFAULT_STATE_PATH};
+use super::{
+    AdminConfig, Config, Limits, Listener, ServerConfig, StateConfig, DEFAULT_STATE_PATH,
+    DEFAULT_UPGRADES,
+};
 
 /// Default `providers.docker.endpoint`.
 pub const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
@@ -82,6 +85,8 @@ pub fn docker_only(
             workers: None,
             limits: Limits::default(),
             tls: None,
+            allowed_upgrades: DEFAULT_UPGRADES.map(String::from).to_vec(),
+            trusted_ips: Vec::new(),
         },
         admin: AdminConfig {
             listen: admin,

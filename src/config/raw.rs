@@ -72,6 +72,10 @@ pub struct RawServer {
     pub limits: Option<Located<RawLimits>>,
     /// `[server.tls]`.
     pub tls: Option<Located<RawTls>>,
+    /// Protocol names. Default `["websocket"]`.
+    pub allowed_upgrades: Option<Spanned<Vec<Spanned<String>>>>,
+    /// CIDR ranges or addresses. Default none.
+    pub trusted_ips: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[server.limits]`: every key optional, defaults in `super::DEFAULT_*`.

@@ -107,7 +107,7 @@ where
         // The request's rest first, as far as it goes now; a response that
         // ends does not wait for it.
         if !self.decoder.is_done() && !conn.request_sent() {
-            if let Poll::Ready(Err(e)) = conn.poll_send(cx, &mut self.request) {
+            if let Poll::Ready(Err(e)) = conn.poll_send(cx, &mut self.request, false) {
                 return Poll::Ready(Some(Err(e)));
             }
         }

@@ -51,6 +51,9 @@ pub struct Switched {
 
 /// Request bytes gathered before a write: a short body goes out with its head.
 const COALESCE: usize = 16 * 1024;
+/// How long a body sent with `Expect: 100-continue` waits for the
+/// server's `100 Continue` before it goes anyway (curl waits 1 s).
+const CONTINUE_WAIT: Duration = Duration::from_secs(1);
 /// Room made before a read when less than [`MIN_ROOM`] is left; doubled
 /// (up to [`MAX_READ_SIZE`]) while reads fill it, for large bodies.
 const READ_SIZE: usize = 8 * 1024;
@@ -179,6 +182,15 @@ impl UpstreamConn {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (framing, upgrade) = (head.framing, head.upgrade);
+        // `Expect: 100-continue`: the client's body is not read (reading it
+        // is what makes hyper send the client its `100 Continue`) until the
+        // server sends its own 100, or stays silent for CONTINUE_WAIT (a
+        // server that ignores the expectation, RFC 9110 §10.1.1). A final
+        // answer before either goes to the client with the body unread.
+        self.parser.expect();
+        let mut continue_wait = head
+            .expect_continue
+            .then(|| Box::pin(tokio::time::sleep(CONTINUE_WAIT)));
         self.out.clear();
         self.out.extend_from_slice(&head.bytes);
         self.deadline.set(Instant::now() + timeout);
@@ -214,7 +226,14 @@ impl UpstreamConn {
                     send.reached()
                 }
             };
-            if let Poll::Ready(Err(e)) = self.poll_send(cx, body) {
+            let hold = !self.parser.continued()
+                && continue_wait
+                    .as_mut()
+                    .is_some_and(|wait| wait.as_mut().poll(cx).is_pending());
+            if !hold {
+                continue_wait = None;
+            }
+            if let Poll::Ready(Err(e)) = self.poll_send(cx, body, hold) {
                 return Poll::Ready(Err((e, reached(&self.send))));
             }
             match self.poll_fill(cx) {
@@ -242,11 +261,12 @@ impl UpstreamConn {
 
     /// Writes what there is of the request: `Ready(Ok)` once all of it is
     /// written, `Pending` while waiting for the client's body or for room
-    /// in the socket.
+    /// in the socket. With `hold`, the body is not read yet.
     pub(super) fn poll_send<B>(
         &mut self,
         cx: &mut Context<'_>,
         body: &mut B,
+        hold: bool,
     ) -> Poll<Result<(), Error>>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -259,7 +279,8 @@ impl UpstreamConn {
             let mut progressed = false;
             // More of the body while what waits to be written is small: a
             // short body goes out with its head in one write.
-            while self.send.framing != Sending::Done
+            while !hold
+                && self.send.framing != Sending::Done
                 && self.out.len() - self.send.written < COALESCE
             {
                 let ended = match Pin::new(&mut *body).poll_frame(cx) {

@@ -1,6 +1,6 @@
 //! A request head as an upstream connection writes it, encoded once.
 
-use http::header::{HeaderMap, CONTENT_LENGTH};
+use http::header::{HeaderMap, CONTENT_LENGTH, EXPECT};
 use http::{Method, Uri};
 
 /// What a request head is given at first: a few header lines of an API
@@ -34,6 +34,9 @@ pub struct RequestHead {
     /// The request asks for a protocol upgrade: a 101 answer switches the
     /// connection (see [`super::Switched`]).
     pub(super) upgrade: bool,
+    /// The request has a body and `Expect: 100-continue`: the body waits
+    /// for the server's `100 Continue` (see [`super::UpstreamConn`]).
+    pub(super) expect_continue: bool,
 }
 
 impl RequestHead {
@@ -65,6 +68,11 @@ impl RequestHead {
         let mut out = Vec::with_capacity(HEAD_CAPACITY);
         out.extend_from_slice(method.as_str().as_bytes());
         out.push(b' ');
+        // An absolute-form target may have an empty path (`http://a?x=1`);
+        // origin-form needs one (RFC 9112 §3.2.1: `/` stands in for it).
+        if !target.starts_with('/') && target != "*" {
+            out.push(b'/');
+        }
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in headers {
@@ -82,6 +90,11 @@ impl RequestHead {
             bytes: out,
             framing,
             upgrade: false,
+            // Looked up only for a request with a body to hold back.
+            expect_continue: framing != Sending::Done
+                && headers
+                    .get(EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
         }
     }
 

@@ -17,7 +17,8 @@ use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
 };
 use http::{Method, Response, StatusCode, Version};
 
@@ -71,6 +72,8 @@ pub struct ResponseHead {
 #[derive(Debug, Default)]
 pub struct ResponseParser {
     seen: Vec<SeenName>,
+    /// A `100 Continue` came before the current response's final head.
+    continued: bool,
 }
 
 /// One remembered header name.
@@ -109,6 +112,7 @@ impl ResponseParser {
                 return Ok(None);
             };
             if (100..200).contains(&line.code) && line.code != 101 {
+                self.continued |= line.code == 100;
                 buf.advance(len);
                 continue;
             }
@@ -133,6 +137,16 @@ impl ResponseParser {
             }
             return Ok(Some(framed));
         }
+    }
+
+    /// Whether a `100 Continue` was read since [`ResponseParser::expect`].
+    pub(super) fn continued(&self) -> bool {
+        self.continued
+    }
+
+    /// A new request: no `100 Continue` for it yet.
+    pub(super) fn expect(&mut self) {
+        self.continued = false;
     }
 
     /// The name spelled `raw`, at position `index` of a response head.
@@ -208,7 +222,10 @@ impl ResponseParser {
                     }
                 }
             }
-            if !(is_hop_by_hop(name.as_str()) || (name == UPGRADE && !switched)) {
+            // `Trailer` names end-to-end fields (RFC 9110 §6.6.2): it goes
+            // on, and hyper sends only the trailer fields it names.
+            let hop = is_hop_by_hop(name.as_str()) && name != TRAILER;
+            if !(hop || (name == UPGRADE && !switched)) {
                 headers.append(name, span_value(head, vs, ve)?);
             }
         }
@@ -258,6 +275,13 @@ impl ResponseParser {
         // body differently downstream (RFC 9112 §6.3).
         if has_length && chunked.is_none() && !matches!(framing, Framing::Length(_)) {
             put_back(&mut headers, CONTENT_LENGTH, head, spans)?;
+        }
+        // Codings other than the final `chunked` (`gzip, chunked`, or a body
+        // read to the close in `gzip`) are not undone here: the body goes on
+        // still coded, so its `Transfer-Encoding` says so (the server side
+        // adds `chunked` again).
+        if matches!(framing, Framing::Chunked | Framing::Close) && chunked.is_some() {
+            put_back_codings(&mut headers, head, spans, framing == Framing::Chunked)?;
         }
         let mut response = Response::new(());
         *response.status_mut() = status;
@@ -350,6 +374,39 @@ fn put_back(
             headers.append(name.clone(), span_value(head, vs, ve)?);
         }
     }
+    Ok(())
+}
+
+/// Puts back the transfer codings of `head`'s `Transfer-Encoding` lines,
+/// without the final `chunked` when `dechunked`; nothing when no coding
+/// is left.
+fn put_back_codings(
+    headers: &mut HeaderMap,
+    head: &Bytes,
+    spans: &[[u32; 4]],
+    dechunked: bool,
+) -> Result<(), Error> {
+    let mut codings: Vec<&[u8]> = Vec::new();
+    for &[ns, ne, vs, ve] in spans {
+        if head[ns as usize..ne as usize].eq_ignore_ascii_case(b"transfer-encoding") {
+            let value = &head[vs as usize..ve as usize];
+            codings.extend(
+                value
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|c| !c.is_empty()),
+            );
+        }
+    }
+    if dechunked {
+        codings.pop();
+    }
+    if codings.is_empty() {
+        return Ok(());
+    }
+    let value = codings.join(&b", "[..]);
+    let value = HeaderValue::from_bytes(&value).map_err(|_| Error::Invalid("bad header value"))?;
+    headers.insert(TRANSFER_ENCODING, value);
     Ok(())
 }
 

@@ -60,6 +60,10 @@ pub enum ProxyError {
     /// The upstream sent no response head within `response_timeout`.
     #[error(transparent)]
     Timeout(UpstreamError),
+    /// The proxy's own code panicked while handling the request (a bug,
+    /// counted in `cutover_connection_panics_total` and logged).
+    #[error("internal error")]
+    Panicked,
 }
 
 impl ProxyError {
@@ -72,7 +76,9 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::Panicked => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -89,6 +95,7 @@ impl ProxyError {
             ProxyError::Connect(_) => "upstream connection failed",
             ProxyError::Upstream(_) => "upstream request failed",
             ProxyError::Timeout(_) => "upstream timeout",
+            ProxyError::Panicked => "internal error",
         }
     }
 
@@ -99,7 +106,9 @@ impl ProxyError {
             | ProxyError::HeadTimeout
             | ProxyError::HeaderTooLarge
             | ProxyError::PayloadTooLarge { .. } => Blame::Client,
-            ProxyError::NoRoute | ProxyError::NoHealthyServer { .. } => Blame::Cutover,
+            ProxyError::NoRoute | ProxyError::NoHealthyServer { .. } | ProxyError::Panicked => {
+                Blame::Cutover
+            }
             ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::Timeout(_) => {
                 Blame::Upstream
             }
@@ -191,6 +200,7 @@ mod tests {
                 504,
                 "upstream timeout\n",
             ),
+            (ProxyError::Panicked, 502, "internal error\n"),
         ];
         for (err, status, body) in cases {
             assert_eq!(

@@ -7,12 +7,15 @@
 //! pool's in-flight guard until the response body (or upgraded tunnel) ends,
 //! which is what lets a switched-away pool drain.
 
+use std::any::Any;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
+use futures_util::FutureExt;
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRAILER, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
@@ -58,15 +61,49 @@ pub fn forward(
 ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
     let mut prepared = match refusal {
         Some(why) => Prepared::Answer(refuse(routing, ProxyError::BadRequest(why))),
-        None => prepare(routing, req, client, client_upgrade),
+        None => {
+            // Kept for the log of a panic: the method is a copy, the target
+            // shares the request's bytes, and both go before any await.
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                prepare(routing, req, client, client_upgrade)
+            }));
+            prepared.unwrap_or_else(|panic| {
+                let unrouted = &routing.load().unrouted;
+                unrouted.panics.inc();
+                tracing::error!(
+                    client.addr = %client.addr, method = %method, path = uri.path(),
+                    panic = panic_message(&*panic),
+                    "panic while routing a request: answered 502"
+                );
+                let resp = answer(ProxyError::Panicked, true, client.addr);
+                unrouted.record(resp.status().as_u16(), std::time::Duration::ZERO);
+                Prepared::Answer(resp)
+            })
+        }
     };
     async move {
         // Borrowed where it lies: moving it out would copy it into the future again.
         match prepared {
             Prepared::Answer(resp) => resp,
-            Prepared::Send(ref mut exchange) => exchange.run().await,
+            Prepared::Send(ref mut exchange) => {
+                let sent = AssertUnwindSafe(exchange.run()).catch_unwind().await;
+                match sent {
+                    Ok(resp) => resp,
+                    Err(panic) => exchange.panicked(&*panic),
+                }
+            }
         }
     }
+}
+
+/// The text a panic carried, when it is text.
+pub(super) fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not text)")
 }
 
 /// A request after routing: answered already, or ready to send.
@@ -103,7 +140,7 @@ fn prepare(
 ) -> Prepared {
     let start = Instant::now();
     let has_body = !http_body::Body::is_end_stream(req.body());
-    let (target, mut seen) = match select(routing, &req, client.proto) {
+    let (target, mut seen) = match select(routing, &req, client) {
         Ok(selected) => selected,
         Err((err, unrouted)) => {
             let resp = answer(err, has_body, client.addr);
@@ -216,7 +253,20 @@ impl Exchange {
                 ));
             };
             let cutter = guard.pool().cutter().clone();
-            let task = tokio::spawn(tunnel::run(client, upstream, guard));
+            let (panics, service) = (
+                self.target.pool_state().metrics.panics.clone(),
+                self.target.service.name.clone(),
+            );
+            let task = tokio::spawn(async move {
+                let tunnelled = AssertUnwindSafe(tunnel::run(client, upstream, guard));
+                if let Err(panic) = tunnelled.catch_unwind().await {
+                    panics.inc();
+                    tracing::error!(
+                        service = %service, panic = panic_message(&*panic),
+                        "panic in an upgraded tunnel: closed"
+                    );
+                }
+            });
             cutter.register(task.abort_handle());
             headers::remove_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
@@ -224,7 +274,18 @@ impl Exchange {
         // The connection kept its hop-by-hop fields, but for a `Connection`
         // that names others (see `http1::response`).
         if parts.headers.contains_key(CONNECTION) {
+            // The connection left in only what is end-to-end of the
+            // fields `remove_hop_by_hop` takes out: the codings still on
+            // the body and `Trailer` (see `http1::response`).
+            let coded = parts.headers.remove(TRANSFER_ENCODING);
+            let trailer = parts.headers.remove(TRAILER);
             headers::remove_hop_by_hop(&mut parts.headers, false);
+            if let Some(coded) = coded {
+                parts.headers.insert(TRANSFER_ENCODING, coded);
+            }
+            if let Some(trailer) = trailer {
+                parts.headers.insert(TRAILER, trailer);
+            }
         }
         if let Some(m) = &self.target.middlewares {
             middleware::on_response(m, &mut parts.headers);
@@ -233,6 +294,27 @@ impl Exchange {
             parts,
             ResponseBody::upstream(body, guard),
         ))
+    }
+
+    /// The answer after a panic in [`Exchange::run`]: counted, logged once
+    /// with the request (its method and target as written upstream) and
+    /// its service, and answered 502 (no response has started: the
+    /// response is what `run` returns).
+    fn panicked(&self, panic: &(dyn Any + Send)) -> Response<ResponseBody> {
+        let line = self.head.as_bytes().split(|&b| b == b'\r').next();
+        let mut words = line.unwrap_or_default().split(|&b| b == b' ');
+        let mut word = || String::from_utf8_lossy(words.next().unwrap_or_default()).into_owned();
+        let (method, path) = (word(), word());
+        let metrics = &self.target.pool_state().metrics;
+        metrics.panics.inc();
+        tracing::error!(
+            client.addr = %self.client, method, path, service = %self.target.service.name,
+            pool = self.target.pool.as_str(), panic = panic_message(panic),
+            "panic while proxying a request: answered 502"
+        );
+        let resp = ProxyError::Panicked.response(self.has_body);
+        metrics.record(resp.status().as_u16(), self.start.elapsed());
+        resp
     }
 
     /// An upstream failure found after the response head, as `send` would
@@ -280,7 +362,8 @@ fn refuse(routing: &Routing, err: ProxyError) -> Response<ResponseBody> {
 /// - the request target: authority-form (CONNECT is not proxied), `*`
 ///   outside OPTIONS, userinfo in an absolute-form authority;
 /// - Host: missing on HTTP/1.1, sent twice, not a valid `host[:port]`, or
-///   different from the absolute-form (HTTP/2: `:authority`) authority;
+///   different from the absolute-form (HTTP/2: `:authority`) authority; an
+///   authority that stands in for a missing Host, not a valid `host[:port]`;
 /// - header names that name a framing, Host, hop-by-hop or `X-Forwarded-*`
 ///   header once `_` is read as `-` (as CGI-style servers do).
 ///
@@ -314,7 +397,7 @@ fn check(req: &Request<Incoming>) -> Result<(Option<&HeaderValue>, bool), &'stat
         }
         let name = name.as_str();
         ambiguous |= headers::ambiguous_name(name);
-        forwarded |= name.starts_with("x-forwarded-");
+        forwarded |= name.starts_with("x-forwarded-") || headers::names_a_forwarder(name);
     }
     match (host, hosts > 1) {
         (Some(_), true) => return Err("multiple host headers"),
@@ -332,6 +415,11 @@ fn check(req: &Request<Incoming>) -> Result<(Option<&HeaderValue>, bool), &'stat
             if req.version() == Version::HTTP_11 {
                 return Err("missing host header");
             }
+            // HTTP/1.0 and HTTP/2: the Host the upstream gets is the
+            // authority, held to the same rule as a Host header.
+            if authority.is_some_and(|a| !headers::valid_host(a.as_str().as_bytes())) {
+                return Err("invalid host in request target");
+            }
         }
     }
     if ambiguous {
@@ -344,8 +432,12 @@ fn check(req: &Request<Incoming>) -> Result<(Option<&HeaderValue>, bool), &'stat
 struct Seen {
     /// The Host header.
     host: Option<HeaderValue>,
-    /// The client sent an `X-Forwarded-*` header of its own.
+    /// The client sent an `X-Forwarded-*`, `Forwarded` or `X-Real-IP`
+    /// header of its own.
     forwarded: bool,
+    /// ... and is not in `trusted_ips`: those headers are not to be
+    /// believed, and go (see [`headers::forget_untrusted`]).
+    untrusted: bool,
 }
 
 /// Checks and routes `req`, which came to the `proto` listener. With the
@@ -353,7 +445,7 @@ struct Seen {
 fn select(
     routing: &Routing,
     req: &Request<Incoming>,
-    proto: &'static str,
+    client: ClientInfo,
 ) -> Result<(Target, Seen), (ProxyError, Arc<PoolMetrics>)> {
     let snapshot = routing.load();
     let (host, forwarded) = match check(req) {
@@ -365,7 +457,7 @@ fn select(
         Some(h) => h.to_str().ok(),
         None => req.uri().authority().map(|a| a.as_str()),
     };
-    let listener = Listener::parse(proto);
+    let listener = Listener::parse(client.proto);
     let Some(found) = snapshot.router.find(listener, host_name, req.uri().path()) else {
         return Err((ProxyError::NoRoute, snapshot.unrouted.clone()));
     };
@@ -378,9 +470,15 @@ fn select(
         max_body: snapshot.max_body_bytes,
         middlewares: found.middlewares.cloned(),
     };
+    // Looked up only for a request that carries such headers.
+    let untrusted = forwarded
+        && !(snapshot.config.server.trusted_ips)
+            .iter()
+            .any(|range| range.contains(client.addr.ip()));
     let seen = Seen {
         host: host.cloned(),
         forwarded,
+        untrusted,
     };
     Ok((target, seen))
 }
@@ -418,6 +516,9 @@ fn rewrite(
     // added to the map and encoded from there.
     let in_map = upgrade || seen.forwarded;
     if in_map {
+        if seen.untrusted {
+            headers::forget_untrusted(&mut parts.headers);
+        }
         // Room for the three `X-Forwarded-*` at once rather than growing twice.
         parts.headers.reserve(3);
         headers::rewrite_request(

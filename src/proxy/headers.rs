@@ -145,6 +145,34 @@ pub fn push_forwarded_lines(
     }
 }
 
+/// Whether `name` (lowercase) is a forwarding header other than the
+/// `X-Forwarded-*` family: `Forwarded` (RFC 7239) or `X-Real-IP`.
+pub fn names_a_forwarder(name: &str) -> bool {
+    name == "forwarded" || name == "x-real-ip"
+}
+
+/// Removes what a peer outside `trusted_ips` says about earlier hops:
+/// `Forwarded`, `X-Real-IP` and every `X-Forwarded-*` but `-For` (which
+/// the client's address is appended to, as the SPEC says) and `-Proto`
+/// and `-Host` (which [`rewrite_request`] sets).
+pub fn forget_untrusted(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            names_a_forwarder(name)
+                || (name.starts_with("x-forwarded-")
+                    && name != X_FORWARDED_FOR.as_str()
+                    && name != X_FORWARDED_PROTO.as_str()
+                    && name != X_FORWARDED_HOST.as_str())
+        })
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(&name);
+    }
+}
+
 fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     let mut text = [0u8; 64];
     let client = ip_text(client, &mut text);

@@ -30,6 +30,7 @@ pub mod tunnel;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,8 +178,19 @@ pub async fn serve(
             max_head: limits.max_header_bytes,
         };
         let open = OpenConnection::new(&open);
+        let routing = routing.clone();
         tokio::spawn(async move {
-            conn.serve(stream).await;
+            // A panic past the request's own guard (in hyper, in a response
+            // body being streamed) ends this connection only: the response
+            // had started, so the close is what the client gets.
+            let served = AssertUnwindSafe(conn.serve(stream)).catch_unwind().await;
+            if let Err(panic) = served {
+                routing.load().unrouted.panics.inc();
+                tracing::error!(
+                    client.addr = %peer, panic = forward::panic_message(&*panic),
+                    "panic in a client connection: closed"
+                );
+            }
             drop(open);
             drop(permit);
         });
@@ -284,8 +296,17 @@ impl Conn {
         let track = track.clone();
         service_fn(move |req: Request<Incoming>| {
             let active = track.start();
+            // An upgrade to a protocol not in `allowed_upgrades` goes on
+            // as a plain request (its `Upgrade` removed): no 101 can follow.
             let upgrade = (req.version() == http::Version::HTTP_11
-                && headers::is_upgrade(req.headers()))
+                && headers::is_upgrade(req.headers())
+                && crate::config::upgrade_allowed(
+                    req.headers()
+                        .get_all(http::header::UPGRADE)
+                        .iter()
+                        .map(|v| v.as_bytes()),
+                    &routing.load().config.server.allowed_upgrades,
+                ))
             .then(|| track.expect_upgrade());
             let asked_upgrade = upgrade.is_some();
             let resp = forward::forward(&routing, req, client, upgrade, active.refusal());

@@ -12,8 +12,10 @@ mod support;
 // answers cutover gives itself, and hostile or broken peers.
 mod bodies;
 mod errors;
+mod framing;
 mod h2_floods;
 mod hostile;
+mod hostile_upstream;
 mod limits;
 mod parking;
 mod provider_routes;
@@ -21,6 +23,7 @@ mod proxy;
 mod routing;
 mod streaming;
 mod tls;
+mod trust;
 mod upstream_faults;
 mod websocket;
 

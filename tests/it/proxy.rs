@@ -201,6 +201,7 @@ async fn response_hop_by_hop_headers_do_not_reach_the_client() {
         let reply = fetch(proxy.addr, "/hop-by-hop").await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.text(), "hop\n");
+        assert!(reply.headers.contains_key("trailer"), "{:?}", reply.headers);
         for name in RESPONSE_HOP_BY_HOP {
             assert!(
                 !reply.headers.contains_key(name),

@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::Path;
 
+use toml::Spanned;
+
 use super::{at, Checker, NONZERO, POSITIVE};
 use crate::config::raw::{Located, RawAdmin, RawLimits, RawServer, RawState, RawTls, RawTlsCert};
 use crate::config::{
-    AdminConfig, Limits, ServerConfig, SniCert, StateConfig, TlsConfig, DEFAULT_LISTEN,
-    DEFAULT_STATE_PATH,
+    AdminConfig, IpRange, Limits, ServerConfig, SniCert, StateConfig, TlsConfig, DEFAULT_LISTEN,
+    DEFAULT_STATE_PATH, DEFAULT_UPGRADES,
 };
 
 impl Checker<'_> {
@@ -31,12 +33,76 @@ impl Checker<'_> {
         let no_limits = RawLimits::default();
         let limits = self.limits(raw.limits.as_ref().map_or(&no_limits, |t| &t.value));
         let tls = raw.tls.as_ref().and_then(|t| self.tls(t));
+        let allowed_upgrades = match &raw.allowed_upgrades {
+            Some(list) => self.upgrades(list),
+            None => DEFAULT_UPGRADES.map(String::from).to_vec(),
+        };
+        let trusted_ips = raw
+            .trusted_ips
+            .as_ref()
+            .map(|list| self.ip_ranges(list))
+            .unwrap_or_default();
         ServerConfig {
             listen,
             workers,
             limits,
             tls,
+            allowed_upgrades,
+            trusted_ips,
         }
+    }
+
+    /// `server.allowed_upgrades`: protocol names (tokens), lowercased. `h2c`
+    /// is refused: after the 101 the client's bytes would reach the
+    /// upstream as HTTP/2 with none of the proxy's checks.
+    fn upgrades(&mut self, list: &Spanned<Vec<Spanned<String>>>) -> Vec<String> {
+        let key = "server.allowed_upgrades";
+        let mut names = Vec::new();
+        for item in list.get_ref() {
+            let name = item.get_ref();
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                self.issue(
+                    at(item),
+                    key,
+                    format!(
+                        "{name:?} is not a protocol name (expected a token such as \"websocket\")"
+                    ),
+                );
+            } else if name.eq_ignore_ascii_case("h2c") {
+                self.issue(
+                    at(item),
+                    key,
+                    format!("{name:?} cannot be tunnelled: HTTP/2 is served by the proxy itself (expected protocols such as \"websocket\")"),
+                );
+            } else {
+                names.push(name.to_ascii_lowercase());
+            }
+        }
+        names
+    }
+
+    /// `server.trusted_ips`: CIDR ranges or addresses.
+    fn ip_ranges(&mut self, list: &Spanned<Vec<Spanned<String>>>) -> Vec<IpRange> {
+        let key = "server.trusted_ips";
+        let mut ranges = Vec::new();
+        for item in list.get_ref() {
+            match IpRange::parse(item.get_ref()) {
+                Some(range) => ranges.push(range),
+                None => self.issue(
+                    at(item),
+                    key,
+                    format!(
+                        "{:?} is not an address range (expected CIDR such as \"10.0.0.0/8\" or an address)",
+                        item.get_ref()
+                    ),
+                ),
+            }
+        }
+        ranges
     }
 
     pub(super) fn limits(&mut self, raw: &RawLimits) -> Limits {

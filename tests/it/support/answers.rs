@@ -18,12 +18,13 @@ use super::now_us;
 use super::upstream::State;
 
 /// The hop-by-hop headers `/hop-by-hop` sends (besides `Connection`).
-pub const RESPONSE_HOP_BY_HOP: [&str; 5] = [
+/// It sends `Trailer` too, which is end-to-end (RFC 9110 §6.6.2): it goes
+/// on, for hyper to send the trailer fields it names.
+pub const RESPONSE_HOP_BY_HOP: [&str; 4] = [
     "x-internal",
     "keep-alive",
     "proxy-authenticate",
     "proxy-connection",
-    "trailer",
 ];
 
 /// The number in `key=N` of `uri`'s query.
