@@ -53,6 +53,12 @@ pub struct Metrics {
     /// `cutover_provider_up{provider}`: 1 while a provider's source (the
     /// Docker engine) answers.
     pub provider_up: IntGaugeVec,
+    /// `cutover_acme_orders_total{domain,result}`: ACME orders finished,
+    /// `result` = `issued` or `failed`.
+    pub acme_orders: IntCounterVec,
+    /// `cutover_acme_certificate_expiry_seconds{domain}`: the Unix time the
+    /// certificate served for an ACME domain expires.
+    pub acme_expiry: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -156,6 +162,18 @@ impl Metrics {
                 "cutover_provider_up",
                 "1 while a provider's source (the Docker engine) answers, else 0.",
                 &["provider"],
+            ),
+            acme_orders: counter(
+                &registry,
+                "cutover_acme_orders_total",
+                "ACME orders finished, by domain and result (issued, failed).",
+                &["domain", "result"],
+            ),
+            acme_expiry: gauge(
+                &registry,
+                "cutover_acme_certificate_expiry_seconds",
+                "Unix time the certificate served for an ACME domain expires.",
+                &["domain"],
             ),
             registry,
         }

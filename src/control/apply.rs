@@ -39,7 +39,7 @@ impl ControlPlane {
     /// [`ControlError::InvalidTls`] (the running config and certificate
     /// stay), or a refusal of the release-state store.
     pub async fn apply(&self, new: Config, actor: Actor) -> Result<Applied, ControlError> {
-        let tls = tls_of(&new)?;
+        let tls = tls_of(&new, &self.issued)?;
         let mut inner = self.inner.lock().await;
         warn_on_restart_keys(&inner.file, &new);
         let path = new.path.display().to_string();
@@ -155,12 +155,15 @@ impl ControlPlane {
 }
 
 /// The HTTPS listener's config for `config`, read from its files.
-fn tls_of(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, ControlError> {
+fn tls_of(
+    config: &Config,
+    issued: &Arc<crate::tls::Issued>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ControlError> {
     config
         .server
         .tls
         .as_ref()
-        .map(crate::tls::server_config)
+        .map(|t| crate::tls::server_config(t, issued))
         .transpose()
         .map_err(ControlError::InvalidTls)
 }
