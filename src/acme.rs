@@ -309,12 +309,14 @@ fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<CertifiedKey, String>
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    CertifiedKey::from_der(
-        vec![cert.der().clone()],
-        private,
-        &rustls::crypto::ring::default_provider(),
-    )
-    .map_err(|e| e.to_string())
+    // Not `CertifiedKey::from_der`: its key check parses the certificate,
+    // and the parser refuses the critical acmeIdentifier extension. The key
+    // is the one just signed with.
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(private)
+        .map_err(|e| e.to_string())?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signing))
 }
 
 /// Orders a certificate for `domain`, answers its challenge, stores and
