@@ -220,6 +220,9 @@ fn warn_on_restart_keys(old: &Config, new: &Config) {
     if old.server.workers != new.server.workers || old.server.limits != new.server.limits {
         tracing::warn!("reload: [server] workers and limits take effect at the next restart (upstream timeouts apply now)");
     }
+    if old.server.tls.as_ref().map(|t| &t.acme) != new.server.tls.as_ref().map(|t| &t.acme) {
+        tracing::warn!("reload: [server.tls.acme] changes take effect at the next restart");
+    }
     if old.providers != new.providers {
         tracing::warn!("reload: [providers] changes take effect at the next restart");
     }

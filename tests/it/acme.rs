@@ -396,3 +396,45 @@ async fn an_unreachable_acme_server_fails_naming_the_domain_and_the_default_serv
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_docker_providers_certresolver_hosts_get_certificates() {
+    within(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = (free_port(), free_port());
+        let Some(pebble) = pebble(dir.path(), ports.0, ports.1, Duration::from_secs(3600)).await
+        else {
+            return;
+        };
+        let blue = Upstream::start("blue").await;
+        let proxy = proxy(dir, ports, &pebble, "http-01", "30d", &blue).await;
+        // What the provider makes of a router labelled
+        // `tls.certresolver` with rule Host(`docker.cutover.test`).
+        let docker = "docker.cutover.test";
+        let contribution = cutover::control::source::Contribution {
+            acme_domains: [docker.to_string()].into(),
+            ..Default::default()
+        };
+        proxy.control.apply_docker(contribution).await.unwrap();
+        let issued = proxy.control.issued().clone();
+        wait_until(
+            "the provider's host gets a certificate",
+            Duration::from_secs(20),
+            || {
+                let ready =
+                    issued.certificate(docker).is_some() && issued.certificate(DOMAIN).is_some();
+                async move { ready }
+            },
+        )
+        .await;
+        let metrics = proxy.control.render_metrics().await;
+        assert!(
+            metrics.contains(&format!(
+                "cutover_acme_orders_total{{domain=\"{docker}\",result=\"issued\"}} 1"
+            )),
+            "{metrics}"
+        );
+        proxy.stop().await;
+    })
+    .await;
+}
