@@ -131,7 +131,9 @@ fn load_stored(dir: &Path, domain: &str) -> Option<(Arc<CertifiedKey>, SystemTim
     };
     match tls::certified_pem(&chain, &private) {
         Ok(pair) => {
-            let end = tls::not_after(&pair.cert[0])?;
+            // An expired certificate is not served: the default answers
+            // until a new one is issued.
+            let end = tls::not_after(&pair.cert[0]).filter(|end| *end > SystemTime::now())?;
             Some((Arc::new(pair), end))
         }
         Err(why) => {

@@ -272,6 +272,7 @@ async fn issues_over(challenge: &str) {
     let root = pebble_root(&pebble).await;
     let (mut send, _) = connect(proxy.https.unwrap(), &root).await;
     assert!(get(&mut send).await.contains("blue"));
+    drop(send);
     let acme_dir = proxy.dir.path().join("acme");
     for file in [
         format!("{DOMAIN}.crt"),
@@ -287,6 +288,28 @@ async fn issues_over(challenge: &str) {
         )),
         "{metrics}"
     );
+    let first = issued.certificate(DOMAIN).unwrap().cert[0].clone();
+    let dir = proxy.stop().await;
+
+    // Restarted on the same state directory: the stored certificate
+    // serves at once, and no order is placed.
+    let proxy = self::proxy(dir, ports, &pebble, challenge, "30d", &blue).await;
+    let issued = proxy.control.issued().clone();
+    wait_until(
+        "the stored certificate is read",
+        Duration::from_secs(2),
+        || {
+            let ready = issued.certificate(DOMAIN).is_some();
+            async move { ready }
+        },
+    )
+    .await;
+    let (mut send, presented) = connect(proxy.https.unwrap(), &root).await;
+    assert_eq!(presented, first, "the stored certificate is served");
+    assert!(get(&mut send).await.contains("blue"));
+    drop(send);
+    let metrics = proxy.control.render_metrics().await;
+    assert!(!metrics.contains("cutover_acme_orders_total{"), "{metrics}");
     proxy.stop().await;
 }
 
