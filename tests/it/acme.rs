@@ -461,3 +461,31 @@ async fn the_docker_providers_certresolver_hosts_get_certificates() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_validation_pebble_refuses_is_counted_for_the_domain_and_retried() {
+    within(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = (free_port(), free_port());
+        // Pebble validates TLS-ALPN-01 on a port nothing listens on.
+        let Some(pebble) =
+            pebble(dir.path(), ports.0, free_port(), Duration::from_secs(3600)).await
+        else {
+            return;
+        };
+        let blue = Upstream::start("blue").await;
+        let proxy = proxy(dir, ports, &pebble, "tls-alpn-01", "30d", &blue).await;
+        let control = proxy.control.clone();
+        let failed =
+            format!("cutover_acme_orders_total{{domain=\"{DOMAIN}\",result=\"failed\"}} 2");
+        // The first order fails, and the retry 2 s later fails again.
+        wait_until("two failed orders", Duration::from_secs(15), || {
+            let (control, failed) = (control.clone(), failed.clone());
+            async move { control.render_metrics().await.contains(&failed) }
+        })
+        .await;
+        assert!(proxy.control.issued().certificate(DOMAIN).is_none());
+        proxy.stop().await;
+    })
+    .await;
+}
