@@ -228,7 +228,12 @@ fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
             // The certificates are read as `run` would read them.
-            if let Some(Err(e)) = cfg.server.tls.as_ref().map(crate::tls::server_config) {
+            if let Some(Err(e)) = cfg
+                .server
+                .tls
+                .as_ref()
+                .map(|t| crate::tls::server_config(t, &Default::default()))
+            {
                 eprintln!("{}: {e}", path.display());
                 return ExitCode::FAILURE;
             }

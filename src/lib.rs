@@ -46,6 +46,7 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod admin;
 pub mod balance;
 pub mod build_info;

@@ -58,6 +58,12 @@ pub struct Metrics {
     /// `cutover_connection_panics_total`: panics caught in a client
     /// connection's or a request's task.
     pub panics: IntCounter,
+    /// `cutover_acme_orders_total{domain,result}`: ACME orders finished,
+    /// `result` = `issued` or `failed`.
+    pub acme_orders: IntCounterVec,
+    /// `cutover_acme_certificate_expiry_seconds{domain}`: the Unix time the
+    /// certificate served for an ACME domain expires.
+    pub acme_expiry: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -190,6 +196,18 @@ impl Metrics {
                 &["provider"],
             ),
             build_info: build_info(&registry),
+            acme_orders: counter(
+                &registry,
+                "cutover_acme_orders_total",
+                "ACME orders finished, by domain and result (issued, failed).",
+                &["domain", "result"],
+            ),
+            acme_expiry: gauge(
+                &registry,
+                "cutover_acme_certificate_expiry_seconds",
+                "Unix time the certificate served for an ACME domain expires.",
+                &["domain"],
+            ),
             registry,
         }
     }

@@ -65,6 +65,9 @@ pub struct Listeners {
     pub socket: Option<(std::os::unix::net::UnixListener, PathBuf)>,
     /// The bearer token the admin TCP listener requires.
     pub token: Option<Arc<str>>,
+    /// The certificates obtained over ACME and the challenges in progress,
+    /// shared by every TLS config built from here on.
+    pub issued: Arc<crate::tls::Issued>,
 }
 
 fn bind_error(
@@ -89,9 +92,10 @@ impl Listeners {
         let http = proxy::bind(config.server.listen, "http")
             .await
             .map_err(bind_error(config.server.listen, "server.listen"))?;
+        let issued = Arc::<crate::tls::Issued>::default();
         let https = match &config.server.tls {
             Some(tls) => {
-                let server_config = crate::tls::server_config(tls)?;
+                let server_config = crate::tls::server_config(tls, &issued)?;
                 let listener = proxy::bind(tls.listen, "https")
                     .await
                     .map_err(bind_error(tls.listen, "server.tls.listen"))?;
@@ -122,6 +126,7 @@ impl Listeners {
             admin,
             socket,
             token,
+            issued,
         })
     }
 
@@ -197,10 +202,11 @@ async fn start_control(
     listeners: &Listeners,
 ) -> (ControlThread, Arc<ControlPlane>) {
     let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
+    let issued = listeners.issued.clone();
     let thread = ControlThread::start();
     let plane = thread.handle().spawn(async move {
         let store = Arc::new(FileStore::open(&config.state.path));
-        ControlPlane::new(config, tls, Arc::new(Metrics::new()), store).await
+        ControlPlane::new(config, tls, issued, Arc::new(Metrics::new()), store).await
     });
     let control = plane
         .await
@@ -240,6 +246,21 @@ async fn serve(
         let _on_control_thread = thread.handle().enter();
         crate::provider::docker::spawn(docker, control.clone())
     });
+    let acme = config
+        .server
+        .tls
+        .as_ref()
+        .and_then(|t| t.acme.clone())
+        .map(|acme| {
+            let _on_control_thread = thread.handle().enter();
+            crate::acme::spawn(
+                acme,
+                crate::acme::state_dir(&config.state.path),
+                control.issued().clone(),
+                control.metrics().clone(),
+                control.acme_domains(),
+            )
+        });
     thread.handle().spawn({
         let control = control.clone();
         async move {
@@ -285,6 +306,9 @@ async fn serve(
     let deadline = tokio::time::Instant::now() + grace;
     control.begin_shutdown().await;
     reload.abort();
+    if let Some(acme) = acme {
+        acme.abort();
+    }
     let _ = stop_tx.send(true);
     let _ = http.await;
     if let Some(https) = https {

@@ -181,6 +181,9 @@ pub struct Snapshot {
     /// The HTTPS listener's certificate and settings (built by the control
     /// plane, which reads the files).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The ACME certificates and the challenges in progress (HTTP-01 is
+    /// answered on both listeners).
+    pub issued: Arc<crate::tls::Issued>,
 }
 
 impl Snapshot {
@@ -198,6 +201,7 @@ pub struct Objects {
     failures: mpsc::Sender<ServerFailure>,
     metrics: Arc<Metrics>,
     unrouted: Arc<PoolMetrics>,
+    issued: Arc<crate::tls::Issued>,
 }
 
 impl Objects {
@@ -211,8 +215,14 @@ impl Objects {
             failures,
             unrouted: Arc::new(metrics.pool("", "")),
             metrics,
+            issued: Arc::default(),
         };
         (objects, rx)
+    }
+
+    /// Every snapshot from here on answers ACME challenges from `issued`.
+    pub fn set_issued(&mut self, issued: Arc<crate::tls::Issued>) {
+        self.issued = issued;
     }
 
     /// The metrics everything records into.
@@ -321,6 +331,7 @@ impl Objects {
             max_body_bytes: limits.max_body_bytes,
             unrouted: self.unrouted.clone(),
             tls,
+            issued: self.issued.clone(),
             config,
         }
     }

@@ -148,7 +148,52 @@ pub struct TlsConfig {
     /// More certificates, chosen by the server name a client asks for (SNI);
     /// `cert`/`key` answer every other name and clients that send none.
     pub certificates: Vec<SniCert>,
+    /// `directory`: certificate/key pairs found there answer the names
+    /// their certificates carry (absolute).
+    pub directory: Option<PathBuf>,
+    /// `[server.tls.acme]`.
+    pub acme: Option<AcmeConfig>,
 }
+
+/// How an ACME server checks that the proxy answers for a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A token served on the HTTP listener under `/.well-known/acme-challenge/`.
+    Http01,
+    /// A certificate presented on the HTTPS listener to ALPN `acme-tls/1`.
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    /// The name the config and RFC 8555 / 8737 use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+/// `[server.tls.acme]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// The ACME server's directory URL.
+    pub directory_url: String,
+    /// Lower-case DNS names; each gets its own certificate.
+    pub domains: Vec<String>,
+    /// Contact address for the account, if any.
+    pub email: Option<String>,
+    /// A PEM root the ACME server's HTTPS certificate is checked against
+    /// (absolute); `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Renew this long before a certificate expires. Default 30 days.
+    pub renew_before: Duration,
+    /// The challenge answered. Default HTTP-01.
+    pub challenge: AcmeChallenge,
+}
+
+/// Default `[server.tls.acme] renew_before`.
+pub const DEFAULT_ACME_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// One `[[server.tls.certificates]]`.
 #[derive(Debug, Clone, PartialEq)]

@@ -110,6 +110,28 @@ pub struct RawTls {
     pub key: Option<Spanned<String>>,
     /// `[[server.tls.certificates]]`: more certificates, chosen by SNI.
     pub certificates: Option<Vec<Located<RawTlsCert>>>,
+    /// A directory of certificate/key pairs, chosen by SNI from their names.
+    pub directory: Option<Spanned<String>>,
+    /// `[server.tls.acme]`: certificates obtained and renewed over ACME.
+    pub acme: Option<Located<RawAcme>>,
+}
+
+/// `[server.tls.acme]`: `directory_url` and `domains` required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawAcme {
+    /// The ACME server's directory URL.
+    pub directory_url: Option<Spanned<String>>,
+    /// Domains to obtain certificates for (one certificate each).
+    pub domains: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Contact address for the account.
+    pub email: Option<Spanned<String>>,
+    /// PEM root certificate the ACME server's HTTPS is checked against.
+    pub ca: Option<Spanned<String>>,
+    /// Duration string: renew this long before expiry. Default 30 days.
+    pub renew_before: Option<Spanned<String>>,
+    /// `"http-01"` (default) or `"tls-alpn-01"`.
+    pub challenge: Option<Spanned<String>>,
 }
 
 /// One `[[server.tls.certificates]]`: all three keys required.

@@ -1161,3 +1161,50 @@ fn run_docker_with_a_file_turns_the_provider_on_without_routes() {
     let config = parse_with_docker(text, Path::new(PATH)).expect("valid with the provider");
     assert_eq!(config.providers.docker, Some(DockerConfig::default()));
 }
+
+#[test]
+fn acme_and_directory_parse_with_defaults_and_resolved_paths() {
+    let text = with(&format!(
+        "{TLS}\ndirectory = \"certs\"\n[server.tls.acme]\ndirectory_url = \"https://acme.test/dir\"\ndomains = [\"Agent.Example.com\"]\nca = \"pebble.pem\""
+    ));
+    let tls = parse_ok(&text).server.tls.unwrap();
+    assert_eq!(tls.directory, Some(PathBuf::from("/etc/cutover/certs")));
+    let acme = tls.acme.unwrap();
+    assert_eq!(acme.domains, ["agent.example.com"]);
+    assert_eq!(acme.ca, Some(PathBuf::from("/etc/cutover/pebble.pem")));
+    assert_eq!(acme.renew_before, crate::config::DEFAULT_ACME_RENEW_BEFORE);
+    assert_eq!(acme.challenge, crate::config::AcmeChallenge::Http01);
+    assert_eq!(acme.email, None);
+}
+
+#[test]
+fn bad_acme_values_are_reported_at_their_key() {
+    let acme = |body: &str| format!("{TLS}\n[server.tls.acme]\n{body}");
+    let ok_url = "directory_url = \"https://acme.test/dir\"";
+    check(
+        &acme(&format!("{ok_url}\ndomains = [\"*.example.com\"]")),
+        "\"*.example.com\"",
+        "server.tls.acme.domains",
+        &["wildcard"],
+    );
+    check(
+        &acme(&format!(
+            "{ok_url}\ndomains = [\"a.example\"]\nchallenge = \"dns-01\""
+        )),
+        "\"dns-01\"",
+        "server.tls.acme.challenge",
+        &["\"http-01\" or \"tls-alpn-01\""],
+    );
+    check(
+        &acme("directory_url = \"acme.test\"\ndomains = [\"a.example\"]"),
+        "\"acme.test\"",
+        "server.tls.acme.directory_url",
+        &["not a URL"],
+    );
+    check(
+        &acme("domains = [\"a.example\"]"),
+        "[server.tls.acme]",
+        "server.tls.acme.directory_url",
+        &["missing"],
+    );
+}

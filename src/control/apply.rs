@@ -39,7 +39,7 @@ impl ControlPlane {
     /// [`ControlError::InvalidTls`] (the running config and certificate
     /// stay), or a refusal of the release-state store.
     pub async fn apply(&self, new: Config, actor: Actor) -> Result<Applied, ControlError> {
-        let tls = tls_of(&new)?;
+        let tls = tls_of(&new, &self.issued)?;
         let mut inner = self.inner.lock().await;
         warn_on_restart_keys(&inner.file, &new);
         let path = new.path.display().to_string();
@@ -155,12 +155,15 @@ impl ControlPlane {
 }
 
 /// The HTTPS listener's config for `config`, read from its files.
-fn tls_of(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, ControlError> {
+fn tls_of(
+    config: &Config,
+    issued: &Arc<crate::tls::Issued>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ControlError> {
     config
         .server
         .tls
         .as_ref()
-        .map(crate::tls::server_config)
+        .map(|t| crate::tls::server_config(t, issued))
         .transpose()
         .map_err(ControlError::InvalidTls)
 }
@@ -216,6 +219,9 @@ fn warn_on_restart_keys(old: &Config, new: &Config) {
     }
     if old.server.workers != new.server.workers || old.server.limits != new.server.limits {
         tracing::warn!("reload: [server] workers and limits take effect at the next restart (upstream timeouts apply now)");
+    }
+    if old.server.tls.as_ref().map(|t| &t.acme) != new.server.tls.as_ref().map(|t| &t.acme) {
+        tracing::warn!("reload: [server.tls.acme] changes take effect at the next restart");
     }
     if old.providers != new.providers {
         tracing::warn!("reload: [providers] changes take effect at the next restart");

@@ -72,7 +72,17 @@ impl ControlPlane {
         };
         let outcome = self.install(inner, next, None).await;
         let (generation, persisted) = match outcome {
-            Ok(done) => done,
+            Ok(done) => {
+                let domains = &inner.docker.contribution.acme_domains;
+                self.acme_domains.send_if_modified(|current| {
+                    let changed = current != domains;
+                    if changed {
+                        current.clone_from(domains);
+                    }
+                    changed
+                });
+                done
+            }
             Err(e) => {
                 inner.docker.contribution = previous;
                 (inner.health, inner.docker.lingering) = kept;

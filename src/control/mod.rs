@@ -165,6 +165,11 @@ pub struct ControlPlane {
     /// The same handle `Objects` records into; kept here so readers never
     /// wait on the control mutex.
     metrics: Arc<Metrics>,
+    /// The ACME certificates and challenges every TLS config answers with.
+    issued: Arc<crate::tls::Issued>,
+    /// The hosts of the provider's routers that ask for a certificate
+    /// resolver (`tls.certresolver`): the ACME manager orders them too.
+    acme_domains: tokio::sync::watch::Sender<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -179,10 +184,12 @@ impl ControlPlane {
     /// config updates, changes made elsewhere, and the canary analysis.
     /// Health checks start with [`ControlPlane::start_health`].
     ///
-    /// `tls` is the HTTPS config built from `config` (see [`crate::tls`]).
+    /// `tls` is the HTTPS config built from `config` with `issued` (see
+    /// [`crate::tls`]).
     pub async fn new(
         config: Config,
         tls: Option<Arc<rustls::ServerConfig>>,
+        issued: Arc<crate::tls::Issued>,
         metrics: Arc<Metrics>,
         store: Arc<dyn Store>,
     ) -> Arc<ControlPlane> {
@@ -192,6 +199,7 @@ impl ControlPlane {
         });
         let (services, dormant, events, resume) = restore::runtimes(&config, stored, 1);
         let (mut objects, failures) = Objects::new(metrics.clone());
+        objects.set_issued(issued.clone());
         let mut health = HashMap::new();
         for sc in &config.services {
             for pool in PoolName::ALL {
@@ -236,6 +244,8 @@ impl ControlPlane {
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             metrics,
+            issued,
+            acme_domains: tokio::sync::watch::Sender::new(Default::default()),
         });
         tokio::spawn(control.clone().apply_reports(health_rx, failures));
         tokio::spawn(control.clone().apply_updates(updates_rx));
@@ -244,6 +254,17 @@ impl ControlPlane {
         }
         tokio::spawn(control.clone().run_analysis());
         control
+    }
+
+    /// The certificates obtained over ACME and the challenges in progress.
+    pub fn issued(&self) -> &Arc<crate::tls::Issued> {
+        &self.issued
+    }
+
+    /// The hosts the provider's routers ask ACME certificates for, as they
+    /// change.
+    pub fn acme_domains(&self) -> tokio::sync::watch::Receiver<std::collections::BTreeSet<String>> {
+        self.acme_domains.subscribe()
     }
 
     /// The metrics everything records into.

@@ -39,6 +39,9 @@ pub struct Contribution {
     pub origins: BTreeMap<String, Vec<Location>>,
     /// The containers read, with their ignored labels and issues.
     pub containers: Vec<ContainerStatus>,
+    /// The hosts of the routers with a `tls.certresolver` label: ACME
+    /// certificates are obtained for them.
+    pub acme_domains: std::collections::BTreeSet<String>,
 }
 
 /// A container behind a server.

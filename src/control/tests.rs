@@ -63,7 +63,14 @@ impl Store for TestStore {
 
 async fn plane(store: Arc<TestStore>) -> Arc<ControlPlane> {
     let config = crate::config::parse(CONFIG, std::path::Path::new("/tmp/proxy.toml")).unwrap();
-    let control = ControlPlane::new(config, None, Arc::new(Metrics::new()), store.clone()).await;
+    let control = ControlPlane::new(
+        config,
+        None,
+        Arc::default(),
+        Arc::new(Metrics::new()),
+        store.clone(),
+    )
+    .await;
     let _ = store.routing.set(control.routing());
     control
 }

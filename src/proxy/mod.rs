@@ -237,6 +237,9 @@ impl Conn {
         };
         let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
         match tokio::time::timeout(self.head_timeout, accept).await {
+            // A TLS-ALPN-01 validation ends with the handshake (RFC 8737).
+            Ok(Ok(stream))
+                if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {}
             Ok(Ok(stream)) => self.serve_io(stream).await,
             Ok(Err(e)) => {
                 tracing::debug!(client.addr = %self.client.addr, error = %e, "TLS handshake failed")
@@ -309,7 +312,16 @@ impl Conn {
                 ))
             .then(|| track.expect_upgrade());
             let asked_upgrade = upgrade.is_some();
-            let resp = forward::forward(&routing, req, client, upgrade, active.refusal());
+            let resp = match acme_answer(&routing, &req) {
+                Some(answer) => futures_util::future::Either::Left(std::future::ready(answer)),
+                None => futures_util::future::Either::Right(forward::forward(
+                    &routing,
+                    req,
+                    client,
+                    upgrade,
+                    active.refusal(),
+                )),
+            };
             let track = track.clone();
             // A combinator rather than an `async` block: awaiting the
             // forwarding future inside a block would hold it twice, and this
@@ -502,3 +514,21 @@ pub async fn bind(addr: SocketAddr, proto: &'static str) -> std::io::Result<Prox
 
 #[cfg(test)]
 mod tests;
+
+/// The key authorization of an HTTP-01 validation in progress, when `req`
+/// asks for one; other requests under the prefix are forwarded.
+fn acme_answer(
+    routing: &Routing,
+    req: &Request<Incoming>,
+) -> Option<http::Response<body::ResponseBody>> {
+    let token = req
+        .uri()
+        .path()
+        .strip_prefix(crate::tls::ACME_HTTP_PREFIX)?;
+    let answer = routing.load().issued.http_answer(token)?;
+    tracing::info!(token, "answering an ACME HTTP-01 validation");
+    http::Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(body::ResponseBody::full(answer.as_bytes().to_vec()))
+        .ok()
+}

@@ -10,6 +10,7 @@ mod support;
 
 // The request path: routing, proxying, bodies, streams, tunnels, the
 // answers cutover gives itself, and hostile or broken peers.
+mod acme;
 mod bodies;
 mod errors;
 mod framing;

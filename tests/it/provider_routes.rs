@@ -93,6 +93,7 @@ fn contribution(services: Vec<ServiceConfig>, routes: Vec<RouteConfig>) -> Contr
             ignored_labels: Vec::new(),
             issues: Vec::new(),
         }],
+        acme_domains: Default::default(),
     }
 }
 

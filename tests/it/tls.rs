@@ -280,3 +280,130 @@ async fn a_certificate_that_does_not_cover_its_names_fails_the_reload() {
     })
     .await;
 }
+
+/// Writes a pair for `names` valid until `not_after` (year, month, day) as
+/// `{stem}.crt` and `{stem}.key` in `dir`.
+fn write_dated(
+    dir: &Path,
+    stem: &str,
+    names: &[&str],
+    not_after: (i32, u8, u8),
+) -> CertificateDer<'static> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join(format!("{stem}.crt")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+    cert.der().clone()
+}
+
+#[tokio::test]
+async fn a_directory_of_pairs_answers_by_sni_and_a_reload_keeps_open_connections() {
+    within(BOUND, async {
+        let dir = tempfile::tempdir().unwrap();
+        let default = write_pair(dir.path());
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).unwrap();
+        let a = write_dated(&certs, "a", &["a.test"], (2999, 1, 1));
+        let b = write_dated(&certs, "b", &["b.test", "*.b.test"], (2999, 1, 1));
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
+        let proxy = start_with(dir, &blue, &green, "directory = \"certs\"").await;
+        let addr = proxy.https.unwrap();
+        let all = [&default, &a, &b];
+        for (name, expected) in [
+            ("a.test", &a),
+            ("b.test", &b),
+            ("x.b.test", &b),
+            ("localhost", &default),
+        ] {
+            let stream = connect_as(addr, &all, b"http/1.1", name).await.unwrap();
+            let presented = &stream.get_ref().1.peer_certificates().unwrap()[0];
+            assert_eq!(presented, expected, "certificate presented for {name}");
+        }
+
+        // A connection open under the old certificate of a.test.
+        let stream = connect_as(addr, &all, b"http/1.1", "a.test").await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let get = |host: &'static str| {
+            Request::get("/")
+                .header("host", host)
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
+        assert_eq!(
+            send.send_request(get("a.test")).await.unwrap().status(),
+            200
+        );
+
+        // Renewed in place; the reload swaps the certificates.
+        let renewed = write_dated(&certs, "a", &["a.test"], (2999, 6, 1));
+        proxy
+            .control
+            .reload(cutover::control::events::Actor::Api)
+            .await
+            .unwrap();
+        send.ready().await.unwrap();
+        assert_eq!(
+            send.send_request(get("a.test")).await.unwrap().status(),
+            200,
+            "the connection open across the reload still serves"
+        );
+        let stream = connect_as(addr, &[&renewed], b"http/1.1", "a.test")
+            .await
+            .unwrap();
+        assert_eq!(
+            &stream.get_ref().1.peer_certificates().unwrap()[0],
+            &renewed
+        );
+        drop(stream);
+
+        // An expired certificate dropped in fails the reload, naming the
+        // file and the date; the running certificates keep serving.
+        write_dated(&certs, "old", &["old.test"], (2020, 3, 1));
+        let err = proxy
+            .control
+            .reload(cutover::control::events::Actor::Api)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("old.crt") && err.contains("expired on 2020-03-01"),
+            "{err}"
+        );
+        std::fs::remove_file(certs.join("old.crt")).unwrap();
+
+        // A key that is not the certificate's: both files named.
+        std::fs::copy(certs.join("b.key"), certs.join("a.key")).unwrap();
+        let err = proxy
+            .control
+            .reload(cutover::control::events::Actor::Api)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a.crt") && err.contains("a.key") && err.contains("usable pair"),
+            "{err}"
+        );
+        send.ready().await.unwrap();
+        assert_eq!(
+            send.send_request(get("a.test")).await.unwrap().status(),
+            200
+        );
+        let stream = connect_as(addr, &[&renewed], b"http/1.1", "a.test")
+            .await
+            .unwrap();
+        assert!(get_h1(stream).await.contains("blue"));
+        drop(send);
+        proxy.stop().await;
+    })
+    .await;
+}

@@ -9,10 +9,12 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::{at, Checker, NONZERO, POSITIVE};
-use crate::config::raw::{Located, RawAdmin, RawLimits, RawServer, RawState, RawTls, RawTlsCert};
+use crate::config::raw::{
+    Located, RawAcme, RawAdmin, RawLimits, RawServer, RawState, RawTls, RawTlsCert,
+};
 use crate::config::{
-    AdminConfig, IpRange, Limits, ServerConfig, SniCert, StateConfig, TlsConfig, DEFAULT_LISTEN,
-    DEFAULT_STATE_PATH, DEFAULT_UPGRADES,
+    AcmeChallenge, AcmeConfig, AdminConfig, IpRange, Limits, ServerConfig, SniCert, StateConfig,
+    TlsConfig, DEFAULT_ACME_RENEW_BEFORE, DEFAULT_LISTEN, DEFAULT_STATE_PATH, DEFAULT_UPGRADES,
 };
 
 impl Checker<'_> {
@@ -190,11 +192,113 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, c)| self.sni_cert(c, i, &mut seen))
             .collect();
+        let directory = t
+            .directory
+            .as_ref()
+            .and_then(|v| self.file_path(v, "server.tls.directory"));
+        let acme = match &t.acme {
+            Some(a) => Some(self.acme(a)?),
+            None => None,
+        };
         Some(TlsConfig {
             listen: listen?,
             cert: cert?,
             key: key?,
             certificates: certificates.into_iter().collect::<Option<_>>()?,
+            directory,
+            acme,
+        })
+    }
+
+    /// `[server.tls.acme]`.
+    fn acme(&mut self, raw: &Located<RawAcme>) -> Option<AcmeConfig> {
+        let table = raw.start();
+        let a = &raw.value;
+        let url = self.required(
+            a.directory_url.as_ref(),
+            table,
+            "server.tls.acme.directory_url",
+            "directory_url = \"https://acme-v02.api.letsencrypt.org/directory\"",
+        );
+        let url = url.and_then(|v| {
+            let text = v.get_ref();
+            if text.starts_with("https://") || text.starts_with("http://") {
+                Some(text.clone())
+            } else {
+                let message = format!(
+                    "{text:?} is not a URL (expected the ACME server's directory, e.g. \"https://acme-v02.api.letsencrypt.org/directory\")"
+                );
+                self.issue(at(v), "server.tls.acme.directory_url", message);
+                None
+            }
+        });
+        let key = "server.tls.acme.domains";
+        let domains = self.required(
+            a.domains.as_ref(),
+            table,
+            key,
+            "domains = [\"agent.example.com\"]",
+        );
+        let mut valid = Vec::new();
+        let mut ok = domains.is_some();
+        if let Some(domains) = domains {
+            if domains.get_ref().is_empty() {
+                let message = "[] is empty (expected the domains to obtain certificates for, e.g. [\"agent.example.com\"])";
+                self.issue(at(domains), key, message.to_string());
+                ok = false;
+            }
+            for name in domains.get_ref() {
+                let text = name.get_ref();
+                let problem = match sni_name_problem(text) {
+                    Some(why) => Some(why),
+                    None if text.starts_with("*.") => Some(format!(
+                        "{text:?} is a wildcard: HTTP-01 and TLS-ALPN-01 cannot prove one (expected a DNS name such as \"agent.example.com\")"
+                    )),
+                    None => None,
+                };
+                match problem {
+                    Some(why) => {
+                        self.issue(at(name), key, why);
+                        ok = false;
+                    }
+                    None => valid.push(text.to_ascii_lowercase()),
+                }
+            }
+        }
+        let email = a.email.as_ref().map(|v| v.get_ref().clone());
+        let ca =
+            a.ca.as_ref()
+                .and_then(|v| self.file_path(v, "server.tls.acme.ca"));
+        let renew_before = self.duration_or(
+            a.renew_before.as_ref(),
+            "server.tls.acme.renew_before",
+            DEFAULT_ACME_RENEW_BEFORE,
+            false,
+        );
+        let challenge = match &a.challenge {
+            None => Some(AcmeChallenge::Http01),
+            Some(v) => {
+                match v.get_ref().as_str() {
+                    "http-01" => Some(AcmeChallenge::Http01),
+                    "tls-alpn-01" => Some(AcmeChallenge::TlsAlpn01),
+                    other => {
+                        let message = format!("{other:?} is not a challenge (expected \"http-01\" or \"tls-alpn-01\")");
+                        self.issue(at(v), "server.tls.acme.challenge", message);
+                        None
+                    }
+                }
+            }
+        };
+        if !ok {
+            return None;
+        }
+        Some(AcmeConfig {
+            directory_url: url?,
+            domains: valid,
+            email,
+            ca,
+            renew_before,
+            challenge: challenge?,
         })
     }
 

@@ -25,8 +25,16 @@ use crate::wire::{ContainerStatus, LabelIssue};
 pub fn contribution(containers: &[Container], settings: &Settings<'_>) -> Contribution {
     let mut g = Grouping::read(containers, settings);
     let routers = g.routers(settings);
+    let mut out = Contribution {
+        // The hosts of routers with a `tls.certresolver`, for ACME.
+        acme_domains: routers
+            .iter()
+            .filter(|r| r.certresolver)
+            .flat_map(|r| r.alternatives.iter().filter_map(|a| a.host.clone()))
+            .collect(),
+        ..Contribution::default()
+    };
     let groups = group_by_rule(routers);
-    let mut out = Contribution::default();
     let mut names = BTreeSet::new();
     // Services named by a label claim their names first.
     let (named, derived): (Vec<_>, Vec<_>) = groups
@@ -109,6 +117,8 @@ struct Router {
     /// The containers defining it, with the rule's label.
     defs: Vec<(usize, String)>,
     alternatives: Vec<Alternative>,
+    /// It has a `tls.certresolver` label.
+    certresolver: bool,
     priority: i64,
     listeners: Listeners,
     middlewares: Option<Arc<Middlewares>>,
@@ -301,6 +311,7 @@ impl<'a> Grouping<'a> {
             explicit_priority: first.priority.as_ref().map(|p| p.value),
             defs: defs.iter().map(|&i| (i, rule.label.clone())).collect(),
             alternatives,
+            certresolver: first.certresolver.is_some(),
             priority,
             listeners,
             middlewares,
@@ -426,6 +437,7 @@ fn same_router(a: &RouterLabels, b: &RouterLabels) -> bool {
         && v(&a.priority) == v(&b.priority)
         && v(&a.entrypoints) == v(&b.entrypoints)
         && v(&a.middlewares) == v(&b.middlewares)
+        && v(&a.certresolver) == v(&b.certresolver)
 }
 
 fn rule_label(router: &RouterLabels, name: &str) -> String {

@@ -28,6 +28,9 @@ pub struct RouterLabels {
     pub entrypoints: Option<Labeled<Vec<String>>>,
     /// `.middlewares`, comma-separated, `@docker` removed.
     pub middlewares: Option<Labeled<Vec<String>>>,
+    /// `.tls.certresolver`: its hosts get certificates from
+    /// `[server.tls.acme]`, whatever the resolver's name.
+    pub certresolver: Option<Labeled<String>>,
     /// Its labels whose values cannot be read (the router is left out).
     pub bad: Vec<String>,
 }
@@ -184,6 +187,9 @@ fn router_label(
         }
         ["entrypoints"] => router.entrypoints = Some(labeled(list(value), key)),
         ["middlewares"] => router.middlewares = Some(labeled(list(value), key)),
+        ["tls", "certresolver"] => {
+            router.certresolver = Some(labeled(value.trim().to_string(), key));
+        }
         _ => return Ok(false),
     }
     Ok(true)
@@ -336,7 +342,6 @@ mod tests {
             [
                 "cutover.colour",
                 "traefik.http.routers.r.tls",
-                "traefik.http.routers.r.tls.certresolver",
                 "traefik.http.services.s.loadbalancer.sticky.cookie",
                 "traefik.tcp.routers.t.rule",
             ]

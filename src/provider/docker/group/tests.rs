@@ -431,3 +431,29 @@ fn health_check_labels_make_an_http_check_per_pool() {
     let g = svc.health_of(PoolName::Green).unwrap();
     assert_eq!((g.kind, g.path.as_str()), (CheckKind::Http, "/health"));
 }
+
+#[test]
+fn the_hosts_of_routers_with_a_certresolver_are_acme_domains() {
+    let c = build(&[
+        compose(
+            "a",
+            1,
+            &[
+                (
+                    "traefik.http.routers.a.rule",
+                    "Host(`a.test`) || Host(`www.a.test`)",
+                ),
+                ("traefik.http.routers.a.tls.certresolver", "le"),
+            ],
+        ),
+        compose("b", 2, &[("traefik.http.routers.b.rule", "Host(`b.test`)")]),
+    ]);
+    assert_eq!(
+        c.acme_domains
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["a.test", "www.a.test"]
+    );
+    assert!(c.containers[0].ignored_labels.is_empty());
+}
