@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::body::{RequestBody, RequestBodyError, ResponseBody};
 use super::conn::Upgraded;
 use super::error::ProxyError;
-use super::{headers, middleware, tunnel};
+use super::{headers, middleware, stream, tunnel};
 use crate::balance;
 use crate::config::{Listener, Middlewares, PoolName};
 use crate::http1::{self, RequestHead, UpstreamBody};
@@ -216,7 +216,8 @@ impl Exchange {
                 ));
             };
             let cutter = guard.pool().cutter().clone();
-            let task = tokio::spawn(tunnel::run(client, upstream, guard));
+            let ttfb = self.start.elapsed();
+            let task = tokio::spawn(tunnel::run(client, upstream, guard, ttfb));
             cutter.register(task.abort_handle());
             headers::remove_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
@@ -229,9 +230,13 @@ impl Exchange {
         if let Some(m) = &self.target.middlewares {
             middleware::on_response(m, &mut parts.headers);
         }
+        let event_stream = stream::is_event_stream(&parts.headers);
+        let drain_event = event_stream
+            .then(|| self.target.service.drain_sse_event.clone())
+            .flatten();
         Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(body, guard),
+            ResponseBody::upstream(body, guard, self.start, event_stream, drain_event),
         ))
     }
 
