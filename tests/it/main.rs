@@ -20,6 +20,7 @@ mod provider_routes;
 mod proxy;
 mod routing;
 mod streaming;
+mod streams;
 mod tls;
 mod upstream_faults;
 mod websocket;
