@@ -251,3 +251,28 @@ async fn an_event_stream_gets_the_drain_event_and_reconnects_to_the_new_pool() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_deadline_an_event_stream_gets_the_drain_event() {
+    within(BOUND, async {
+        let blue = stream_upstream("blue", Streams::Endless).await;
+        let green = stream_upstream("green", Streams::Whole).await;
+        let extra = "drain_timeout = \"300ms\"\n\
+                     drain_sse_event = \"event: drain\\ndata: reconnect\"";
+        let proxy = Cutover::start(&config(blue.addr, green.addr, extra, "")).await;
+        let first = tokio::spawn(read_stream(proxy.addr, None));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        // The stream outlives the shutdown's deadline (the longest drain_timeout).
+        let _dir = proxy.stop().await;
+        let (text, whole) = first.await.unwrap();
+
+        assert!(whole, "the stream did not end properly: {text:?}");
+        assert!(text.contains("data: blue 0\n\n"), "{text:?}");
+        assert!(
+            text.ends_with("\n\nevent: drain\ndata: reconnect\n\n"),
+            "{text:?}"
+        );
+    })
+    .await;
+}
