@@ -36,6 +36,21 @@ pub enum RequestBodyError {
     },
 }
 
+/// Why a response body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// The upstream's body failed.
+    #[error(transparent)]
+    Upstream(#[from] http1::Error),
+    /// Cut at the end of its pool's drain (or of the shutdown's). An HTTP/2
+    /// client gets its stream reset with the code inside, `REFUSED_STREAM`,
+    /// which tells it to retry (hyper resets a stream with the first h2
+    /// reason among the causes of its body's error); an HTTP/1.1 client's
+    /// response stays visibly incomplete.
+    #[error("cut at the end of the pool's drain")]
+    Cut(#[source] h2::Error),
+}
+
 /// The client's request body on its way to the upstream.
 #[derive(Debug)]
 pub struct RequestBody {
@@ -206,7 +221,7 @@ fn strike(guard: &InflightGuard, e: &http1::Error) {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = http1::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -238,6 +253,8 @@ impl Body for ResponseBody {
                         *guard = None;
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::clone(&event)))));
                     }
+                    let refused = h2::Error::from(h2::Reason::REFUSED_STREAM);
+                    return Poll::Ready(Some(Err(ResponseBodyError::Cut(refused))));
                 }
             }
             Poll::Ready(None) => this.finish(),
@@ -247,7 +264,7 @@ impl Body for ResponseBody {
             }
             Poll::Pending => {}
         }
-        polled
+        polled.map_err(ResponseBodyError::Upstream)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -276,3 +276,40 @@ async fn at_shutdown_deadline_an_event_stream_gets_the_drain_event() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_cut_at_the_drain_deadline_is_refused_so_it_is_retried() {
+    within(BOUND, async {
+        let blue = stream_upstream("blue", Streams::Endless).await;
+        let green = stream_upstream("green", Streams::Whole).await;
+        let extra = "drain_timeout = \"300ms\"";
+        let proxy = Cutover::start(&config(blue.addr, green.addr, extra, "")).await;
+        let mut client = Client::h2(proxy.addr).await;
+        let mut resp = client.send(get("/stream")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let reply = proxy.switch("app", json!({"to": "green"})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+        let err = loop {
+            match resp.body_mut().frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e,
+                None => panic!("the cut stream ended as if whole"),
+            }
+        };
+
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        let mut reason = None;
+        while let Some(e) = source {
+            if let Some(h2) = e.downcast_ref::<h2::Error>() {
+                reason = h2.reason();
+            }
+            source = e.source();
+        }
+        assert_eq!(reason, Some(h2::Reason::REFUSED_STREAM), "{err:?}");
+        // The connection lives on: the retry lands on green.
+        let again = client.get("/").await;
+        assert_eq!(again.text(), "green");
+    })
+    .await;
+}
