@@ -215,10 +215,14 @@ impl Exchange {
                     true,
                 ));
             };
-            let cutter = guard.pool().cutter().clone();
+            // The tunnel ends itself at the cut, once its sides are told.
+            let cut = guard.pool().cutter().flag();
             let ttfb = self.start.elapsed();
-            let task = tokio::spawn(tunnel::run(client, upstream, guard, ttfb));
-            cutter.register(task.abort_handle());
+            let websocket = parts
+                .headers
+                .get(http::header::UPGRADE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            tokio::spawn(tunnel::run(client, upstream, guard, ttfb, websocket, cut));
             headers::remove_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
         }

@@ -313,3 +313,66 @@ async fn an_http2_stream_cut_at_the_drain_deadline_is_refused_so_it_is_retried()
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_at_the_drain_deadline_gets_close_1001_both_ways() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+
+    within(BOUND, async {
+        // An upstream that echoes and reports the close it gets.
+        let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let blue = Listening::start(move |conn: TcpStream| {
+            let closed = closed_tx.clone();
+            async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(conn).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if let Message::Close(frame) = msg {
+                        let _ = closed.send(frame.map(|f| f.code));
+                        return;
+                    }
+                    if ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        let green = stream_upstream("green", Streams::Whole).await;
+        let extra = "drain_timeout = \"300ms\"";
+        let proxy = Cutover::start(&config(blue.addr, green.addr, extra, "")).await;
+        let stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let (mut ws, _) =
+            tokio_tungstenite::client_async(format!("ws://{}/ws", proxy.addr), stream)
+                .await
+                .expect("handshake through the proxy");
+        ws.send(Message::text("before")).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed, Message::text("before"));
+
+        let reply = proxy.switch("app", json!({"to": "green"})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+        let close = match ws.next().await {
+            Some(Ok(Message::Close(frame))) => frame,
+            other => panic!("expected a close frame, got {other:?}"),
+        };
+        assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+        let upstream_close = closed_rx.recv().await.expect("the upstream saw the close");
+        assert_eq!(upstream_close, Some(CloseCode::Away));
+        let scrape = proxy.scrape().await;
+        let cut = scrape.value(
+            "cutover_streams_total",
+            &[
+                ("service", "app"),
+                ("pool", "blue"),
+                ("outcome", "drain_cut"),
+            ],
+        );
+        assert_eq!(cut, 1.0);
+    })
+    .await;
+}
