@@ -381,7 +381,7 @@ def main():
             port = p_nginx
         else:
             hcfg = workdir / "haproxy.cfg"
-            hcfg.write_text(HAPROXY_CFG.format(port=p_hap, o1=o1, maxconn=args.streams + 100))
+            hcfg.write_text(HAPROXY_CFG.format(port=p_hap, o1=o1, maxconn=args.streams + 10))
             proc = e2e.spawn([e2e.find("haproxy"), "-db", "-f", str(hcfg)], args.proxy_cpu, "haproxy", workdir)
             e2e.wait_port(p_hap, proc)
             port = p_hap
