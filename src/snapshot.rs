@@ -140,6 +140,8 @@ pub struct Service {
     pub balance: Balance,
     /// Blue and green, indexed by [`PoolName::index`].
     pub pools: [PoolView; 2],
+    /// The event an event stream gets at the end of its pool's drain.
+    pub drain_sse_event: Option<Arc<bytes::Bytes>>,
 }
 
 impl Service {
@@ -370,6 +372,10 @@ impl Objects {
             preview: sc.preview.clone(),
             balance: sc.balance,
             pools,
+            drain_sse_event: sc
+                .drain_sse_event
+                .as_ref()
+                .map(|e| Arc::new(bytes::Bytes::copy_from_slice(e.as_bytes()))),
         }
     }
 }

@@ -366,6 +366,10 @@ pub struct ServiceConfig {
     pub rollback: Option<RollbackConfig>,
     /// `[[service.NAME.canary.stages]]`, in order (may be empty).
     pub canary: Vec<CanaryStage>,
+    /// `drain_sse_event`: the event (its text, ending in a blank line) an
+    /// event stream gets at the end of its pool's drain, before its
+    /// response ends properly; `None`: such a stream is cut like any other.
+    pub drain_sse_event: Option<String>,
 }
 
 impl ServiceConfig {
@@ -462,6 +466,10 @@ pub struct RollbackConfig {
     pub cooldown: Duration,
     /// Most automated rollbacks per hour.
     pub max_per_hour: u32,
+    /// Share of finished streams the upstream aborted that trips it; `None`: not judged.
+    pub max_stream_abort_rate: Option<f64>,
+    /// Streams' p99 time to first byte that trips it; `None`: not judged.
+    pub max_ttfb_p99: Option<Duration>,
 }
 
 /// One `[[service.NAME.canary.stages]]`.
@@ -477,6 +485,10 @@ pub struct CanaryStage {
     pub max_p99: Duration,
     /// Requests the standby pool must answer in the stage before it is judged. Default 50.
     pub min_requests: u64,
+    /// Largest share of finished streams the upstream aborted; `None`: not judged.
+    pub max_stream_abort_rate: Option<f64>,
+    /// Largest streams' p99 time to first byte; `None`: not judged.
+    pub max_ttfb_p99: Option<Duration>,
 }
 
 /// Where a config value came from.

@@ -200,6 +200,8 @@ pub struct RawService {
     pub rollback: Option<Located<RawRollback>>,
     /// `[service.NAME.canary]`.
     pub canary: Option<Located<RawCanary>>,
+    /// The event an event stream gets at the end of its pool's drain.
+    pub drain_sse_event: Option<Spanned<String>>,
 }
 
 /// `sticky = { header = "..." }` or `{ cookie = "..." }`: exactly one key.
@@ -280,6 +282,10 @@ pub struct RawRollback {
     pub cooldown: Option<Spanned<String>>,
     /// Rollbacks per hour, at least 1. Required.
     pub max_per_hour: Option<Spanned<i64>>,
+    /// Share of finished streams the upstream aborted, 0..=1. Optional.
+    pub max_stream_abort_rate: Option<Spanned<f64>>,
+    /// Duration string: streams' p99 time to first byte. Optional.
+    pub max_ttfb_p99: Option<Spanned<String>>,
 }
 
 /// `[service.NAME.canary]`.
@@ -304,6 +310,10 @@ pub struct RawStage {
     pub max_p99: Option<Spanned<String>>,
     /// Requests, at least 1. Default 50.
     pub min_requests: Option<Spanned<i64>>,
+    /// Share of finished streams the upstream aborted, 0..=1. Optional.
+    pub max_stream_abort_rate: Option<Spanned<f64>>,
+    /// Duration string: streams' p99 time to first byte. Optional.
+    pub max_ttfb_p99: Option<Spanned<String>>,
 }
 
 /// A table with its byte range in the file when it has one.

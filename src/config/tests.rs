@@ -214,6 +214,8 @@ fn spec_example_parses_into_expected_values() {
         Some(RollbackConfig {
             max_error_rate: 0.05,
             max_p99: secs(2),
+            max_stream_abort_rate: None,
+            max_ttfb_p99: None,
             window: secs(60),
             min_requests: 50,
             cooldown: secs(300),
@@ -227,6 +229,8 @@ fn spec_example_parses_into_expected_values() {
             hold: secs(300),
             max_error_rate: 0.01,
             max_p99: secs(1),
+            max_stream_abort_rate: None,
+            max_ttfb_p99: None,
             min_requests: 50,
         }]
     );
@@ -1206,5 +1210,38 @@ fn bad_acme_values_are_reported_at_their_key() {
         "[server.tls.acme]",
         "server.tls.acme.directory_url",
         &["missing"],
+    );
+}
+
+#[test]
+fn stream_judgments_and_the_drain_event_are_read() {
+    let text = with(
+        "[service.agent]\ndrain_sse_event = \"event: drain\\ndata: reconnect\"\n\
+         [[service.agent.canary.stages]]\nweight = 5\nhold = \"1m\"\nmax_error_rate = 0.1\n\
+         max_p99 = \"1s\"\nmax_stream_abort_rate = 0.02\nmax_ttfb_p99 = \"800ms\"",
+    );
+    let config = parse_ok(&text);
+    let agent = &config.services[0];
+    assert_eq!(
+        agent.drain_sse_event.as_deref(),
+        Some("event: drain\ndata: reconnect\n\n")
+    );
+    assert_eq!(agent.canary[0].max_stream_abort_rate, Some(0.02));
+    assert_eq!(
+        agent.canary[0].max_ttfb_p99,
+        Some(Duration::from_millis(800))
+    );
+    let stage = "[[service.agent.canary.stages]]\nweight = 5\nhold = \"1m\"\nmax_error_rate = 0.1\nmax_p99 = \"1s\"\nmax_stream_abort_rate = 2";
+    check(
+        stage,
+        "2",
+        "service.agent.canary.stages[0].max_stream_abort_rate",
+        &["2 is not a share"],
+    );
+    check(
+        "[service.agent]\ndrain_sse_event = \" \"",
+        "\" \"",
+        "service.agent.drain_sse_event",
+        &["is empty"],
     );
 }

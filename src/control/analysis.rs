@@ -25,14 +25,73 @@ fn millis(d: Duration) -> u64 {
 /// A failed judgment: which criterion, what was measured, what was allowed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
-    /// `max_error_rate`, `max_p99`, `baseline_error_rate`, `baseline_p99` or `unhealthy`.
+    /// `max_error_rate`, `max_p99`, `max_stream_abort_rate`, `max_ttfb_p99`,
+    /// `baseline_error_rate`, `baseline_p99`, `baseline_stream_abort_rate`,
+    /// `baseline_ttfb_p99` or `unhealthy`.
     pub criterion: &'static str,
     /// The measured values (JSON for the event's detail).
     pub detail: serde_json::Value,
 }
 
+/// The stream thresholds of a stage or a rollback watch; `None`: not judged.
+#[derive(Debug, Clone, Copy, Default)]
+struct StreamLimits {
+    max_abort_rate: Option<f64>,
+    max_ttfb_p99: Option<Duration>,
+}
+
+impl From<&CanaryStage> for StreamLimits {
+    fn from(s: &CanaryStage) -> StreamLimits {
+        StreamLimits {
+            max_abort_rate: s.max_stream_abort_rate,
+            max_ttfb_p99: s.max_ttfb_p99,
+        }
+    }
+}
+
+impl From<&RollbackConfig> for StreamLimits {
+    fn from(c: &RollbackConfig) -> StreamLimits {
+        StreamLimits {
+            max_abort_rate: c.max_stream_abort_rate,
+            max_ttfb_p99: c.max_ttfb_p99,
+        }
+    }
+}
+
+/// Judges the streams of `window` against `limits`: the share of finished
+/// streams the upstream aborted (`stream_abort_rate`), once any stream
+/// finished, and their p99 time to first byte (`ttfb_p99_ms`), once any
+/// first byte was timed. `None` when they pass.
+fn judge_streams(window: &PoolTotals, limits: StreamLimits) -> Option<Verdict> {
+    let s = &window.streams;
+    if let Some(max) = limits.max_abort_rate {
+        let rate = s.abort_rate();
+        if s.finished > 0 && rate > max {
+            return Some(Verdict {
+                criterion: "max_stream_abort_rate",
+                detail: json!({"stream_abort_rate": rate, "max_stream_abort_rate": max, "streams": s.finished, "upstream_aborts": s.upstream_aborts}),
+            });
+        }
+    }
+    if let Some(max) = limits.max_ttfb_p99 {
+        let p99 = s.ttfb_p99();
+        if s.ttfb_count > 0 && p99 > max {
+            return Some(Verdict {
+                criterion: "max_ttfb_p99",
+                detail: json!({"ttfb_p99_ms": millis(p99), "max_ttfb_p99_ms": millis(max), "streams": s.ttfb_count}),
+            });
+        }
+    }
+    None
+}
+
 /// Judges `window` against thresholds; `None` when it passes.
-fn judge(window: &PoolTotals, max_error_rate: f64, max_p99: Duration) -> Option<Verdict> {
+fn judge(
+    window: &PoolTotals,
+    max_error_rate: f64,
+    max_p99: Duration,
+    streams: StreamLimits,
+) -> Option<Verdict> {
     let rate = window.error_rate();
     if rate > max_error_rate {
         return Some(Verdict {
@@ -47,14 +106,20 @@ fn judge(window: &PoolTotals, max_error_rate: f64, max_p99: Duration) -> Option<
             detail: json!({"p99_ms": p99.as_millis() as u64, "max_p99_ms": max_p99.as_millis() as u64, "requests": window.requests}),
         });
     }
-    None
+    judge_streams(window, streams)
 }
 
 /// Whether the standby pool is clearly worse than the active one: an error
 /// share more than twice the baseline's plus one point, or a p99 more than
 /// twice the baseline's plus 100 ms. Judged only when the baseline has
-/// enough requests of its own.
-fn judge_baseline(standby: &PoolTotals, active: &PoolTotals, min_requests: u64) -> Option<Verdict> {
+/// enough requests of its own. Streams are compared the same way, when
+/// the stage judges them and both pools have streams to compare.
+fn judge_baseline(
+    standby: &PoolTotals,
+    active: &PoolTotals,
+    min_requests: u64,
+    streams: StreamLimits,
+) -> Option<Verdict> {
     if active.requests < min_requests {
         return None;
     }
@@ -71,6 +136,25 @@ fn judge_baseline(standby: &PoolTotals, active: &PoolTotals, min_requests: u64) 
             criterion: "baseline_p99",
             detail: json!({"p99_ms": sp.as_millis() as u64, "baseline_p99_ms": ap.as_millis() as u64, "requests": standby.requests}),
         });
+    }
+    let (ss, sa) = (&standby.streams, &active.streams);
+    if streams.max_abort_rate.is_some() && ss.finished > 0 && sa.finished > 0 {
+        let (s, a) = (ss.abort_rate(), sa.abort_rate());
+        if s > 2.0 * a + 0.01 {
+            return Some(Verdict {
+                criterion: "baseline_stream_abort_rate",
+                detail: json!({"stream_abort_rate": s, "baseline_stream_abort_rate": a, "streams": ss.finished}),
+            });
+        }
+    }
+    if streams.max_ttfb_p99.is_some() && ss.ttfb_count > 0 && sa.ttfb_count > 0 {
+        let (sp, ap) = (ss.ttfb_p99(), sa.ttfb_p99());
+        if sp > ap * 2 + Duration::from_millis(100) {
+            return Some(Verdict {
+                criterion: "baseline_ttfb_p99",
+                detail: json!({"ttfb_p99_ms": millis(sp), "baseline_ttfb_p99_ms": millis(ap), "streams": ss.ttfb_count}),
+            });
+        }
     }
     None
 }
@@ -154,8 +238,9 @@ impl Canary {
             return Step::Hold;
         }
         let baseline = active.since(&self.active_at_start);
-        if let Some(v) = judge(&window, stage.max_error_rate, stage.max_p99)
-            .or_else(|| judge_baseline(&window, &baseline, stage.min_requests))
+        let streams = StreamLimits::from(stage);
+        if let Some(v) = judge(&window, stage.max_error_rate, stage.max_p99, streams)
+            .or_else(|| judge_baseline(&window, &baseline, stage.min_requests, streams))
         {
             return Step::Abort(v);
         }
@@ -269,7 +354,12 @@ impl Watch {
         if window.requests < cfg.min_requests {
             return None;
         }
-        judge(&window, cfg.max_error_rate, cfg.max_p99)
+        judge(
+            &window,
+            cfg.max_error_rate,
+            cfg.max_p99,
+            StreamLimits::from(cfg),
+        )
     }
 
     /// What happened in the sliding window ending at `now` (never reaching

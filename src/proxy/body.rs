@@ -9,13 +9,17 @@
 //! buffers: each frame is passed on as it arrives.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::stream::{self, Track};
 use crate::http1::{self, UpstreamBody};
+use crate::metrics::Outcome;
 use crate::snapshot::InflightGuard;
 
 /// Why a request body could not be streamed to the upstream.
@@ -30,6 +34,21 @@ pub enum RequestBodyError {
         /// The configured limit.
         limit: u64,
     },
+}
+
+/// Why a response body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// The upstream's body failed.
+    #[error(transparent)]
+    Upstream(#[from] http1::Error),
+    /// Cut at the end of its pool's drain (or of the shutdown's). An HTTP/2
+    /// client gets its stream reset with the code inside, `REFUSED_STREAM`,
+    /// which tells it to retry (hyper resets a stream with the first h2
+    /// reason among the causes of its body's error); an HTTP/1.1 client's
+    /// response stays visibly incomplete.
+    #[error("cut at the end of the pool's drain")]
+    Cut(#[source] h2::Error),
 }
 
 /// The client's request body on its way to the upstream.
@@ -92,6 +111,9 @@ pub struct ResponseBody {
     kind: Kind,
 }
 
+// One per response and never stored beside others but in its connection:
+// boxing the upstream's variant would cost an allocation per response.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Kind {
     /// A synthetic answer, taken on first poll.
@@ -101,6 +123,11 @@ enum Kind {
     Upstream {
         body: UpstreamBody<RequestBody>,
         guard: Option<InflightGuard>,
+        track: Track,
+        /// The event an event stream gets when its pool's drain ends
+        /// (`drain_sse_event`), before its body ends properly; `None`
+        /// otherwise, and once sent.
+        drain_event: Option<Arc<Bytes>>,
     },
 }
 
@@ -120,12 +147,24 @@ impl ResponseBody {
     }
 
     /// The upstream's body, counted in flight by `guard` until it ends,
-    /// when its connection goes back to the server's pool.
-    pub fn upstream(body: UpstreamBody<RequestBody>, guard: InflightGuard) -> ResponseBody {
+    /// when its connection goes back to the server's pool. Its request
+    /// started at `start`; `event_stream` says the response is a
+    /// `text/event-stream`, which gets `drain_event` (when set) at the end
+    /// of its pool's drain.
+    pub fn upstream(
+        body: UpstreamBody<RequestBody>,
+        guard: InflightGuard,
+        start: Instant,
+        event_stream: bool,
+        drain_event: Option<Arc<Bytes>>,
+    ) -> ResponseBody {
+        let track = Track::new(start, event_stream, &guard.pool().metrics.streams);
         let mut this = ResponseBody {
             kind: Kind::Upstream {
                 body,
                 guard: Some(guard),
+                track,
+                drain_event: drain_event.filter(|_| event_stream),
             },
         };
         this.finish_if_ended();
@@ -141,12 +180,30 @@ impl ResponseBody {
     /// The body has ended: the connection goes back to the pool, then the
     /// guard drops.
     fn finish(&mut self) {
-        if let Kind::Upstream { body, guard } = &mut self.kind {
+        if let Kind::Upstream {
+            body, guard, track, ..
+        } = &mut self.kind
+        {
             if let Some(guard) = guard.take() {
+                track.end(Outcome::Completed, &guard.pool().metrics.streams);
                 if let Some(conn) = body.take_conn() {
                     guard.server().upstream.release(conn);
                 }
             }
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    /// A body dropped before its end: the client went away.
+    fn drop(&mut self) {
+        if let Kind::Upstream {
+            guard: Some(guard),
+            track,
+            ..
+        } = &mut self.kind
+        {
+            track.end(Outcome::ClientAbort, &guard.pool().metrics.streams);
         }
     }
 }
@@ -164,35 +221,56 @@ fn strike(guard: &InflightGuard, e: &http1::Error) {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = http1::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let (body, guard) = match &mut this.kind {
+        let (body, guard, track, drain_event) = match &mut this.kind {
             Kind::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, guard } => (body, guard),
+            Kind::Upstream {
+                body,
+                guard,
+                track,
+                drain_event,
+            } => (body, guard, track, drain_event),
+        };
+        let Some(g) = guard.as_ref() else {
+            // Ended (or ended by the drain event).
+            return Poll::Ready(None);
         };
         let polled = body.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Err(e))) => {
-                if let Some(guard) = guard.as_ref() {
-                    strike(guard, e);
+                strike(g, e);
+                track.end(stream::outcome_of(e), &g.pool().metrics.streams);
+                if e.is_cut() {
+                    if let Some(event) = drain_event.take() {
+                        // The event, then a proper end: the guard goes
+                        // (the connection with the body: it did not end).
+                        *guard = None;
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::clone(&event)))));
+                    }
+                    let refused = h2::Error::from(h2::Reason::REFUSED_STREAM);
+                    return Poll::Ready(Some(Err(ResponseBodyError::Cut(refused))));
                 }
             }
             Poll::Ready(None) => this.finish(),
-            Poll::Ready(Some(Ok(_))) => this.finish_if_ended(),
+            Poll::Ready(Some(Ok(frame))) => {
+                track.frame(frame.is_data(), &g.pool().metrics.streams);
+                this.finish_if_ended();
+            }
             Poll::Pending => {}
         }
-        polled
+        polled.map_err(ResponseBodyError::Upstream)
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Upstream { body, guard, .. } => guard.is_none() || body.is_end_stream(),
         }
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::body::{RequestBody, RequestBodyError, ResponseBody};
 use super::conn::Upgraded;
 use super::error::ProxyError;
-use super::{headers, middleware, tunnel};
+use super::{headers, middleware, stream, tunnel};
 use crate::balance;
 use crate::config::{Listener, Middlewares, PoolName};
 use crate::http1::{self, RequestHead, UpstreamBody};
@@ -252,13 +252,20 @@ impl Exchange {
                     true,
                 ));
             };
-            let cutter = guard.pool().cutter().clone();
+            // The tunnel ends itself at the cut, once its sides are told.
+            let cut = guard.pool().cutter().flag();
+            let ttfb = self.start.elapsed();
+            let websocket = parts
+                .headers
+                .get(http::header::UPGRADE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
             let (panics, service) = (
                 self.target.pool_state().metrics.panics.clone(),
                 self.target.service.name.clone(),
             );
-            let task = tokio::spawn(async move {
-                let tunnelled = AssertUnwindSafe(tunnel::run(client, upstream, guard));
+            tokio::spawn(async move {
+                let tunnelled =
+                    AssertUnwindSafe(tunnel::run(client, upstream, guard, ttfb, websocket, cut));
                 if let Err(panic) = tunnelled.catch_unwind().await {
                     panics.inc();
                     tracing::error!(
@@ -267,7 +274,6 @@ impl Exchange {
                     );
                 }
             });
-            cutter.register(task.abort_handle());
             headers::remove_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
         }
@@ -290,9 +296,13 @@ impl Exchange {
         if let Some(m) = &self.target.middlewares {
             middleware::on_response(m, &mut parts.headers);
         }
+        let event_stream = stream::is_event_stream(&parts.headers);
+        let drain_event = event_stream
+            .then(|| self.target.service.drain_sse_event.clone())
+            .flatten();
         Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(body, guard),
+            ResponseBody::upstream(body, guard, self.start, event_stream, drain_event),
         ))
     }
 

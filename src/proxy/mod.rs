@@ -25,6 +25,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod middleware;
+pub mod stream;
 pub mod tunnel;
 
 use std::convert::Infallible;

@@ -23,6 +23,7 @@ mod provider_routes;
 mod proxy;
 mod routing;
 mod streaming;
+mod streams;
 mod tls;
 mod trust;
 mod upstream_faults;

@@ -48,6 +48,7 @@ fn docker_service(name: &str, blue: &Upstream) -> ServiceConfig {
         ],
         rollback: None,
         canary: Vec::new(),
+        drain_sse_event: None,
     }
 }
 

@@ -54,6 +54,10 @@ impl Checker<'_> {
             .as_ref()
             .and_then(|v| self.rollback(v, &key, start));
         let canary = s.canary.as_ref().map(|v| self.canary(&v.value, &key));
+        let drain_sse_event = s
+            .drain_sse_event
+            .as_ref()
+            .and_then(|v| self.sse_event(v, &format!("{key}.drain_sse_event")));
         ServiceConfig {
             name: name.to_string(),
             active,
@@ -65,7 +69,29 @@ impl Checker<'_> {
             pools,
             rollback,
             canary: canary.unwrap_or_default(),
+            drain_sse_event,
         }
+    }
+
+    /// An event stream's event: not empty, no carriage return (a lone one
+    /// would end a line early in some clients), ending in the blank line
+    /// that dispatches it (added when missing).
+    fn sse_event(&mut self, value: &Spanned<String>, key: &str) -> Option<String> {
+        let text = value.get_ref();
+        let problem = if text.trim().is_empty() {
+            Some("is empty (expected an event, e.g. \"event: drain\\ndata: reconnect\\n\\n\")")
+        } else if text.contains('\r') {
+            Some("contains a carriage return (expected lines ended by \\n)")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.issue(at(value), key, format!("{text:?} {problem}"));
+            return None;
+        }
+        let mut event = text.trim_end_matches('\n').to_string();
+        event.push_str("\n\n");
+        Some(event)
     }
 
     pub(super) fn pool_name(&mut self, value: &Spanned<String>, key: &str) -> Option<PoolName> {
@@ -275,6 +301,14 @@ impl Checker<'_> {
                 "max_per_hour = 3",
             )
             .and_then(|v| self.int(v, &key("max_per_hour"), 1..=i64::from(u32::MAX)));
+        let max_stream_abort_rate = r
+            .max_stream_abort_rate
+            .as_ref()
+            .map(|v| self.rate(v, &key("max_stream_abort_rate")));
+        let max_ttfb_p99 = r
+            .max_ttfb_p99
+            .as_ref()
+            .map(|v| self.duration(v, &key("max_ttfb_p99"), NONZERO));
         Some(RollbackConfig {
             max_error_rate: max_error_rate?,
             max_p99: max_p99?,
@@ -282,6 +316,8 @@ impl Checker<'_> {
             min_requests,
             cooldown: cooldown?,
             max_per_hour: max_per_hour?,
+            max_stream_abort_rate: optional(max_stream_abort_rate)?,
+            max_ttfb_p99: optional(max_ttfb_p99)?,
         })
     }
 
@@ -327,13 +363,32 @@ impl Checker<'_> {
             POSITIVE,
             DEFAULT_MIN_REQUESTS,
         );
+        let max_stream_abort_rate = s
+            .max_stream_abort_rate
+            .as_ref()
+            .map(|v| self.rate(v, &key("max_stream_abort_rate")));
+        let max_ttfb_p99 = s
+            .max_ttfb_p99
+            .as_ref()
+            .map(|v| self.duration(v, &key("max_ttfb_p99"), NONZERO));
         Some(CanaryStage {
             weight: weight?,
             hold: hold?,
             max_error_rate: max_error_rate?,
             max_p99: max_p99?,
             min_requests,
+            max_stream_abort_rate: optional(max_stream_abort_rate)?,
+            max_ttfb_p99: optional(max_ttfb_p99)?,
         })
+    }
+}
+
+/// An optional key's value: `Some(None)` when absent, `None` when present
+/// and invalid (the issue is recorded).
+fn optional<T>(checked: Option<Option<T>>) -> Option<Option<T>> {
+    match checked {
+        Some(None) => None,
+        checked => Some(checked.flatten()),
     }
 }
 

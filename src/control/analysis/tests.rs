@@ -1,5 +1,5 @@
 use super::*;
-use crate::metrics::LATENCY_BUCKETS;
+use crate::metrics::{StreamTotals, LATENCY_BUCKETS};
 
 /// Totals of `n` requests, `errors` of them 5xx, all at `latency`.
 fn totals(n: u64, errors: u64, latency: Duration) -> PoolTotals {
@@ -11,6 +11,7 @@ fn totals(n: u64, errors: u64, latency: Duration) -> PoolTotals {
         requests: n,
         errors,
         buckets,
+        streams: StreamTotals::default(),
     }
 }
 
@@ -24,6 +25,7 @@ fn add(a: &PoolTotals, b: &PoolTotals) -> PoolTotals {
             .zip(&b.buckets)
             .map(|(x, y)| x + y)
             .collect(),
+        streams: a.streams.clone(),
     }
 }
 
@@ -34,6 +36,8 @@ fn stage(weight: u8, hold_ms: u64) -> CanaryStage {
         max_error_rate: 0.01,
         max_p99: Duration::from_secs(1),
         min_requests: 50,
+        max_stream_abort_rate: None,
+        max_ttfb_p99: None,
     }
 }
 
@@ -45,6 +49,8 @@ fn rollback_cfg() -> RollbackConfig {
         min_requests: 20,
         cooldown: Duration::from_secs(60),
         max_per_hour: 2,
+        max_stream_abort_rate: None,
+        max_ttfb_p99: None,
     }
 }
 
@@ -260,4 +266,88 @@ fn budget_from_history_counts_the_last_hour_of_rollbacks() {
     // Ahead of the clock: counted as now.
     let b = Budget::from_history([wall + Duration::from_secs(5)], now, wall);
     assert!(b.check(now, &cfg).unwrap_err().starts_with("cooldown"));
+}
+
+/// `n` finished streams, `aborts` of them by the upstream, each with its
+/// first byte after `ttfb`, on top of `base`.
+fn with_streams(base: &PoolTotals, n: u64, aborts: u64, ttfb: Duration) -> PoolTotals {
+    let mut t = base.clone();
+    t.streams = StreamTotals {
+        finished: n,
+        upstream_aborts: aborts,
+        ttfb_count: n,
+        ttfb_buckets: LATENCY_BUCKETS
+            .iter()
+            .map(|b| if ttfb.as_secs_f64() <= *b { n } else { 0 })
+            .collect(),
+    };
+    t
+}
+
+#[test]
+fn a_stage_judging_streams_aborts_on_their_abort_rate_while_requests_pass() {
+    let t0 = Instant::now();
+    let zero = totals(0, 0, FAST);
+    let mut judged = stage(10, 100);
+    judged.max_stream_abort_rate = Some(0.05);
+    let (mut c, _) = Canary::start(vec![judged], t0, zero.clone(), zero.clone()).unwrap();
+    let requests = totals(60, 0, FAST);
+    let cut = with_streams(&requests, 10, 5, FAST);
+    match c.step(t0, &cut, &requests) {
+        Step::Abort(v) => {
+            assert_eq!(v.criterion, "max_stream_abort_rate");
+            assert_eq!(v.detail["stream_abort_rate"], 0.5);
+        }
+        other => panic!("expected an abort, got {other:?}"),
+    }
+    // The same streams, whole, pass.
+    let whole = with_streams(&requests, 10, 0, FAST);
+    assert_eq!(c.step(t0, &whole, &requests), Step::Hold);
+}
+
+#[test]
+fn streams_are_not_judged_unless_the_stage_asks() {
+    let t0 = Instant::now();
+    let zero = totals(0, 0, FAST);
+    let (mut c, _) = Canary::start(vec![stage(10, 100)], t0, zero.clone(), zero).unwrap();
+    let requests = totals(60, 0, FAST);
+    let cut = with_streams(&requests, 10, 10, Duration::from_secs(5));
+    assert_eq!(c.step(t0, &cut, &requests), Step::Hold);
+}
+
+#[test]
+fn ttfb_p99_trips_the_threshold_and_the_baseline() {
+    let t0 = Instant::now();
+    let zero = totals(0, 0, FAST);
+    let mut judged = stage(10, 100);
+    judged.max_ttfb_p99 = Some(Duration::from_secs(2));
+    let (mut c, _) = Canary::start(vec![judged.clone()], t0, zero.clone(), zero.clone()).unwrap();
+    let requests = totals(60, 0, FAST);
+    let slow = with_streams(&requests, 10, 0, Duration::from_secs(4));
+    match c.step(t0, &slow, &requests) {
+        Step::Abort(v) => assert_eq!(v.criterion, "max_ttfb_p99"),
+        other => panic!("expected an abort, got {other:?}"),
+    }
+    // Under the threshold, but far behind the active pool's streams.
+    let (mut c, _) = Canary::start(vec![judged], t0, zero.clone(), zero).unwrap();
+    let standby = with_streams(&requests, 10, 0, Duration::from_millis(1500));
+    let active = with_streams(&requests, 10, 0, FAST);
+    match c.step(t0, &standby, &active) {
+        Step::Abort(v) => assert_eq!(v.criterion, "baseline_ttfb_p99"),
+        other => panic!("expected an abort, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_rollback_watch_judges_stream_aborts() {
+    let t0 = Instant::now();
+    let mut cfg = rollback_cfg();
+    cfg.max_stream_abort_rate = Some(0.1);
+    let zero = totals(0, 0, FAST);
+    let mut w = Watch::start(t0, cfg.window, zero);
+    let cut = with_streams(&totals(30, 0, FAST), 4, 2, FAST);
+    let v = w
+        .step(t0 + Duration::from_secs(1), cut, true, &cfg)
+        .expect("half the streams aborted");
+    assert_eq!(v.criterion, "max_stream_abort_rate");
 }

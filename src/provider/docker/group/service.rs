@@ -125,6 +125,7 @@ impl Grouping<'_> {
             pools: config_pools,
             rollback: None,
             canary: Vec::new(),
+            drain_sse_event: None,
         });
     }
 

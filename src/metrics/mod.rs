@@ -9,6 +9,8 @@
 //! automated rollback judge ([`PoolTotals`]) are read from the same
 //! cumulative counters, so recording a request costs nothing more.
 
+pub mod stream;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -16,6 +18,9 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use stream::StreamFamilies;
+pub use stream::{Outcome, StreamMetrics, StreamTotals};
 
 /// Latency buckets in seconds: fine enough below a second for p99 judgments,
 /// long enough for model calls.
@@ -64,6 +69,9 @@ pub struct Metrics {
     /// `cutover_acme_certificate_expiry_seconds{domain}`: the Unix time the
     /// certificate served for an ACME domain expires.
     pub acme_expiry: IntGaugeVec,
+    /// `cutover_stream_ttfb_seconds`, `cutover_streams_open` and
+    /// `cutover_streams_total`.
+    pub streams: StreamFamilies,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -208,6 +216,7 @@ impl Metrics {
                 "Unix time the certificate served for an ACME domain expires.",
                 &["domain"],
             ),
+            streams: StreamFamilies::register(&registry),
             registry,
         }
     }
@@ -231,6 +240,7 @@ impl Metrics {
             pool: pool.to_string(),
             codes: std::array::from_fn(|_| OnceLock::new()),
             duration: self.duration.with_label_values(&[service, pool]),
+            streams: self.streams.pool(service, pool),
         }
     }
 
@@ -287,6 +297,8 @@ pub struct PoolMetrics {
     pool: String,
     codes: [OnceLock<IntCounter>; CODES],
     duration: Histogram,
+    /// The pool's stream handles.
+    pub streams: StreamMetrics,
 }
 
 impl PoolMetrics {
@@ -327,6 +339,7 @@ impl PoolMetrics {
                 .iter()
                 .map(|b| b.cumulative_count())
                 .collect(),
+            streams: self.streams.totals(),
         }
     }
 }
@@ -345,6 +358,8 @@ pub struct PoolTotals {
     pub errors: u64,
     /// Cumulative latency bucket counts, one per [`LATENCY_BUCKETS`] entry.
     pub buckets: Vec<u64>,
+    /// The pool's streams.
+    pub streams: StreamTotals,
 }
 
 impl PoolTotals {
@@ -353,12 +368,8 @@ impl PoolTotals {
         PoolTotals {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
-            buckets: self
-                .buckets
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0)))
-                .collect(),
+            buckets: bucket_diff(&self.buckets, &earlier.buckets),
+            streams: self.streams.since(&earlier.streams),
         }
     }
 
@@ -374,17 +385,32 @@ impl PoolTotals {
     /// The 99th percentile latency, as the upper bound of the bucket that
     /// holds it (requests beyond the last bucket count as twice its bound).
     pub fn p99(&self) -> Duration {
-        if self.requests == 0 {
-            return Duration::ZERO;
-        }
-        let rank = (self.requests as f64 * 0.99).ceil() as u64;
-        for (i, count) in self.buckets.iter().enumerate() {
-            if *count >= rank {
-                return Duration::from_secs_f64(LATENCY_BUCKETS[i]);
-            }
-        }
-        Duration::from_secs_f64(LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 1] * 2.0)
+        p99(self.requests, &self.buckets)
     }
+}
+
+/// `now - earlier`, bucket by bucket.
+fn bucket_diff(now: &[u64], earlier: &[u64]) -> Vec<u64> {
+    now.iter()
+        .enumerate()
+        .map(|(i, b)| b.saturating_sub(earlier.get(i).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// The 99th percentile of `count` samples in cumulative `buckets` (one per
+/// [`LATENCY_BUCKETS`] entry), as the upper bound of the bucket that holds
+/// it; samples beyond the last bucket count as twice its bound.
+fn p99(count: u64, buckets: &[u64]) -> Duration {
+    if count == 0 {
+        return Duration::ZERO;
+    }
+    let rank = (count as f64 * 0.99).ceil() as u64;
+    for (i, c) in buckets.iter().enumerate() {
+        if *c >= rank {
+            return Duration::from_secs_f64(LATENCY_BUCKETS[i]);
+        }
+    }
+    Duration::from_secs_f64(LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 1] * 2.0)
 }
 
 #[cfg(test)]

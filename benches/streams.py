@@ -1,0 +1,407 @@
+#!/usr/bin/env python3
+"""Open server-sent-event streams through cutover, nginx and HAProxy.
+
+    python3 benches/streams.py                    # 1,000 streams, 20 s each
+    python3 benches/streams.py --streams 10000 --interval 0.5
+    python3 benches/streams.py --only cutover --binary target/release/cutover
+
+The workload of agent and LLM APIs: N concurrent event streams, each
+sending a token (`data: <stream> <i> <sent_ns>`) every `--interval` for
+`--duration`. Each proxy is pinned to one core (--proxy-cpu) and the
+origin and the clients to the other (--load-cpu), as benches/e2e.py does.
+Per proxy it reports:
+
+- RSS per open stream: the proxy's RSS with every stream open (settled)
+  minus its RSS before they opened, over N;
+- CPU per 1,000 tokens: the proxy's CPU time (utime + stime) over the
+  run, per thousand tokens delivered;
+- p99 token delay: from the origin's write to the client's read, over
+  every token (both on this machine's monotonic clock);
+- byte-exact streams: each stream's body, de-chunked, is exactly the
+  tokens its origin sent, numbered 0.. with none missing, and properly
+  ended.
+
+cutover then runs once more with `--switches` blue/green switches spread
+over the run (drain_timeout longer than the run, so streams finish on the
+pool they started on): every stream must still arrive byte-exact.
+
+The origin and the clients are Python (asyncio); at about 20,000 tokens a
+second they take the load core, so a larger N needs a longer interval.
+Every process it starts is killed on exit. Not part of the test suite.
+"""
+
+import argparse
+import asyncio
+import atexit
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import e2e  # noqa: E402  (spawn, kill_all, rss_kib, cpu_ticks, nginx configs)
+
+ROOT = e2e.ROOT
+
+ORIGIN = r'''
+import asyncio, sys, time
+port_blue, port_green, interval, count = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+streams = []  # [transport, stream id, next token]
+HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n\r\n")
+class Origin(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t, self.buf = t, b""
+    def data_received(self, data):
+        self.buf += data
+        if b"\r\n\r\n" not in self.buf:
+            return
+        line = self.buf.split(b"\r\n", 1)[0].decode()
+        path = line.split()[1]
+        self.buf = b""
+        if path.startswith("/s/"):
+            self.t.write(HEAD)
+            streams.append([self.t, path[3:], 0])
+        else:
+            self.t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+    def connection_lost(self, exc):
+        pass
+async def tick():
+    while True:
+        await asyncio.sleep(interval)
+        now = time.monotonic_ns()
+        done = []
+        for s in streams:
+            t, sid, i = s
+            if t.is_closing():
+                done.append(s)
+                continue
+            ev = b"data: %s %d %d\n\n" % (sid.encode(), i, now)
+            t.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+            s[2] = i + 1
+            if s[2] == count:
+                t.write(b"0\r\n\r\n")
+                done.append(s)
+        for s in done:
+            streams.remove(s)
+async def main():
+    loop = asyncio.get_running_loop()
+    for port in (port_blue, port_green):
+        await loop.create_server(Origin, "127.0.0.1", port, backlog=16384)
+    print("ready", flush=True)
+    await tick()
+asyncio.run(main())
+'''
+
+CUTOVER_CFG = """
+[server]
+listen = "127.0.0.1:{port}"
+workers = 1
+
+[server.limits]
+idle_timeout = "600s"
+response_timeout = "600s"
+max_connections = 40000
+
+[admin]
+listen = "127.0.0.1:{admin}"
+socket = "{dir}/cutover.sock"
+
+[state]
+path = "{dir}/cutover-state.json"
+
+[[route]]
+path_prefix = "/"
+service = "bench"
+
+[service.bench]
+active = "blue"
+drain_timeout = "10m"
+
+[service.bench.pools.blue]
+servers = ["127.0.0.1:{o1}"]
+
+[service.bench.pools.green]
+servers = ["127.0.0.1:{o2}"]
+"""
+
+NGINX_BODY = """
+    upstream origins {{
+        server 127.0.0.1:{o1};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=16384;
+        location / {{
+            proxy_pass http://origins;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_buffering off;
+            proxy_read_timeout 600s;
+        }}
+    }}
+"""
+
+HAPROXY_CFG = """
+global
+    nbthread 1
+    maxconn {maxconn}
+    log stderr format raw local0 err
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 600s
+    timeout server 600s
+    option http-keep-alive
+    # Streams: every chunk out at once (no MSG_MORE, whose 200 ms shows in the delay).
+    option http-no-delay
+
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend origins
+
+backend origins
+    server o1 127.0.0.1:{o1}
+"""
+
+
+def log(msg):
+    print(f"[streams] {msg}", file=sys.stderr, flush=True)
+
+
+class Stream(asyncio.Protocol):
+    """One client stream: the raw bytes it read and when each token came."""
+
+    def __init__(self, sid, delays, done):
+        self.sid, self.delays, self.done = sid, delays, done
+        self.raw = bytearray()
+        self.tail = b""
+
+    def connection_made(self, t):
+        t.write(b"GET /s/%d HTTP/1.1\r\nHost: bench\r\n\r\n" % self.sid)
+
+    def data_received(self, data):
+        now = time.monotonic_ns()
+        self.raw += data
+        # Delays from the tokens whose line ends in this read.
+        text = self.tail + data
+        lines = text.split(b"\n")
+        self.tail = lines.pop()
+        for line in lines:
+            if line.startswith(b"data: "):
+                self.delays.append(now - int(line.rsplit(b" ", 1)[1]))
+        if self.raw.endswith(b"\r\n0\r\n\r\n"):
+            self.done.set_result(None) if not self.done.done() else None
+
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def dechunk(body):
+    out, i = bytearray(), 0
+    while True:
+        j = body.index(b"\r\n", i)
+        size = int(body[i:j].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out), body[j + 2 :] == b"\r\n"
+        out += body[j + 2 : j + 2 + size]
+        if body[j + 2 + size : j + 4 + size] != b"\r\n":
+            raise ValueError("bad chunk")
+        i = j + 4 + size
+
+
+def exact(stream, count):
+    """Whether the stream's body is exactly its origin's `count` tokens."""
+    head, sep, body = bytes(stream.raw).partition(b"\r\n\r\n")
+    if not sep or not head.startswith(b"HTTP/1.1 200"):
+        return False
+    try:
+        data, ended = dechunk(body)
+    except (ValueError, IndexError):
+        return False
+    events = data.split(b"\n\n")
+    if not ended or events.pop() != b"" or len(events) != count:
+        return False
+    expected = b"".join(
+        b"data: %d %d %s\n\n" % (stream.sid, i, e.rsplit(b" ", 1)[-1])
+        for i, e in enumerate(events)
+    )
+    return expected == data
+
+
+async def drive(port, n, settle, on_open):
+    loop = asyncio.get_running_loop()
+    delays = []
+    streams = []
+    for sid in range(n):
+        done = loop.create_future()
+        s = Stream(sid, delays, done)
+        await loop.create_connection(lambda s=s: s, "127.0.0.1", port)
+        streams.append(s)
+    await asyncio.sleep(settle)
+    await on_open(delays)
+    await asyncio.wait_for(asyncio.gather(*(s.done for s in streams)), timeout=600)
+    return streams, delays
+
+
+def admin_switch(admin, to):
+    body = json.dumps({"to": to}).encode()
+    with socket.create_connection(("127.0.0.1", admin)) as s:
+        s.sendall(
+            b"POST /api/v1/services/bench/switch HTTP/1.1\r\nHost: admin\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (len(body), body)
+        )
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return reply.split(b" ", 2)[1] == b"200"
+
+
+def run_one(args, name, target, count, switches=0, admin=None):
+    pids = target.pids
+    measured = {}
+
+    async def main():
+        rss_before = e2e.rss_kib(pids)
+
+        async def opened(delays):
+            measured["tokens0"] = len(delays)
+            measured["rss_open"] = e2e.rss_kib(pids)
+            measured["cpu0"] = e2e.cpu_ticks(pids)
+            measured["t0"] = time.monotonic()
+            if switches:
+                loop = asyncio.get_running_loop()
+                gap = args.duration / (switches + 1)
+
+                async def switcher():
+                    ok = 0
+                    for i in range(switches):
+                        await asyncio.sleep(gap)
+                        to = "green" if i % 2 == 0 else "blue"
+                        ok += await loop.run_in_executor(None, admin_switch, admin, to)
+                    measured["switched"] = ok
+
+                measured["switcher"] = asyncio.ensure_future(switcher())
+
+        streams, delays = await drive(target.port, args.streams, args.settle, opened)
+        measured["cpu"] = (e2e.cpu_ticks(pids) - measured["cpu0"]) / e2e.CLK_TCK
+        if "switcher" in measured:
+            await measured.pop("switcher")
+        measured["rss_before"] = rss_before
+        return streams, delays
+
+    streams, delays = asyncio.run(main())
+    tokens = len(delays) - measured["tokens0"]
+    good = sum(exact(s, count) for s in streams)
+    delays.sort()
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))] / 1e6 if delays else float("nan")
+    row = {
+        "proxy": name,
+        "streams": args.streams,
+        "rss_per_stream_kib": (measured["rss_open"] - measured["rss_before"]) / args.streams,
+        "cpu_ms_per_1k_tokens": measured["cpu"] * 1000 / tokens * 1000 if tokens else float("nan"),
+        "p99_token_delay_ms": p99,
+        "byte_exact": f"{good}/{len(streams)}",
+        "switches": measured.get("switched", 0),
+        "tokens": tokens,
+    }
+    log(json.dumps(row))
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", type=int, default=1000)
+    ap.add_argument("--interval", type=float, default=0.05)
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds between the last open and the RSS reading (within the duration)")
+    ap.add_argument("--switches", type=int, default=20)
+    ap.add_argument("--binary", default=str(ROOT / "target/release/cutover"))
+    ap.add_argument("--only", choices=e2e.PROXIES)
+    ap.add_argument("--proxy-cpu", type=int, default=1)
+    ap.add_argument("--load-cpu", type=int, default=0)
+    args = ap.parse_args()
+
+    # A proxy holds two descriptors per stream (client and upstream); the
+    # children inherit this limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if 2 * args.streams + 100 > hard:
+        sys.exit(f"open files limited to {hard} (hard limit): a proxy needs two per stream, "
+                 f"so at most {(hard - 100) // 2} streams here, not {args.streams}")
+
+    atexit.register(e2e.kill_all)
+    signal.signal(signal.SIGTERM, e2e.on_signal)
+    signal.signal(signal.SIGINT, e2e.on_signal)
+    # Each stream gets a token every interval from its open, for the
+    # duration (which includes the settle time before the measures start).
+    count = max(1, int(args.duration / args.interval))
+    workdir = Path(tempfile.mkdtemp(prefix="streams-bench-"))
+    o1, o2, p_cut, p_admin, p_nginx, p_hap = e2e.free_ports(6)
+    origin = e2e.spawn(
+        [sys.executable, "-c", ORIGIN, str(o1), str(o2), str(args.interval), str(count)],
+        args.load_cpu, "origin", workdir,
+    )
+    e2e.wait_port(o2, origin)
+
+    rows = []
+    names = [args.only] if args.only else list(e2e.PROXIES)
+    for name in names:
+        if name == "cutover":
+            cfg = workdir / "cutover.toml"
+            cfg.write_text(CUTOVER_CFG.format(port=p_cut, admin=p_admin, dir=workdir, o1=o1, o2=o2))
+            proc = e2e.spawn([args.binary, "run", "-c", str(cfg)], args.proxy_cpu, "cutover", workdir)
+            e2e.wait_port(p_cut, proc)
+            port = p_cut
+        elif name == "nginx":
+            # e2e's nginx settings, with room for two connections per stream.
+            common = e2e.NGINX_COMMON.replace("worker_connections 9000", "worker_connections {conns}")
+            common = common.replace("worker_rlimit_nofile 19000", "worker_rlimit_nofile {files}")
+            conf = workdir / "nginx.conf"
+            conf.write_text(common.format(
+                dir=workdir, name="nginx", body=NGINX_BODY.format(port=p_nginx, o1=o1),
+                conns=2 * args.streams + 100, files=resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100,
+            ))
+            proc = e2e.spawn(
+                [e2e.find("nginx"), "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"],
+                args.proxy_cpu, "nginx", workdir,
+            )
+            e2e.wait_port(p_nginx, proc)
+            time.sleep(0.5)
+            port = p_nginx
+        else:
+            hcfg = workdir / "haproxy.cfg"
+            hcfg.write_text(HAPROXY_CFG.format(port=p_hap, o1=o1, maxconn=args.streams + 10))
+            proc = e2e.spawn([e2e.find("haproxy"), "-db", "-f", str(hcfg)], args.proxy_cpu, "haproxy", workdir)
+            e2e.wait_port(p_hap, proc)
+            port = p_hap
+        target = e2e.Target(name, port, proc)
+        rows.append(run_one(args, name, target, count))
+        if name == "cutover" and args.switches:
+            rows.append(
+                run_one(args, "cutover, switching", target, count, switches=args.switches, admin=p_admin)
+            )
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    print(f"\n{args.streams} streams, a token every {args.interval * 1000:.0f} ms for "
+          f"{args.duration:.0f} s (measured after {args.settle:.0f} s); proxies on one core each\n")
+    print("| proxy | RSS per open stream | CPU per 1k tokens | p99 token delay | byte-exact | switches |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['proxy']} | {r['rss_per_stream_kib']:.2f} KiB | {r['cpu_ms_per_1k_tokens']:.2f} ms "
+              f"| {r['p99_token_delay_ms']:.2f} ms | {r['byte_exact']} | {r['switches']} |")
+
+
+if __name__ == "__main__":
+    main()
