@@ -246,15 +246,10 @@ fn cutover(out: &mut Labels, key: &str, parts: &[&str], value: &str) -> bool {
         ["cutover", "drain_timeout"] => {
             check::duration(value.trim(), true).map(|d| out.drain_timeout = Some(labeled(d, key)))
         }
-        ["cutover", "rollback", field] => {
-            return rollback(&mut out.rollback, field, value.trim()).map_or_else(
-                |m| {
-                    out.issue(key, m);
-                    true
-                },
-                |known| known,
-            )
-        }
+        ["cutover", "rollback", field] => match rollback(&mut out.rollback, field, value.trim()) {
+            Ok(known) => return known,
+            Err(m) => Err(m),
+        },
         _ => return false,
     };
     if let Err(m) = outcome {
