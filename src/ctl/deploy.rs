@@ -43,6 +43,7 @@ async fn run(args: &CtlArgs, deploy: &DeployArgs, out: Out<'_>) -> anyhow::Resul
             canary: deploy.canary,
             keep_old: Some(humantime::format_duration(deploy.keep_old).to_string()),
             timeout: Some(humantime::format_duration(deploy.timeout).to_string()),
+            no_retry: deploy.no_retry,
         };
         let call = Call {
             method: Method::POST,

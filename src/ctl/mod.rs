@@ -153,6 +153,10 @@ pub struct DeployArgs {
     /// How long the new containers have to turn healthy.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Do not retry on the old pool the idempotent requests the new pool
+    /// fails between the switch and the release.
+    #[arg(long)]
+    pub no_retry: bool,
     /// Abort the running deploy: back to the old pool.
     #[arg(long, conflicts_with_all = ["image", "follow"])]
     pub abort: bool,

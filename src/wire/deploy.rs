@@ -28,6 +28,10 @@ pub struct DeployRequest {
     /// default 5 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Do not retry on the old pool the idempotent requests the new pool
+    /// fails between the switch and the release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_retry: bool,
 }
 
 /// How a deploy ended.
@@ -86,6 +90,11 @@ pub struct DeployStatus {
     /// Whether it runs the canary.
     #[serde(default)]
     pub canary: bool,
+    /// Whether an idempotent request the new pool fails before any byte
+    /// reached the client is sent once to the old pool, from the switch to
+    /// the release.
+    #[serde(default = "yes")]
+    pub retry_old: bool,
     /// The pool the traffic leaves.
     pub from: PoolName,
     /// The pool of the new containers.
@@ -122,4 +131,8 @@ impl DeployStatus {
     pub fn ended(&self) -> bool {
         self.outcome.is_some()
     }
+}
+
+fn yes() -> bool {
+    true
 }

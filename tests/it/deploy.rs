@@ -340,21 +340,33 @@ async fn deploys_under_load_release_refuse_the_wrong_version_and_roll_back_a_bro
         failed_since(&load, &before)
     );
 
-    // A version that breaks after the switch: rolled back by the watch.
-    let before = load.seen();
-    let (code, out) = CtlChild::start(&admin, &["--image", &broken, "--version", "4"])
-        .finish()
-        .await;
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("rolled_back"), "{out}");
-    let s = service(&proxy).await;
-    assert_eq!(s["active"], "green", "{s}");
-    assert_eq!(s["deploy"]["outcome"], "rolled_back");
-    answered(&load, "2", 50).await;
-    let failed = failed_since(&load, &before);
-    eprintln!(
-        "failed requests while the broken version took traffic: {}",
-        failed.len()
+    // A version that breaks after the switch: rolled back by the watch,
+    // first without, then with the old pool's retry of what it fails.
+    let mut failed = Vec::new();
+    for retry in [false, true] {
+        let before = load.seen();
+        let mut args = vec!["--image", broken.as_str(), "--version", "4"];
+        if !retry {
+            args.push("--no-retry");
+        }
+        let (code, out) = CtlChild::start(&admin, &args).finish().await;
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("rolled_back"), "{out}");
+        let s = service(&proxy).await;
+        assert_eq!(s["active"], "green", "{s}");
+        assert_eq!(s["deploy"]["outcome"], "rolled_back");
+        answered(&load, "2", 50).await;
+        let n = failed_since(&load, &before).len();
+        eprintln!("failed requests while the broken version took traffic (old-pool retry {retry}): {n}\n{out}");
+        failed.push(n);
+    }
+    assert!(
+        failed[0] > 0,
+        "without the retry users see the broken version's 503s"
+    );
+    assert_eq!(
+        failed[1], 0,
+        "with the retry on the old pool users see none"
     );
     let events: Vec<Value> = admin_get(proxy.admin, &format!("/api/v1/events?service={SERVICE}"))
         .await
@@ -366,7 +378,10 @@ async fn deploys_under_load_release_refuse_the_wrong_version_and_roll_back_a_bro
     assert!(deploys
         .iter()
         .any(|e| e["detail"]["image"] == v2 && e["detail"]["version"] == "2"));
-    assert!(events.iter().any(|e| e["reason"] == "auto_rollback"));
+    assert!(
+        events.iter().any(|e| e["reason"] == "auto_rollback"),
+        "{events:?}"
+    );
     load.stop();
     proxy.stop().await;
 }

@@ -157,6 +157,7 @@ impl ControlPlane {
             image,
             version: req.version.filter(|v| !v.is_empty()),
             canary: req.canary,
+            retry_old: !req.no_retry,
             from,
             to,
             started: crate::wire::rfc3339_millis(SystemTime::now()),

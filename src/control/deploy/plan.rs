@@ -162,6 +162,7 @@ mod tests {
             image: "app:2".into(),
             version: None,
             canary: false,
+            retry_old: true,
             from: PoolName::Blue,
             to: PoolName::Green,
             started: "2026-01-01T00:00:00Z".into(),
