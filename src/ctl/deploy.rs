@@ -107,7 +107,7 @@ async fn run(args: &CtlArgs, deploy: &DeployArgs, out: Out<'_>) -> anyhow::Resul
 }
 
 /// One step as text: elapsed seconds, step, message.
-fn text(step: &DeployStep) -> String {
+pub(super) fn text(step: &DeployStep) -> String {
     let mut s = String::new();
     let secs = step.elapsed_ms as f64 / 1000.0;
     let _ = write!(s, "{secs:>7.1}s  {:<12} {}", step.step, step.message);
