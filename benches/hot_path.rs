@@ -54,6 +54,7 @@ fn snapshot(routes: usize, standby_weight: u8) -> Snapshot {
             active: sc.active,
             standby_weight,
             generation: 1,
+            fallback: None,
         },
         &|_, _, _| true,
     )

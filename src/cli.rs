@@ -86,6 +86,11 @@ pub enum Command {
         /// How long it keeps serving after SIGTERM before it stops accepting.
         #[arg(long, env = "CUTOVER_DEMO_STOP_DELAY", default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         stop_delay: std::time::Duration,
+        /// After this many requests other than `/health`, answer every
+        /// one of them 503 while `/health` stays 200: a version that
+        /// breaks once it takes traffic.
+        #[arg(long, env = "CUTOVER_DEMO_FAIL_AFTER", value_name = "N")]
+        fail_after: Option<u64>,
     },
     /// Drive a running proxy over its admin API (status, switch, rollback, ...).
     Ctl(crate::ctl::CtlArgs),
@@ -193,13 +198,22 @@ pub fn run(cli: Cli) -> ExitCode {
             pool,
             version,
             stop_delay,
+            fail_after,
         } => {
             let runtime = match runtime(None) {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            let served =
-                crate::demo::run_upstream(listen, pool, version, stop_delay, shutdown_signal());
+            let served = crate::demo::run_upstream(
+                listen,
+                crate::demo::UpstreamOptions {
+                    pool,
+                    version,
+                    stop_delay,
+                    fail_after,
+                },
+                shutdown_signal(),
+            );
             match runtime.block_on(served) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

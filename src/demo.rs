@@ -108,6 +108,19 @@ impl Body for DemoBody {
     }
 }
 
+/// How `cutover demo-upstream` serves.
+#[derive(Debug, Clone)]
+pub struct UpstreamOptions {
+    /// The pool it names in its answers.
+    pub pool: String,
+    /// The version it reports.
+    pub version: String,
+    /// How long it keeps serving after SIGTERM before it stops accepting.
+    pub stop_delay: Duration,
+    /// After this many requests other than `/health`, it answers them 503.
+    pub fail_after: Option<u64>,
+}
+
 /// Starts a demo upstream for `pool` reporting `version`, on `addr`
 /// (`127.0.0.1:0` for any free port). Returns the bound address; the server
 /// runs until the runtime stops.
@@ -266,13 +279,19 @@ const UPSTREAM_DRAIN: Duration = Duration::from_secs(10);
 /// The bind error.
 pub async fn run_upstream(
     listen: SocketAddr,
-    pool: String,
-    version: String,
-    stop_delay: Duration,
+    options: UpstreamOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
+
+    let UpstreamOptions {
+        pool,
+        version,
+        stop_delay,
+        fail_after,
+    } = options;
+    let pages = Arc::new(AtomicU64::new(0));
 
     let listener = TcpListener::bind(listen).await?;
     // One upstream per process, serving until the process ends.
@@ -296,11 +315,19 @@ pub async fn run_upstream(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let (served, last) = (served.clone(), last.clone());
-                let service = service_fn(move |req| {
+                let (served, last, pages) = (served.clone(), last.clone(), pages.clone());
+                let service = service_fn(move |req: Request<Incoming>| {
                     served.fetch_add(1, Ordering::Relaxed);
                     last.store(unix_nanos(), Ordering::Relaxed);
-                    async move { Ok::<_, Infallible>(handle(req, pool, version).await) }
+                    let failing = req.uri().path() != "/health"
+                        && fail_after.is_some_and(|n| pages.fetch_add(1, Ordering::Relaxed) >= n);
+                    async move {
+                        if failing {
+                            let body = format!("{pool} {version}: failing on purpose (--fail-after)\n");
+                            return Ok::<_, Infallible>(text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body));
+                        }
+                        Ok::<_, Infallible>(handle(req, pool, version).await)
+                    }
                 });
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)

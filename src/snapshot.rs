@@ -138,6 +138,10 @@ pub struct Service {
     pub preview: Option<http::HeaderName>,
     /// Server choice within a pool.
     pub balance: Balance,
+    /// The pool a request the active pool failed before any byte reached
+    /// the client is sent to once (a deploy's old pool, from its switch
+    /// to its release); none outside a deploy.
+    pub fallback: Option<PoolName>,
     /// Blue and green, indexed by [`PoolName::index`].
     pub pools: [PoolView; 2],
     /// The event an event stream gets at the end of its pool's drain.
@@ -161,6 +165,9 @@ pub struct ServiceRuntime {
     pub standby_weight: u8,
     /// The generation at which the service last changed.
     pub generation: u64,
+    /// The pool a failed request is retried on once (see
+    /// [`Service::fallback`]).
+    pub fallback: Option<PoolName>,
 }
 
 /// The whole routing table at one generation.
@@ -371,6 +378,7 @@ impl Objects {
             sticky: sc.sticky.clone(),
             preview: sc.preview.clone(),
             balance: sc.balance,
+            fallback: rt.fallback,
             pools,
             drain_sse_event: sc
                 .drain_sse_event

@@ -12,6 +12,9 @@
 //! | `PUT /api/v1/services/{svc}/weights` | 200; 400 `invalid_weight`; 404 |
 //! | `POST /api/v1/services/{svc}/canary` | 200 starts the staged rollout; 409 `no_canary_stages` / `canary_running` / `target_unhealthy`; 404 |
 //! | `DELETE /api/v1/services/{svc}/canary` | 200 aborts it (weight back to 0); 409 `no_canary`; 404 |
+//! | `POST /api/v1/services/{svc}/deploy` | 200 the deploy started (body `{"image", "version", "canary", "keep_old", "timeout"}`); 400 `bad_request`; 409 `deploy_running` / `no_docker` / `no_canary_stages`; 404 |
+//! | `GET /api/v1/services/{svc}/deploy` | 200 the last deploy's steps, one JSON object a line (`application/x-ndjson`), each as it happens, until it ends; 409 `no_deploy`; 404 |
+//! | `DELETE /api/v1/services/{svc}/deploy` | 200 aborts the running deploy (back to the old pool); 409 `no_deploy`; 404 |
 //! | `GET /api/v1/services/{svc}/drained?wait=60s` | 200 `{"drained": bool, "inflight": N}`; 404 |
 //! | `GET /api/v1/events[?service=svc]` | 200 list |
 //! | `POST /api/v1/reload` | 200; 400 `invalid_config` with the errors |
@@ -43,8 +46,8 @@ use super::error::ApiError;
 use crate::control::events::Actor;
 use crate::control::ControlPlane;
 use crate::wire::{
-    ErrorAnswer, ErrorBody, SessionOpened, SessionRequest, SessionState, SwitchRequest,
-    WeightsRequest,
+    DeployRequest, ErrorAnswer, ErrorBody, SessionOpened, SessionRequest, SessionState,
+    SwitchRequest, WeightsRequest,
 };
 
 /// An admin answer's body: whole, or a stream of server-sent events.
@@ -68,6 +71,9 @@ enum Action<'a> {
     Weights(&'a str),
     CanaryStart(&'a str),
     CanaryAbort(&'a str),
+    DeployStart(&'a str),
+    DeployFollow(&'a str),
+    DeployAbort(&'a str),
     Drained(&'a str),
     Events,
     Reload,
@@ -94,6 +100,7 @@ impl Action<'_> {
             Action::Status
             | Action::Service(_)
             | Action::Drained(_)
+            | Action::DeployFollow(_)
             | Action::Events
             | Action::Stats
             | Action::Stream => Need::Read,
@@ -102,6 +109,8 @@ impl Action<'_> {
             | Action::Weights(_)
             | Action::CanaryStart(_)
             | Action::CanaryAbort(_)
+            | Action::DeployStart(_)
+            | Action::DeployAbort(_)
             | Action::Reload
             | Action::SessionClose => Need::Change,
         }
@@ -126,6 +135,11 @@ fn parse<'a>(method: &Method, path: &'a str) -> Result<Action<'a>, ApiError> {
             (Action::CanaryAbort(svc), Method::DELETE)
         }
         ["api", "v1", "services", svc, "canary"] => (Action::CanaryStart(svc), Method::POST),
+        ["api", "v1", "services", svc, "deploy"] => match *method {
+            Method::POST => (Action::DeployStart(svc), Method::POST),
+            Method::DELETE => (Action::DeployAbort(svc), Method::DELETE),
+            _ => (Action::DeployFollow(svc), Method::GET),
+        },
         ["api", "v1", "services", svc, "drained"] => (Action::Drained(svc), Method::GET),
         ["api", "v1", "stats"] => (Action::Stats, Method::GET),
         ["api", "v1", "stream"] => (Action::Stream, Method::GET),
@@ -214,6 +228,10 @@ pub async fn handle(cx: &Context, req: Request<Incoming>) -> Response<AdminBody>
     }
     match action {
         Action::Stream => stream_response(cx.dashboard.stream().await),
+        Action::DeployFollow(svc) => match cx.control.deploy_follow(svc).await {
+            Ok(steps) => steps_response(steps),
+            Err(e) => ApiError::from(e).response().map(AdminBody::Left),
+        },
         action => match dispatch(cx, action, req).await {
             Ok(resp) => resp.map(AdminBody::Left),
             Err(e) => e.response().map(AdminBody::Left),
@@ -228,6 +246,29 @@ fn stream_response(feed: Feed) -> Response<AdminBody> {
     h.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+/// The answer that carries a deploy's steps, one JSON object a line.
+fn steps_response(
+    steps: futures_util::stream::BoxStream<'static, crate::wire::DeployStep>,
+) -> Response<AdminBody> {
+    use futures_util::StreamExt;
+    let lines = steps.map(|step| {
+        let mut line = serde_json::to_vec(&step).expect("admin answers serialize: plain data");
+        line.push(b'\n');
+        Bytes::from(line)
+    });
+    let mut resp = Response::new(AdminBody::Right(Feed::lines(lines.boxed())));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-ndjson"),
     );
     h.insert(
         header::CACHE_CONTROL,
@@ -271,6 +312,17 @@ async fn dispatch(
         Action::Rollback(svc) => json(ok, &control.rollback(svc, actor).await?),
         Action::CanaryStart(svc) => json(ok, &control.canary_start(svc, actor).await?),
         Action::CanaryAbort(svc) => json(ok, &control.canary_abort(svc, actor).await?),
+        Action::DeployStart(svc) => {
+            let body: DeployRequest = read_json(req).await?;
+            json(ok, &control.deploy_start(svc, body, actor).await?)
+        }
+        Action::DeployAbort(svc) => json(ok, &control.deploy_abort(svc).await?),
+        // Answered by `handle`, with a streaming body.
+        Action::DeployFollow(svc) => {
+            return Err(ApiError::not_found(&format!(
+                "/api/v1/services/{svc}/deploy"
+            )))
+        }
         Action::Weights(svc) => {
             let body: WeightsRequest = read_json(req).await?;
             let standby = body
@@ -386,6 +438,21 @@ mod tests {
             Action::Drained("agent")
         );
         assert_eq!(parse(&Method::HEAD, "/healthz").unwrap(), Action::Healthz);
+        assert_eq!(
+            parse(&Method::POST, "/api/v1/services/agent/deploy").unwrap(),
+            Action::DeployStart("agent")
+        );
+        assert_eq!(
+            parse(&Method::GET, "/api/v1/services/agent/deploy").unwrap(),
+            Action::DeployFollow("agent")
+        );
+        assert_eq!(
+            parse(&Method::DELETE, "/api/v1/services/agent/deploy").unwrap(),
+            Action::DeployAbort("agent")
+        );
+        assert_eq!(Action::DeployStart("a").need(), Need::Change);
+        assert_eq!(Action::DeployAbort("a").need(), Need::Change);
+        assert_eq!(Action::DeployFollow("a").need(), Need::Read);
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl ControlPlane {
         next.release.last_switch = Some(event.clone());
         next.local.drain_epoch += 1;
         next.local.canary = None;
-        next.local.watch = if matches!(reason, Reason::Manual | Reason::Canary) {
+        next.local.watch = if matches!(reason, Reason::Manual | Reason::Canary | Reason::Deploy) {
             watch_for(inner, service, to, None)
         } else {
             None

@@ -46,6 +46,7 @@ pub(super) fn snapshot_of(
             ServiceRuntime {
                 active: rt.map_or(sc.active, Runtime::active),
                 standby_weight: rt.map_or(0, Runtime::standby_weight),
+                fallback: rt.and_then(Runtime::fallback),
                 generation: rt.map_or(generation, |r| r.local.generation),
             }
         },

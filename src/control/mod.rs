@@ -20,11 +20,14 @@
 //! - `status`: the answers to queries; [`events`]: the history in memory.
 //! - `runtime`: per service, the durable release state and what this
 //!   process observes; `restore`: both from the store at start.
+//! - [`deploy`]: releases on Docker, run here so that a lost client stops
+//!   nothing.
 //! - [`thread`] and [`priority`]: the thread the control plane runs on.
 
 mod actions;
 pub mod analysis;
 mod apply;
+pub mod deploy;
 mod docker;
 mod effect;
 pub mod events;
@@ -127,6 +130,19 @@ pub enum ControlError {
     /// The control plane is shutting down.
     #[error("the proxy is shutting down")]
     Stopping,
+    /// A deploy request that cannot be read.
+    #[error("{0}")]
+    BadDeploy(String),
+    /// A deploy needs the Docker provider and a service whose active pool
+    /// has containers.
+    #[error("service {0} cannot be deployed: deploys need the Docker provider ([providers.docker] or cutover run --docker) and containers in the service's active pool")]
+    NoDocker(String),
+    /// A deploy, a canary or a weight is in progress.
+    #[error("{0}")]
+    DeployBusy(String),
+    /// No deploy of the service runs (or ever ran).
+    #[error("service {0} has no deploy running")]
+    NoDeploy(String),
 }
 
 type ServerKey = (String, PoolName, ServerAddr);
@@ -170,6 +186,8 @@ pub struct ControlPlane {
     /// The hosts of the provider's routers that ask for a certificate
     /// resolver (`tls.certresolver`): the ACME manager orders them too.
     acme_domains: tokio::sync::watch::Sender<std::collections::BTreeSet<String>>,
+    /// The deploys running, and the engine they use.
+    deploys: deploy::Deploys,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -246,6 +264,7 @@ impl ControlPlane {
             metrics,
             issued,
             acme_domains: tokio::sync::watch::Sender::new(Default::default()),
+            deploys: deploy::Deploys::default(),
         });
         tokio::spawn(control.clone().apply_reports(health_rx, failures));
         tokio::spawn(control.clone().apply_updates(updates_rx));

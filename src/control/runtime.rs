@@ -61,6 +61,16 @@ impl Runtime {
         self.release.standby_weight
     }
 
+    /// The pool a request the active pool failed is retried on once: a
+    /// deploy's old pool, from its switch until it ends, unless the deploy
+    /// asked for no retry.
+    pub(super) fn fallback(&self) -> Option<PoolName> {
+        let d = self.release.deploy.as_deref()?;
+        let switched = d.outcome.is_none() && d.phase == super::deploy::plan::phase::SWITCHED;
+        (switched && d.retry_old && self.active() == d.to && self.standby_weight() == 0)
+            .then_some(d.from)
+    }
+
     /// Brings the durable fields that mirror local progress (the canary's
     /// stage, the end of the active pool's watch) up to date, before a
     /// commit.

@@ -169,6 +169,7 @@ pub(super) fn service_status(
         pools,
         canary: canary_status(inner, name),
         watch: watch_status(inner, name),
+        deploy: rt.release.deploy.as_deref().cloned(),
     })
 }
 

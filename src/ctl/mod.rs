@@ -123,8 +123,46 @@ pub enum CtlCommand {
         /// Only this service's events.
         service: Option<String>,
     },
+    /// Release IMAGE on a Docker service: new containers in the idle pool,
+    /// healthy, switch, watch, drain, and the old containers stop after
+    /// --keep-old. Run by the proxy; this prints each step as it happens.
+    /// Exit 0 when released; 1 when refused, aborted or rolled back.
+    Deploy(DeployArgs),
     /// Re-read the config file.
     Reload,
+}
+
+/// `cutover ctl deploy`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct DeployArgs {
+    /// The service.
+    pub service: String,
+    /// The image of the new containers.
+    #[arg(long, value_name = "IMAGE", required_unless_present_any = ["abort", "follow"])]
+    pub image: Option<String>,
+    /// Refuse unless every new container reports this version.
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+    /// Run the service's canary instead of switching at once.
+    #[arg(long)]
+    pub canary: bool,
+    /// How long the old containers keep running once released (rollback
+    /// stays instant until then).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub keep_old: Duration,
+    /// How long the new containers have to turn healthy.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Do not retry on the old pool the idempotent requests the new pool
+    /// fails between the switch and the release.
+    #[arg(long)]
+    pub no_retry: bool,
+    /// Abort the running deploy: back to the old pool.
+    #[arg(long, conflicts_with_all = ["image", "follow"])]
+    pub abort: bool,
+    /// Follow the running (or last) deploy without starting one.
+    #[arg(long, conflicts_with = "image")]
+    pub follow: bool,
 }
 
 /// A pool name on the command line.
@@ -182,6 +220,21 @@ impl Outcome {
 
 /// Runs `cutover ctl`, prints its output; the process exit code.
 pub async fn run(args: CtlArgs) -> ExitCode {
+    if let CtlCommand::Deploy(deploy) = &args.command {
+        if !deploy.abort {
+            use std::io::Write as _;
+            let code = follow_deploy(&args, deploy, &mut |to_stderr, text| {
+                if to_stderr {
+                    eprint!("{text}");
+                } else {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
+                }
+            })
+            .await;
+            return ExitCode::from(code);
+        }
+    }
     let outcome = execute(&args).await;
     print!("{}", outcome.stdout);
     eprint!("{}", outcome.stderr);
@@ -191,6 +244,24 @@ pub async fn run(args: CtlArgs) -> ExitCode {
 /// Runs `cutover ctl` and returns what it would print, without printing.
 /// Reads `CUTOVER_TOKEN` from the environment when no token option is given.
 pub async fn execute(args: &CtlArgs) -> Outcome {
+    if let CtlCommand::Deploy(deploy) = &args.command {
+        if !deploy.abort {
+            let (mut stdout, mut stderr) = (String::new(), String::new());
+            let code = follow_deploy(args, deploy, &mut |to_stderr, text| {
+                if to_stderr {
+                    stderr.push_str(text);
+                } else {
+                    stdout.push_str(text);
+                }
+            })
+            .await;
+            return Outcome {
+                code,
+                stdout,
+                stderr,
+            };
+        }
+    }
     let target = match Target::resolve(args, std::env::var(TOKEN_ENV).ok()) {
         Ok(t) => t,
         Err(e) => return Outcome::failed(format!("cutover ctl: {e:#}\n")),
@@ -445,6 +516,12 @@ fn call_for(command: &CtlCommand) -> Call {
             let path = format!("/api/v1/events?service={}", encode(s));
             (Method::GET, path, None, CALL_TIMEOUT)
         }
+        CtlCommand::Deploy(d) => (
+            Method::DELETE,
+            service(&d.service, "/deploy"),
+            None,
+            CALL_TIMEOUT,
+        ),
         CtlCommand::Reload => (
             Method::POST,
             "/api/v1/reload".to_owned(),
@@ -604,8 +681,10 @@ fn parse_body(bytes: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).trim().to_owned()))
 }
 
+mod deploy;
 mod render;
 
+use deploy::follow_deploy;
 use render::render;
 
 #[cfg(test)]

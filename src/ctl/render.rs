@@ -111,6 +111,10 @@ fn render_text(command: &CtlCommand, body: &Value) -> Result<(String, u8), Strin
         CtlCommand::Weight { service, percent } => render_weight(service, *percent, &change()?),
         CtlCommand::Canary { service, action } => render_canary(service, *action, &change()?),
         CtlCommand::Events { .. } => render_events(&events(body)?),
+        CtlCommand::Deploy(_) => {
+            let d: crate::wire::DeployStatus = decode(body, "a deploy")?;
+            format!("deploy of {} to pool {}: abort asked for\n", d.image, d.to)
+        }
         CtlCommand::Reload => {
             let applied = change()?;
             format!(
@@ -226,6 +230,22 @@ fn render_service(svc: &ServiceStatus) -> String {
             }
             s.push('\n');
         }
+    }
+    if let Some(d) = &svc.deploy {
+        let state = d.outcome.map_or(d.phase.as_str(), |o| o.as_str());
+        let version = d
+            .version
+            .as_deref()
+            .map_or_else(String::new, |v| format!(" (version {v})"));
+        let _ = write!(
+            s,
+            "  deploy: {}{version} to pool {}, {state}",
+            d.image, d.to
+        );
+        if let Some(last) = d.steps.last() {
+            let _ = write!(s, "; {}: {}", last.step, last.message);
+        }
+        s.push('\n');
     }
     match &svc.last_switch {
         Some(e) => {

@@ -444,3 +444,34 @@ fn an_answer_that_is_not_the_expected_shape_is_printed_as_it_came_and_exits_1() 
     );
     assert!(out.stderr.contains("is not a status"), "{}", out.stderr);
 }
+
+#[test]
+fn deploy_needs_an_image_unless_it_aborts_or_follows() {
+    let args = parse(&["deploy", "app", "--image", "app:2", "--keep-old", "1m"]).unwrap();
+    let CtlCommand::Deploy(d) = args.command else {
+        panic!("not a deploy: {:?}", args.command);
+    };
+    assert_eq!(d.image.as_deref(), Some("app:2"));
+    assert_eq!(d.keep_old, Duration::from_secs(60));
+    assert_eq!(d.timeout, Duration::from_secs(300));
+    assert!(parse(&["deploy", "app"]).is_err(), "no image");
+    assert!(parse(&["deploy", "app", "--image", "x", "--abort"]).is_err());
+    let abort = call(&["deploy", "app", "--abort"]);
+    assert_eq!(abort.method, Method::DELETE);
+    assert_eq!(abort.path, "/api/v1/services/app/deploy");
+    assert!(parse(&["deploy", "app", "--follow"]).is_ok());
+}
+
+#[test]
+fn a_deploy_step_prints_its_elapsed_time() {
+    let step = crate::wire::DeployStep {
+        step: "create".into(),
+        elapsed_ms: 1234,
+        message: "created 2 container(s)".into(),
+        outcome: None,
+    };
+    assert_eq!(
+        super::deploy::text(&step),
+        "    1.2s  create       created 2 container(s)\n"
+    );
+}

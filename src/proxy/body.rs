@@ -54,7 +54,8 @@ pub enum ResponseBodyError {
 /// The client's request body on its way to the upstream.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    /// None: no body (a request sent again after its own body ended).
+    inner: Option<Incoming>,
     /// Bytes still allowed, when `max_body_bytes` is set.
     remaining: Option<u64>,
     limit: u64,
@@ -64,9 +65,18 @@ impl RequestBody {
     /// Wraps `inner`; `limit` is `max_body_bytes` (`None` = unlimited).
     pub fn new(inner: Incoming, limit: Option<u64>) -> RequestBody {
         RequestBody {
-            inner,
+            inner: Some(inner),
             remaining: limit,
             limit: limit.unwrap_or(0),
+        }
+    }
+
+    /// No body: what a bodyless request is sent again with.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            remaining: None,
+            limit: 0,
         }
     }
 }
@@ -80,7 +90,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => return Poll::Ready(None),
@@ -97,11 +110,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

@@ -1,7 +1,8 @@
 //! One request through the proxy: route → middlewares (a route's redirect,
 //! prefix and headers, when it has any) → pick pool and server → rewrite
 //! headers → send upstream (retrying once on another server when the
-//! connection could not be made) → stream the answer back.
+//! connection could not be made, and, during a deploy, once on the old
+//! pool what the new one failed) → stream the answer back.
 //!
 //! Loads the routing snapshot once, takes no lock, and keeps the chosen
 //! pool's in-flight guard until the response body (or upgraded tunnel) ends,
@@ -130,6 +131,8 @@ struct Exchange {
     /// A request without a body leaves nothing unread: its connection can
     /// stay open after a synthetic answer.
     has_body: bool,
+    /// The method, to send an idempotent request again.
+    method: Method,
 }
 
 fn prepare(
@@ -172,6 +175,7 @@ fn prepare(
     // The connection registers for an upgrade only when the request is an
     // HTTP/1.1 upgrade, so this is the same test, already made.
     let upgrade = client_upgrade.is_some();
+    let method = req.method().clone();
     let (req, head) = rewrite(req, seen, client, upgrade, target.max_body);
     Prepared::Send(Exchange {
         target,
@@ -181,6 +185,7 @@ fn prepare(
         client: client.addr,
         start,
         has_body,
+        method,
     })
 }
 
@@ -230,7 +235,11 @@ impl Exchange {
     }
 
     async fn send(&mut self) -> Result<Response<ResponseBody>, (ProxyError, bool)> {
-        let (resp, guard) = send(&self.target, &mut self.req, &self.head).await?;
+        let mut sent = send(&self.target, &mut self.req, &self.head).await;
+        if let Some(fallback) = self.fallback(&sent) {
+            sent = self.send_to_fallback(fallback, sent).await;
+        }
+        let (resp, guard) = sent?;
         tracing::debug!(
             service = %self.target.service.name,
             pool = %guard.pool().name,
@@ -327,6 +336,52 @@ impl Exchange {
         resp
     }
 
+    /// The pool to send the request to again, when the active pool failed
+    /// it before any byte reached the client, during a deploy (see
+    /// [`Service::fallback`]): a connection that failed or broke, no
+    /// healthy server, or a 502, 503 or 504 answer; an idempotent method,
+    /// no upgrade, and a body that never left (or none).
+    fn fallback(&self, sent: &Sent) -> Option<PoolName> {
+        let fallback = self.target.service.fallback?;
+        if self.target.pool != self.target.service.active || fallback == self.target.pool {
+            return None;
+        }
+        let failed = match sent {
+            Ok((resp, _)) => matches!(resp.status().as_u16(), 502..=504),
+            Err((err, _)) => matches!(
+                err,
+                ProxyError::Connect(_)
+                    | ProxyError::Upstream(_)
+                    | ProxyError::NoHealthyServer { .. }
+            ),
+        };
+        let resendable = self.req.is_some() || !self.has_body;
+        (failed && resendable && self.method.is_idempotent() && self.client_upgrade.is_none())
+            .then_some(fallback)
+    }
+
+    /// Counts the failed attempt where it happened (the rollback watch
+    /// judges the new pool by it), then sends the request to `fallback`.
+    async fn send_to_fallback(&mut self, fallback: PoolName, failed: Sent) -> Sent {
+        let status = match &failed {
+            Ok((resp, _)) => resp.status().as_u16(),
+            Err((err, _)) => err.status().as_u16(),
+        };
+        drop(failed);
+        self.target
+            .pool_state()
+            .metrics
+            .record(status, self.start.elapsed());
+        tracing::debug!(service = %self.target.service.name, from = %self.target.pool, to = %fallback, status, "retried on the old pool");
+        if self.req.is_none() {
+            let mut again = Request::new(RequestBody::empty());
+            *again.method_mut() = self.method.clone();
+            self.req = Some(again);
+        }
+        self.target.pool = fallback;
+        send(&self.target, &mut self.req, &self.head).await
+    }
+
     /// An upstream failure found after the response head, as `send` would
     /// have reported it.
     fn upstream_error(&self, guard: &InflightGuard, source: http1::Error) -> UpstreamError {
@@ -336,6 +391,9 @@ impl Exchange {
         }
     }
 }
+
+/// What sending to one pool gave.
+type Sent = Result<(Response<UpstreamBody<RequestBody>>, InflightGuard), (ProxyError, bool)>;
 
 /// The routing decision for one request, taken from one snapshot.
 struct Target {

@@ -27,6 +27,9 @@ pub enum Reason {
     Reload,
     /// An automated action held back by cooldown or the hourly cap.
     Blocked,
+    /// A step of `cutover ctl deploy` (its switch included), with the
+    /// image and version in `detail`.
+    Deploy,
 }
 
 impl Reason {
@@ -41,6 +44,7 @@ impl Reason {
             Reason::Weight => "weight",
             Reason::Reload => "reload",
             Reason::Blocked => "blocked",
+            Reason::Deploy => "deploy",
         }
     }
 }

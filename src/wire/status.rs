@@ -51,6 +51,9 @@ pub struct ServiceStatus {
     /// The automated-rollback watch in progress, if any.
     #[serde(default)]
     pub watch: Option<WatchStatus>,
+    /// The last deploy (`cutover ctl deploy`), running or ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<super::DeployStatus>,
 }
 
 impl ServiceStatus {

@@ -45,7 +45,8 @@ mod switch;
 mod traffic_split;
 mod weights;
 
-// The Docker provider against the real engine.
+// The Docker provider and deploys against the real engine.
+mod deploy;
 mod docker;
 
 // The binary, `ctl`, the dashboard, the demo and the shipped configs.

@@ -124,6 +124,14 @@ impl Feed {
     }
 }
 
+impl Feed {
+    /// A body of `lines`, each sent as it comes: a stream that is not
+    /// server-sent events (the NDJSON of a deploy's steps).
+    pub fn lines(lines: BoxStream<'static, Bytes>) -> Feed {
+        Feed { frames: lines }
+    }
+}
+
 impl Body for Feed {
     type Data = Bytes;
     type Error = Infallible;

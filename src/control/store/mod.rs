@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::config::PoolName;
-use crate::wire::Event;
+use crate::wire::{DeployStatus, Event};
 
 pub use audit::audit_path;
 pub use file::{FileStore, PersistError, STATE_VERSION};
@@ -54,6 +54,10 @@ pub struct ReleaseState {
     /// next commit must find in the store (its compare-and-swap).
     #[serde(default)]
     pub generation: u64,
+    /// The last deploy, running or ended: a restarted proxy finishes a
+    /// running one or returns to its old pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<Box<DeployStatus>>,
 }
 
 impl ReleaseState {
@@ -67,6 +71,7 @@ impl ReleaseState {
             canary_stage: None,
             rollback_watch_until: None,
             generation: 0,
+            deploy: None,
         }
     }
 }

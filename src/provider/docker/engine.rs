@@ -182,6 +182,11 @@ impl Engine {
         Some(networks)
     }
 
+    /// The client, for the deploy's operations.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
     /// The endpoint, for messages.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

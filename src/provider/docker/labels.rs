@@ -73,10 +73,33 @@ pub struct Labels {
     pub active: Option<Labeled<bool>>,
     /// `cutover.drain_timeout`.
     pub drain_timeout: Option<Labeled<Duration>>,
+    /// `cutover.rollback.*`: the automated-rollback watch.
+    pub rollback: RollbackLabels,
     /// `traefik.*` and `cutover.*` labels not read, sorted.
     pub ignored: Vec<String>,
     /// Labels whose value cannot be read: label, what is wrong.
     pub issues: Vec<(String, String)>,
+}
+
+/// `cutover.rollback.*`, each as `[service.NAME.rollback]` has it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RollbackLabels {
+    /// `cutover.rollback.max_error_rate` (0 to 1).
+    pub max_error_rate: Option<f64>,
+    /// `cutover.rollback.max_p99`.
+    pub max_p99: Option<Duration>,
+    /// `cutover.rollback.window`.
+    pub window: Option<Duration>,
+    /// `cutover.rollback.min_requests`.
+    pub min_requests: Option<u64>,
+    /// `cutover.rollback.cooldown`.
+    pub cooldown: Option<Duration>,
+    /// `cutover.rollback.max_per_hour`.
+    pub max_per_hour: Option<u32>,
+    /// `cutover.rollback.max_stream_abort_rate` (0 to 1).
+    pub max_stream_abort_rate: Option<f64>,
+    /// `cutover.rollback.max_ttfb_p99`.
+    pub max_ttfb_p99: Option<Duration>,
 }
 
 impl Labels {
@@ -233,12 +256,47 @@ fn cutover(out: &mut Labels, key: &str, parts: &[&str], value: &str) -> bool {
         ["cutover", "drain_timeout"] => {
             check::duration(value.trim(), true).map(|d| out.drain_timeout = Some(labeled(d, key)))
         }
+        ["cutover", "rollback", field] => match rollback(&mut out.rollback, field, value.trim()) {
+            Ok(known) => return known,
+            Err(m) => Err(m),
+        },
         _ => return false,
     };
     if let Err(m) = outcome {
         out.issue(key, m);
     }
     true
+}
+
+/// A `cutover.rollback.FIELD` label; false when FIELD is not one.
+fn rollback(r: &mut RollbackLabels, field: &str, value: &str) -> Result<bool, String> {
+    let count = |v: &str| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{v:?} is not a whole number above 0"))
+    };
+    let share = |v: &str| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .ok_or_else(|| format!("{v:?} is not a share (expected 0 to 1, e.g. 0.05)"))
+    };
+    match field {
+        "max_error_rate" => r.max_error_rate = Some(share(value)?),
+        "max_stream_abort_rate" => r.max_stream_abort_rate = Some(share(value)?),
+        "max_p99" => r.max_p99 = Some(check::duration(value, false)?),
+        "max_ttfb_p99" => r.max_ttfb_p99 = Some(check::duration(value, false)?),
+        "window" => r.window = Some(check::duration(value, false)?),
+        "cooldown" => r.cooldown = Some(check::duration(value, true)?),
+        "min_requests" => r.min_requests = Some(count(value)?),
+        "max_per_hour" => {
+            let n = count(value)?;
+            r.max_per_hour = Some(u32::try_from(n).map_err(|_| format!("{value:?} is too large"))?);
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// A cutover service name: what a URL path segment and a metric label can
@@ -366,11 +424,25 @@ mod tests {
             ("cutover.service", "agent"),
             ("cutover.active", "true"),
             ("cutover.drain_timeout", "10m"),
+            ("cutover.rollback.window", "5s"),
+            ("cutover.rollback.max_error_rate", "0.1"),
+            ("cutover.rollback.min_requests", "eight"),
+            ("cutover.rollback.max_stream_abort_rate", "0.02"),
+            ("cutover.rollback.max_ttfb_p99", "800ms"),
         ]);
         assert_eq!(l.pool.unwrap().value, PoolName::Green);
         assert_eq!(l.service.unwrap().value, "agent");
         assert!(l.active.unwrap().value);
         assert_eq!(l.drain_timeout.unwrap().value, Duration::from_secs(600));
+        assert_eq!(l.rollback.window, Some(Duration::from_secs(5)));
+        assert_eq!(l.rollback.max_error_rate, Some(0.1));
+        assert_eq!(l.rollback.min_requests, None);
+        assert_eq!(l.rollback.max_stream_abort_rate, Some(0.02));
+        assert_eq!(l.rollback.max_ttfb_p99, Some(Duration::from_millis(800)));
+        assert!(l
+            .issues
+            .iter()
+            .any(|(k, m)| k == "cutover.rollback.min_requests" && m.contains("\"eight\"")));
         let bad = read_pairs(&[("cutover.pool", "purple"), ("cutover.service", "a/b")]);
         assert_eq!(bad.issues.len(), 2, "{:?}", bad.issues);
     }

@@ -10,8 +10,10 @@
 //! and groups them by rule (`group/service.rs` makes a group a service),
 //! and [`rule`] parses Traefik rules. The engine is behind `engine` (bollard)
 //! and [`watch`] is the task: list, follow the events, report stops at
-//! once, reconnect with backoff.
+//! once, reconnect with backoff. [`deploy`] is the engine's side of
+//! `cutover ctl deploy`.
 
+pub mod deploy;
 mod engine;
 mod group;
 mod labels;

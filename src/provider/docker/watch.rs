@@ -49,6 +49,7 @@ impl Provider {
 
 /// Starts the provider for `config` on the current runtime.
 pub fn spawn(config: DockerConfig, control: Arc<ControlPlane>) -> Provider {
+    control.set_containers(super::deploy::Deployer::new(&config.endpoint));
     let (first, rx) = oneshot::channel();
     tokio::spawn(run(config, control, first));
     Provider { first: rx }

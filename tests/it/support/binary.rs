@@ -158,6 +158,23 @@ impl CutoverBinary {
         assert!(status.success(), "kill -{signal} {} failed", self.pid());
     }
 
+    /// Kills the process with SIGKILL (no drain, no last write), then
+    /// starts `cutover run` again on the same config and state; returns
+    /// once `/readyz` answers 200.
+    pub async fn kill_and_restart(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+        self.child = Launch::Plain.spawn(&self.config);
+        for _ in 0..500 {
+            let ready = try_socket_call(&self.socket, Method::GET, "/readyz", None).await;
+            if ready.is_ok_and(|r| r.status == StatusCode::OK) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("cutover run never became ready after its restart");
+    }
+
     /// Waits (at most `bound`) for the process to exit.
     pub async fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
         let deadline = Instant::now() + bound;

@@ -17,6 +17,7 @@ fn event(service: &str, n: u64) -> Event {
 
 fn switched(generation: u64) -> ReleaseState {
     ReleaseState {
+        deploy: None,
         active: PoolName::Green,
         standby_weight: 10,
         previous: Some(PoolName::Blue),

@@ -91,6 +91,12 @@ impl Grouping<'_> {
             .filter_map(|i| self.read[i].labels.drain_timeout.as_ref().map(|d| d.value))
             .max()
             .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+        let rollback = rollback(
+            group
+                .iter()
+                .flat_map(|r| r.servers.iter().map(|s| s.0))
+                .map(|i| &self.read[i].labels.rollback),
+        );
         let origins = out.origins.entry(name.clone()).or_default();
         for router in &group {
             for (i, label) in &router.defs {
@@ -123,7 +129,7 @@ impl Grouping<'_> {
             preview: None,
             health: None,
             pools: config_pools,
-            rollback: None,
+            rollback,
             canary: Vec::new(),
             drain_sse_event: None,
         });
@@ -255,3 +261,48 @@ impl Grouping<'_> {
         }
     }
 }
+
+/// The service's automated-rollback settings from its containers'
+/// `cutover.rollback.*` labels (the first container setting a field
+/// wins), the file's defaults for the fields none sets; none when no
+/// container sets any.
+fn rollback<'a>(
+    labels: impl Iterator<Item = &'a crate::provider::docker::labels::RollbackLabels>,
+) -> Option<crate::config::RollbackConfig> {
+    let mut any = false;
+    let mut r = crate::provider::docker::labels::RollbackLabels::default();
+    for l in labels {
+        any |= *l != Default::default();
+        r.max_error_rate = r.max_error_rate.or(l.max_error_rate);
+        r.max_p99 = r.max_p99.or(l.max_p99);
+        r.window = r.window.or(l.window);
+        r.min_requests = r.min_requests.or(l.min_requests);
+        r.cooldown = r.cooldown.or(l.cooldown);
+        r.max_per_hour = r.max_per_hour.or(l.max_per_hour);
+        r.max_stream_abort_rate = r.max_stream_abort_rate.or(l.max_stream_abort_rate);
+        r.max_ttfb_p99 = r.max_ttfb_p99.or(l.max_ttfb_p99);
+    }
+    any.then(|| crate::config::RollbackConfig {
+        max_error_rate: r.max_error_rate.unwrap_or(DOCKER_MAX_ERROR_RATE),
+        max_p99: r.max_p99.unwrap_or(DOCKER_MAX_P99),
+        window: r.window.unwrap_or(DOCKER_WINDOW),
+        min_requests: r
+            .min_requests
+            .unwrap_or(crate::config::DEFAULT_MIN_REQUESTS),
+        cooldown: r.cooldown.unwrap_or(DOCKER_COOLDOWN),
+        max_per_hour: r.max_per_hour.unwrap_or(DOCKER_MAX_PER_HOUR),
+        max_stream_abort_rate: r.max_stream_abort_rate,
+        max_ttfb_p99: r.max_ttfb_p99,
+    })
+}
+
+/// `cutover.rollback.max_error_rate` when only other fields are set.
+const DOCKER_MAX_ERROR_RATE: f64 = 0.05;
+/// `cutover.rollback.max_p99` when only other fields are set.
+const DOCKER_MAX_P99: std::time::Duration = std::time::Duration::from_secs(2);
+/// `cutover.rollback.window` when only other fields are set.
+const DOCKER_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// `cutover.rollback.cooldown` when only other fields are set.
+const DOCKER_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(300);
+/// `cutover.rollback.max_per_hour` when only other fields are set.
+const DOCKER_MAX_PER_HOUR: u32 = 3;
