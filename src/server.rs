@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::admin;
 use crate::config::Config;
 use crate::control::source::FileSource;
-use crate::control::store::FileStore;
+use crate::control::store::{EtcdStore, FileStore, Store};
 use crate::control::thread::ControlThread;
 use crate::control::ControlPlane;
 use crate::metrics::Metrics;
@@ -199,8 +199,12 @@ async fn start_control(
     let tls = listeners.https.as_ref().map(|(_, c)| c.clone());
     let thread = ControlThread::start();
     let plane = thread.handle().spawn(async move {
-        let store = Arc::new(FileStore::open(&config.state.path));
-        ControlPlane::new(config, tls, Arc::new(Metrics::new()), store).await
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn Store> = match &config.cluster {
+            Some(cluster) => Arc::new(EtcdStore::open(cluster, &config.state.path, &metrics).await),
+            None => Arc::new(FileStore::open(&config.state.path)),
+        };
+        ControlPlane::new(config, tls, metrics, store).await
     });
     let control = plane
         .await

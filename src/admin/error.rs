@@ -79,6 +79,7 @@ impl From<ControlError> for ApiError {
             ControlError::CanaryRunning(_) => (StatusCode::CONFLICT, "canary_running"),
             ControlError::NoCanary(_) => (StatusCode::CONFLICT, "no_canary"),
             ControlError::Store(StoreError::Conflict { .. }) => (StatusCode::CONFLICT, "conflict"),
+            ControlError::Store(StoreError::NotLeader(_)) => (StatusCode::CONFLICT, "not_leader"),
             ControlError::Store(StoreError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable")
             }

@@ -10,12 +10,14 @@
 //! silently ignored option.
 
 mod change;
+mod cluster;
 mod event;
 mod provider;
 mod stats;
 mod status;
 
 pub use change::{Applied, ErrorAnswer, ErrorBody, SwitchRequest, WeightsRequest};
+pub use cluster::{ClusterStatus, ReplicaStatus};
 pub use event::{rfc3339, rfc3339_millis, Actor, Event, Reason};
 pub use provider::{ContainerStatus, DockerStatus, LabelIssue};
 pub use stats::{
