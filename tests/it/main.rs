@@ -43,6 +43,9 @@ mod weights;
 // The Docker provider against the real engine.
 mod docker;
 
+// Fleet mode against a real etcd.
+mod fleet;
+
 // The binary, `ctl`, the dashboard, the demo and the shipped configs.
 mod binary;
 mod browser;
