@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,13 @@ struct Known {
 
 struct Shared {
     cluster: ClusterConfig,
+    /// One client per endpoint: a session and the commits made during it
+    /// talk to one member, and the next session to the next member, so a
+    /// dead member costs one failed session rather than a share of every
+    /// request.
+    clients: Vec<Client>,
+    /// The member in use.
+    current: AtomicUsize,
     fleet: Arc<Fleet>,
     /// Per service; held across a commit's transaction so that the watch
     /// does not take this replica's own commit for another's.
@@ -105,6 +112,16 @@ struct Shared {
 }
 
 impl Shared {
+    fn client(&self) -> Client {
+        self.clients[self.current.load(Ordering::Acquire) % self.clients.len()].clone()
+    }
+
+    /// Moves on to the next member.
+    fn next_member(&self) {
+        let next = (self.current.load(Ordering::Acquire) + 1) % self.clients.len();
+        self.current.store(next, Ordering::Release);
+    }
+
     fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.cluster.prefix)
     }
@@ -128,7 +145,6 @@ impl Shared {
 /// The release state in etcd.
 pub struct EtcdStore {
     shared: Arc<Shared>,
-    client: Client,
     loaded: Mutex<Option<Stored>>,
     changes: Mutex<Option<mpsc::Receiver<Remote>>>,
 }
@@ -160,12 +176,18 @@ impl EtcdStore {
             .with_require_leader(true);
         // Connecting is lazy: an unreachable endpoint fails the first
         // request, not this.
-        let client = Client::connect(&cluster.etcd, Some(options))
-            .await
-            .expect("a lazy etcd channel to validated endpoints");
+        let mut clients = Vec::new();
+        for endpoint in &cluster.etcd {
+            let client = Client::connect([endpoint], Some(options.clone()))
+                .await
+                .expect("a lazy etcd channel to a validated endpoint");
+            clients.push(client);
+        }
         let (copy_tx, copy_rx) = watch::channel(BTreeMap::new());
         let shared = Arc::new(Shared {
             cluster: cluster.clone(),
+            clients,
+            current: AtomicUsize::new(0),
             fleet,
             known: tokio::sync::Mutex::new(BTreeMap::new()),
             states: Mutex::new(BTreeMap::new()),
@@ -174,9 +196,22 @@ impl EtcdStore {
             written: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(REMOTE_QUEUE);
-        let mut c = client.clone();
-        let stored = match tokio::time::timeout(START_TIMEOUT, read_all(&shared, &mut c)).await {
-            Ok(Ok(stored)) => {
+        let mut read = Err(format!("no answer within {START_TIMEOUT:?}"));
+        let per_member = START_TIMEOUT / u32::try_from(cluster.etcd.len()).unwrap_or(1).max(1);
+        for _ in 0..cluster.etcd.len() {
+            let mut client = shared.client();
+            read = match tokio::time::timeout(per_member, read_all(&shared, &mut client)).await {
+                Ok(Ok(stored)) => Ok(stored),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {per_member:?}")),
+            };
+            if read.is_ok() {
+                break;
+            }
+            shared.next_member();
+        }
+        let stored = match read {
+            Ok(stored) => {
                 tracing::info!(etcd = %cluster.etcd.join(", "), prefix = %cluster.prefix, replica = %cluster.name, services = stored.services.len(), "release state read from etcd");
                 for (name, state) in &stored.services {
                     shared.remember(name, state.clone());
@@ -184,11 +219,7 @@ impl EtcdStore {
                 shared.fleet.set_state_from(StateFrom::Etcd);
                 stored
             }
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("no answer within {START_TIMEOUT:?}"),
-                };
+            Err(why) => {
                 shared.fleet.set_state_from(StateFrom::LocalCopy);
                 let services = match file::read(local) {
                     Ok(Some(f)) => f.services,
@@ -214,10 +245,9 @@ impl EtcdStore {
             }
         };
         start_local_copy(local.to_path_buf(), copy_rx);
-        tokio::spawn(follow(shared.clone(), client.clone(), tx));
+        tokio::spawn(follow(shared.clone(), tx));
         EtcdStore {
             shared,
-            client,
             loaded: Mutex::new(Some(stored)),
             changes: Mutex::new(Some(rx)),
         }
@@ -236,7 +266,7 @@ impl Store for EtcdStore {
     }
 
     fn commit(&self, change: Change) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(commit(&self.shared, self.client.clone(), change))
+        Box::pin(commit(&self.shared, self.shared.client(), change))
     }
 
     fn changes(&self) -> Option<mpsc::Receiver<Remote>> {
@@ -525,10 +555,11 @@ fn start_local_copy(path: PathBuf, mut rx: watch::Receiver<BTreeMap<String, Rele
 
 /// Follows etcd for as long as the process runs: one session at a time,
 /// a new one [`RETRY`] after a session ends.
-async fn follow(shared: Arc<Shared>, client: Client, tx: mpsc::Sender<Remote>) {
+async fn follow(shared: Arc<Shared>, tx: mpsc::Sender<Remote>) {
     loop {
-        let why = session(&shared, client.clone(), &tx).await;
+        let why = session(&shared, shared.client(), &tx).await;
         shared.lease.store(0, Ordering::Release);
+        shared.next_member();
         let was_leader = shared.fleet.set_leader(false, None);
         if shared.fleet.set_connected(false) {
             tracing::error!(etcd = %shared.cluster.etcd.join(", "), error = %why, "cut off from etcd: serving the last state; mutating commands are refused until it answers");

@@ -17,26 +17,54 @@ const ETCD_STARTS: Duration = Duration::from_secs(10);
 pub struct Etcd {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    name: String,
     client: SocketAddr,
     peer: u16,
+    /// `--initial-cluster`: every member's name and peer URL.
+    initial: String,
     dir: TempDir,
     child: Option<Child>,
 }
 
 impl Etcd {
-    /// Starts etcd; returns once it answers.
+    /// Starts a one-member etcd; returns once it answers.
     pub async fn start() -> Etcd {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let client = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut etcd = Etcd {
-            endpoint: format!("http://{client}"),
-            client,
-            peer: free_port(),
-            dir,
-            child: None,
-        };
-        etcd.resume().await;
-        etcd
+        Etcd::cluster(1).await.remove(0)
+    }
+
+    /// Starts an etcd cluster of `n` members; returns once each answers
+    /// (which takes a quorum).
+    pub async fn cluster(n: usize) -> Vec<Etcd> {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Etcd> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                let client = SocketAddr::from(([127, 0, 0, 1], *client));
+                Etcd {
+                    endpoint: format!("http://{client}"),
+                    name: format!("m{i}"),
+                    client,
+                    peer: *peer,
+                    initial: initial.clone(),
+                    dir: tempfile::tempdir().expect("temp dir"),
+                    child: None,
+                }
+            })
+            .collect();
+        for m in &mut members {
+            m.spawn();
+        }
+        for m in &members {
+            m.wait_healthy().await;
+        }
+        members
     }
 
     /// Kills the member (SIGKILL) and waits for it to be gone.
@@ -50,12 +78,17 @@ impl Etcd {
     /// Starts the member again on the same ports and data; returns once it
     /// answers.
     pub async fn resume(&mut self) {
+        self.spawn();
+        self.wait_healthy().await;
+    }
+
+    fn spawn(&mut self) {
         assert!(self.child.is_none(), "etcd is running");
         let peer = format!("http://127.0.0.1:{}", self.peer);
         let child = Command::new("etcd")
             .args([
                 "--name",
-                "test",
+                &self.name,
                 "--data-dir",
                 &self.dir.path().join("data").display().to_string(),
                 "--listen-client-urls",
@@ -67,7 +100,7 @@ impl Etcd {
                 "--initial-advertise-peer-urls",
                 &peer,
                 "--initial-cluster",
-                &format!("test={peer}"),
+                &self.initial,
                 "--log-level",
                 "error",
                 "--logger",
@@ -79,6 +112,9 @@ impl Etcd {
             .spawn()
             .expect("start etcd (Debian package etcd-server)");
         self.child = Some(child);
+    }
+
+    async fn wait_healthy(&self) {
         let start = Instant::now();
         while !self.healthy().await {
             assert!(
