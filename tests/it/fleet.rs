@@ -667,3 +667,58 @@ async fn commit_to_applied_over_100_switches() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_history_under_the_prefix_is_pruned_to_the_newest_thousand() {
+    within(FLEET_BOUND, async {
+        let etcd = Etcd::start().await;
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let mut client = etcd.client().await;
+        // 1,100 old events, oldest first by key.
+        for chunk in 0..11 {
+            let ops: Vec<etcd_client::TxnOp> = (0..100)
+                .map(|i| {
+                    let key = format!("/fleet-test/events/{:020}-old", chunk * 100 + i);
+                    etcd_client::TxnOp::put(key, "{}", None)
+                })
+                .collect();
+            client
+                .txn(etcd_client::Txn::new().and_then(ops))
+                .await
+                .expect("txn");
+        }
+        let replicas = fleet(&etcd, 1, &app(&blue, &green, "", "")).await;
+        // Enough commits from one replica to prune once.
+        for i in 0..64u8 {
+            let reply = weights(&replicas[0], i % 2 * 10 + 1).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        }
+        let count = || {
+            let mut client = client.clone();
+            async move {
+                let options = etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only();
+                client
+                    .get("/fleet-test/events/", Some(options))
+                    .await
+                    .expect("count")
+                    .count()
+            }
+        };
+        until("pruned to 1,000", || async { count().await == 1000 }).await;
+        // The oldest went; the replica's own events stayed.
+        let mut c = client.clone();
+        let first = c
+            .get(
+                "/fleet-test/events/",
+                Some(etcd_client::GetOptions::new().with_prefix().with_limit(1)),
+            )
+            .await
+            .expect("get");
+        let key = String::from_utf8_lossy(first.kvs()[0].key()).into_owned();
+        assert_eq!(key, format!("/fleet-test/events/{:020}-old", 164), "{key}");
+    })
+    .await;
+}
