@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::admin;
 use crate::config::Config;
 use crate::control::source::FileSource;
-use crate::control::store::FileStore;
+use crate::control::store::{EtcdStore, FileStore, Store};
 use crate::control::thread::ControlThread;
 use crate::control::ControlPlane;
 use crate::metrics::Metrics;
@@ -205,8 +205,12 @@ async fn start_control(
     let issued = listeners.issued.clone();
     let thread = ControlThread::start();
     let plane = thread.handle().spawn(async move {
-        let store = Arc::new(FileStore::open(&config.state.path));
-        ControlPlane::new(config, tls, issued, Arc::new(Metrics::new()), store).await
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn Store> = match &config.cluster {
+            Some(cluster) => Arc::new(EtcdStore::open(cluster, &config.state.path, &metrics).await),
+            None => Arc::new(FileStore::open(&config.state.path)),
+        };
+        ControlPlane::new(config, tls, issued, metrics, store).await
     });
     let control = plane
         .await

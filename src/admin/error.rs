@@ -83,6 +83,7 @@ impl From<ControlError> for ApiError {
             ControlError::DeployBusy(_) => (StatusCode::CONFLICT, "deploy_running"),
             ControlError::NoDeploy(_) => (StatusCode::CONFLICT, "no_deploy"),
             ControlError::Store(StoreError::Conflict { .. }) => (StatusCode::CONFLICT, "conflict"),
+            ControlError::Store(StoreError::NotLeader(_)) => (StatusCode::CONFLICT, "not_leader"),
             ControlError::Store(StoreError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable")
             }

@@ -77,6 +77,9 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `[providers]`: sources of services other than this file.
     pub providers: Providers,
+    /// `[cluster]`: the release state shared by a fleet through etcd;
+    /// `None`: the state file alone.
+    pub cluster: Option<ClusterConfig>,
     /// Whether `path` is a config file, re-read on reload (`false` for
     /// `cutover run --docker` without one).
     pub from_file: bool,
@@ -225,6 +228,26 @@ pub struct StateConfig {
     /// Where the active pool, weights and events are persisted. Default
     /// `cutover-state.json` beside the config file.
     pub path: PathBuf,
+}
+
+/// Default `cluster.prefix`.
+pub const DEFAULT_CLUSTER_PREFIX: &str = "/cutover";
+/// Default `cluster.lease_ttl`.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// `etcd`: the endpoints (`http://host:port`), at least one.
+    pub etcd: Vec<String>,
+    /// `prefix`: every key lives under it, without a trailing `/`.
+    pub prefix: String,
+    /// `name`: this replica (default: the host name).
+    pub name: String,
+    /// `lease_ttl`: how long this replica's lease (its published counters,
+    /// its leadership) outlives its last keep-alive. Whole seconds, at
+    /// least 2.
+    pub lease_ttl: Duration,
 }
 
 /// One `[[route]]`, or one alternative of a Docker router's rule.

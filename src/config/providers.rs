@@ -101,6 +101,7 @@ pub fn docker_only(
         providers: Providers {
             docker: Some(docker),
         },
+        cluster: None,
         from_file: false,
     }
 }

@@ -34,6 +34,22 @@ pub struct RawConfig {
     pub service: Option<BTreeMap<String, Located<RawService>>>,
     /// `[providers]`.
     pub providers: Option<Located<RawProviders>>,
+    /// `[cluster]`; absent means a proxy of its own (the state file).
+    pub cluster: Option<Located<RawCluster>>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawCluster {
+    /// etcd endpoints, `http://host:port`. Required.
+    pub etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Key prefix. Default `/cutover`.
+    pub prefix: Option<Spanned<String>>,
+    /// This replica's name. Default: the host name.
+    pub name: Option<Spanned<String>>,
+    /// Time to live of this replica's etcd lease. Default 3 s.
+    pub lease_ttl: Option<Spanned<String>>,
 }
 
 /// `[providers]`.

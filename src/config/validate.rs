@@ -16,6 +16,7 @@ use toml::Spanned;
 use super::raw::{Located, RawAdmin, RawConfig, RawDocker, RawProviders, RawServer, RawState};
 use super::{Config, ConfigError, ConfigIssue, Location};
 
+mod cluster;
 mod providers;
 mod route;
 mod scalar;
@@ -266,6 +267,7 @@ impl<'a> Checker<'a> {
             .map(|(name, service)| self.service(name, service))
             .collect();
         let providers = self.providers(raw.providers.as_ref().map(|t| &t.value));
+        let cluster = raw.cluster.as_ref().map(|t| self.cluster(t));
         // With a provider, routes may all come from it.
         let routes_required = providers.docker.is_none();
         let routes = self.routes(
@@ -281,6 +283,7 @@ impl<'a> Checker<'a> {
             routes,
             services,
             providers,
+            cluster,
             from_file: true,
         }
     }

@@ -135,7 +135,9 @@ pub(super) async fn commit_service(
         .get(service)
         .map_or(0, |rt| rt.release.generation);
     next.sync_release();
-    next.release.generation = generation;
+    // Above the one it replaces even when another replica (with its own
+    // snapshot generations) made that: a service's generation only grows.
+    next.release.generation = generation.max(expected + 1);
     next.local.generation = generation;
     let change = Change::Service {
         name: service.to_string(),

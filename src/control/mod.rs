@@ -69,6 +69,8 @@ pub use store::audit_path;
 const PASSIVE_RETRY: Duration = Duration::from_secs(5);
 /// Longest `wait` of a drained query.
 pub const MAX_DRAIN_WAIT: Duration = Duration::from_secs(3600);
+/// How often a replica's counters are handed to the fleet.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// Most health reports queued for the control plane.
 const REPORT_QUEUE: usize = 1024;
 
@@ -166,6 +168,9 @@ struct Inner {
     events: EventLog,
     checkers: Checkers,
     store: Arc<dyn Store>,
+    /// The fleet, in fleet mode: canaries and watches are judged by its
+    /// leader alone, on the fleet's summed counters.
+    fleet: Option<Arc<store::Fleet>>,
     /// The only way to publish a snapshot.
     publisher: Publisher,
 }
@@ -233,6 +238,7 @@ impl ControlPlane {
         let first = effect::snapshot_of(&mut objects, &config, &tls, &services, &health, 1);
         let (routing, publisher) = Routing::new(first);
         let changes = store.changes();
+        let fleet = store.fleet();
         let docker = provided::DockerPart::new(config.providers.docker.as_ref());
         let mut inner = Inner {
             file: config.clone(),
@@ -247,6 +253,7 @@ impl ControlPlane {
             events,
             checkers: Checkers::default(),
             store,
+            fleet: fleet.clone(),
             publisher,
         };
         effect::export_gauges(&inner, &routing.load());
@@ -272,6 +279,9 @@ impl ControlPlane {
             tokio::spawn(control.clone().follow_store(changes));
         }
         tokio::spawn(control.clone().run_analysis());
+        if let Some(fleet) = fleet {
+            tokio::spawn(control.clone().report_to(fleet));
+        }
         control
     }
 
@@ -334,6 +344,40 @@ impl ControlPlane {
         self.inner.lock().await.config.clone()
     }
 
+    /// Hands the fleet what this replica publishes (the highest generation
+    /// applied, each pool's totals) every [`REPORT_EVERY`], for as long as
+    /// the proxy runs.
+    async fn report_to(self: Arc<Self>, fleet: Arc<store::Fleet>) {
+        let mut tick = tokio::time::interval(REPORT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let inner = self.inner.lock().await;
+            let generation = inner
+                .services
+                .values()
+                .map(|rt| rt.release.generation)
+                .max()
+                .unwrap_or(0);
+            let counters = inner
+                .services
+                .keys()
+                .map(|name| {
+                    let pools = PoolName::ALL
+                        .into_iter()
+                        .map(|pool| (pool, (&own_totals(&inner, name, pool)).into()))
+                        .collect();
+                    (name.clone(), pools)
+                })
+                .collect();
+            drop(inner);
+            fleet.set_local(generation, counters);
+        }
+    }
+
     /// Publishes the changes other writers commit to the store.
     async fn follow_store(self: Arc<Self>, mut changes: mpsc::Receiver<Remote>) {
         while let Some(remote) = changes.recv().await {
@@ -362,8 +406,17 @@ fn unchanged(routing: &Routing, inner: &Inner, service: &str) -> Applied {
 }
 
 /// The cumulative totals of `pool` of `service` (zero when there is no such
-/// pool).
+/// pool): this process's, plus every other replica's in fleet mode.
 fn pool_totals(inner: &Inner, service: &str, pool: PoolName) -> PoolTotals {
+    let own = own_totals(inner, service, pool);
+    match &inner.fleet {
+        Some(fleet) => fleet.summed(service, pool, own),
+        None => own,
+    }
+}
+
+/// The cumulative totals of `pool` of `service` in this process.
+fn own_totals(inner: &Inner, service: &str, pool: PoolName) -> PoolTotals {
     inner
         .objects
         .pool_state(service, pool)

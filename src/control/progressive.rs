@@ -157,7 +157,7 @@ impl ControlPlane {
     ) -> Result<Applied, ControlError> {
         let mut inner = self.inner.lock().await;
         let mut next = runtime(&inner, service)?;
-        if next.local.canary.is_some() {
+        if next.local.canary.is_some() || next.release.canary_stage.is_some() {
             return Err(ControlError::CanaryRunning(service.to_string()));
         }
         let stages = canary_stages(&inner, service);
@@ -200,11 +200,17 @@ impl ControlPlane {
     ) -> Result<Applied, ControlError> {
         let mut inner = self.inner.lock().await;
         let mut next = runtime(&inner, service)?;
-        let Some(canary) = next.local.canary.take() else {
-            return Err(ControlError::NoCanary(service.to_string()));
+        // In a fleet the leader runs the canary: the store's stage says one
+        // runs when this replica holds none.
+        let stage = match next.local.canary.take() {
+            Some(canary) => canary.stage(),
+            None => next
+                .release
+                .canary_stage
+                .ok_or_else(|| ControlError::NoCanary(service.to_string()))?,
         };
         next.local.watch = None;
-        let detail = json!({"by": "operator", "stage": canary.stage()});
+        let detail = json!({"by": "operator", "stage": stage});
         let applied = self
             .apply_weight(
                 &mut inner,
@@ -241,6 +247,18 @@ impl ControlPlane {
 
     async fn analyze(self: &Arc<Self>, now: Instant) {
         let mut inner = self.inner.lock().await;
+        if let Some(fleet) = inner.fleet.clone() {
+            if !fleet.is_leader() {
+                // The leader judges; what this replica started is in the
+                // store, where the leader takes it up.
+                for rt in inner.services.values_mut() {
+                    rt.local.canary = None;
+                    rt.local.watch = None;
+                }
+                return;
+            }
+            take_up(&mut inner);
+        }
         let names: Vec<String> = inner.services.keys().cloned().collect();
         for name in names {
             if let Some(action) = decide(&mut inner, &name, now) {
@@ -337,6 +355,32 @@ impl ControlPlane {
             tracing::warn!(service, error = %e, "automated action not taken");
         }
     }
+}
+
+/// On the fleet's leader: takes up the canaries and watches the store says
+/// run that this replica does not judge yet (started on another replica,
+/// or by a leader that is gone), from the store's stage and watch end.
+fn take_up(inner: &mut Inner) {
+    let mut canaries = Vec::new();
+    let mut watches = Vec::new();
+    for (name, rt) in &inner.services {
+        match (rt.release.canary_stage, &rt.local.canary) {
+            (Some(stage), None) => canaries.push((name.clone(), stage)),
+            (None, None) if rt.local.watch.is_none() => {
+                if let Some(until) = rt
+                    .release
+                    .rollback_watch_until
+                    .as_deref()
+                    .and_then(|u| humantime::parse_rfc3339_weak(u).ok())
+                {
+                    watches.push((name.clone(), until));
+                }
+            }
+            _ => {}
+        }
+    }
+    resume_canaries(inner, &canaries);
+    resume_watches(inner, &watches);
 }
 
 /// What `service` should do now, advancing its canary and watch.

@@ -31,6 +31,7 @@ impl ControlPlane {
                 .filter_map(|name| service_status(&snapshot, inner, name))
                 .collect(),
             docker: inner.docker.status(),
+            cluster: inner.fleet.as_ref().map(|f| f.status()),
         }
     }
 

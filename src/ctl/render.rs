@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::{Answer, CanaryAction, CtlCommand, Outcome};
 use crate::config::PoolName;
 use crate::wire::{
-    Applied, CanaryStatus, DockerStatus, Drained, ErrorAnswer, Event, ServiceStatus, Status,
-    WatchStatus,
+    Applied, CanaryStatus, ClusterStatus, DockerStatus, Drained, ErrorAnswer, Event, ServiceStatus,
+    Status, WatchStatus,
 };
 
 /// What to print for `answer`, and the exit code.
@@ -149,7 +149,43 @@ fn render_status(status: &Status) -> String {
     if let Some(docker) = &status.docker {
         blocks.push(render_docker(docker));
     }
+    if let Some(cluster) = &status.cluster {
+        blocks.push(render_cluster(cluster));
+    }
     blocks.join("\n")
+}
+
+/// The fleet: this replica, whether it reaches etcd, the leader, then each
+/// replica with the generation it applied and when it was last seen.
+fn render_cluster(cluster: &ClusterStatus) -> String {
+    let mut s = String::new();
+    let link = if cluster.connected {
+        "connected to etcd"
+    } else {
+        "CUT OFF from etcd (serving the last state; changes refused)"
+    };
+    let leader = cluster.leader.as_deref().unwrap_or("none");
+    let _ = writeln!(
+        s,
+        "fleet: replica {}, {link}, leader {leader}",
+        cluster.name
+    );
+    if cluster.state_from == "local_copy" {
+        let _ = writeln!(s, "  started from the local copy (etcd was unreachable)");
+    }
+    for r in &cluster.replicas {
+        let mark = if Some(&r.name) == cluster.leader.as_ref() {
+            " (leader)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "  replica {}{mark}: generation {}, last seen {}",
+            r.name, r.generation, r.last_seen
+        );
+    }
+    s
 }
 
 /// The Docker provider: its engine, then each container with what it

@@ -111,6 +111,32 @@ fn build_info(registry: &Registry) -> IntGaugeVec {
 }
 
 impl Metrics {
+    /// Registers `cutover_cluster_connected` and `cutover_cluster_leader`
+    /// (fleet mode only) and returns them, both 0.
+    ///
+    /// # Panics
+    ///
+    /// When called twice on one registry.
+    pub fn cluster_gauges(&self) -> (IntGauge, IntGauge) {
+        let make = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric name is a valid literal");
+            self.registry
+                .register(Box::new(g.clone()))
+                .expect("the cluster gauges are registered once");
+            g
+        };
+        (
+            make(
+                "cutover_cluster_connected",
+                "1 while this replica reaches etcd (fleet mode), else 0.",
+            ),
+            make(
+                "cutover_cluster_leader",
+                "1 on the replica that leads the fleet (runs canary judgments and automated rollback), else 0.",
+            ),
+        )
+    }
+
     /// A fresh registry with every family.
     pub fn new() -> Metrics {
         let registry = Registry::new();

@@ -10,6 +10,7 @@
 //! silently ignored option.
 
 mod change;
+mod cluster;
 mod deploy;
 mod event;
 mod provider;
@@ -17,6 +18,7 @@ mod stats;
 mod status;
 
 pub use change::{Applied, ErrorAnswer, ErrorBody, SwitchRequest, WeightsRequest};
+pub use cluster::{ClusterStatus, ReplicaStatus};
 pub use deploy::{DeployOutcome, DeployRequest, DeployStatus, DeployStep};
 pub use event::{rfc3339, rfc3339_millis, Actor, Event, Reason};
 pub use provider::{ContainerStatus, DockerStatus, LabelIssue};

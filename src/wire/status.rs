@@ -22,6 +22,9 @@ pub struct Status {
     /// The Docker provider, when it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<super::DockerStatus>,
+    /// The fleet, in fleet mode (`[cluster]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::ClusterStatus>,
 }
 
 /// One service (`GET /api/v1/services/{svc}` answers this, bare).

@@ -49,6 +49,9 @@ mod weights;
 mod deploy;
 mod docker;
 
+// Fleet mode against a real etcd.
+mod fleet;
+
 // The binary, `ctl`, the dashboard, the demo and the shipped configs.
 mod binary;
 mod browser;

@@ -63,10 +63,10 @@ pub enum PersistError {
 
 /// The state file as read: either version.
 #[derive(Debug, Deserialize)]
-struct StateFile {
+pub(super) struct StateFile {
     version: u32,
     #[serde(default)]
-    services: BTreeMap<String, ReleaseState>,
+    pub(super) services: BTreeMap<String, ReleaseState>,
     /// Version 1's copy of the history.
     #[serde(default)]
     events: Vec<Event>,
@@ -231,7 +231,7 @@ fn apply(
 }
 
 /// Reads the state file; `Ok(None)` when there is none yet.
-fn read(path: &Path) -> Result<Option<StateFile>, PersistError> {
+pub(super) fn read(path: &Path) -> Result<Option<StateFile>, PersistError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -257,7 +257,10 @@ fn read(path: &Path) -> Result<Option<StateFile>, PersistError> {
 }
 
 /// Writes `services` to the state file at `path`, atomically.
-fn save(path: &Path, services: &BTreeMap<String, ReleaseState>) -> Result<(), PersistError> {
+pub(super) fn save(
+    path: &Path,
+    services: &BTreeMap<String, ReleaseState>,
+) -> Result<(), PersistError> {
     let io = |source| PersistError::Io {
         path: path.to_path_buf(),
         source,

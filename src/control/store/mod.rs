@@ -12,7 +12,9 @@
 //! committed again.
 
 mod audit;
+mod etcd;
 mod file;
+pub mod fleet;
 
 use std::collections::BTreeMap;
 
@@ -24,7 +26,9 @@ use crate::config::PoolName;
 use crate::wire::{DeployStatus, Event};
 
 pub use audit::audit_path;
+pub use etcd::{EtcdStore, ETCD_FORMAT};
 pub use file::{FileStore, PersistError, STATE_VERSION};
+pub use fleet::Fleet;
 
 /// What the store holds of one service: the release state that must
 /// survive a restart and be the same on every replica.
@@ -148,6 +152,10 @@ pub enum StoreError {
         /// The generation the store holds.
         found: u64,
     },
+    /// An automated change from a replica that no longer leads the fleet:
+    /// refused, the leader judges.
+    #[error("replica {0} does not lead the fleet: automated changes are the leader's")]
+    NotLeader(String),
     /// The store cannot be reached: the change is refused.
     #[error("the release-state store is unavailable: {0}")]
     Unavailable(String),
@@ -179,4 +187,9 @@ pub trait Store: Send + Sync + 'static {
     /// Changes committed by other writers, once (later calls get `None`).
     /// A store with no other writer returns `None`.
     fn changes(&self) -> Option<mpsc::Receiver<Remote>>;
+
+    /// The fleet this store is shared with, in fleet mode.
+    fn fleet(&self) -> Option<std::sync::Arc<Fleet>> {
+        None
+    }
 }

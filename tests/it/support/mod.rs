@@ -44,6 +44,7 @@ pub mod browser;
 pub mod client;
 pub mod config;
 pub mod docker;
+pub mod etcd;
 pub mod harness;
 pub mod metrics;
 pub mod raw;
