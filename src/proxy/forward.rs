@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use super::body::{RequestBody, RequestBodyError, ResponseBody};
 use super::conn::Upgraded;
 use super::error::ProxyError;
-use super::{headers, middleware, stream, tunnel};
+use super::{failpoint, headers, middleware, stream, tunnel};
 use crate::balance;
 use crate::config::{Listener, Middlewares, PoolName};
 use crate::http1::{self, RequestHead, UpstreamBody};
@@ -64,8 +64,11 @@ pub fn forward(
         Some(why) => Prepared::Answer(refuse(routing, ProxyError::BadRequest(why))),
         None => {
             // Kept for the log of a panic: the method is a copy, the target
-            // shares the request's bytes, and both go before any await.
+            // shares the request's bytes, and both go before any await. A
+            // request without a body leaves nothing unread when it panics:
+            // its connection can carry the next one.
             let (method, uri) = (req.method().clone(), req.uri().clone());
+            let has_body = !http_body::Body::is_end_stream(req.body());
             let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 prepare(routing, req, client, client_upgrade)
             }));
@@ -77,7 +80,7 @@ pub fn forward(
                     panic = panic_message(&*panic),
                     "panic while routing a request: answered 502"
                 );
-                let resp = answer(ProxyError::Panicked, true, client.addr);
+                let resp = answer(ProxyError::Panicked, has_body, client.addr);
                 unrouted.record(resp.status().as_u16(), std::time::Duration::ZERO);
                 Prepared::Answer(resp)
             })
@@ -133,6 +136,9 @@ struct Exchange {
     has_body: bool,
     /// The method, to send an idempotent request again.
     method: Method,
+    /// A panic asked for while the request is sent (debug builds).
+    #[cfg(debug_assertions)]
+    panic_in_exchange: bool,
 }
 
 fn prepare(
@@ -142,6 +148,7 @@ fn prepare(
     client_upgrade: Option<oneshot::Receiver<Upgraded>>,
 ) -> Prepared {
     let start = Instant::now();
+    failpoint::check(req.headers(), failpoint::At::Routing);
     let has_body = !http_body::Body::is_end_stream(req.body());
     let (target, mut seen) = match select(routing, &req, client) {
         Ok(selected) => selected,
@@ -176,6 +183,8 @@ fn prepare(
     // HTTP/1.1 upgrade, so this is the same test, already made.
     let upgrade = client_upgrade.is_some();
     let method = req.method().clone();
+    #[cfg(debug_assertions)]
+    let panic_in_exchange = failpoint::asked(req.headers(), failpoint::At::Exchange);
     let (req, head) = rewrite(req, seen, client, upgrade, target.max_body);
     Prepared::Send(Exchange {
         target,
@@ -186,6 +195,8 @@ fn prepare(
         start,
         has_body,
         method,
+        #[cfg(debug_assertions)]
+        panic_in_exchange,
     })
 }
 
@@ -224,6 +235,10 @@ fn answer(err: ProxyError, body_unread: bool, client: SocketAddr) -> Response<Re
 
 impl Exchange {
     async fn run(&mut self) -> Response<ResponseBody> {
+        #[cfg(debug_assertions)]
+        if self.panic_in_exchange {
+            failpoint::fire(failpoint::At::Exchange);
+        }
         let resp = match self.send().await {
             Ok(resp) => resp,
             Err((err, body_unread)) => answer(err, body_unread && self.has_body, self.client),

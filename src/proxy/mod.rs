@@ -22,6 +22,7 @@
 pub mod body;
 pub mod conn;
 pub mod error;
+mod failpoint;
 pub mod forward;
 pub mod headers;
 pub mod middleware;

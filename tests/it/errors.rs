@@ -174,3 +174,49 @@ async fn upstream_error_statuses_pass_through_unchanged() {
     })
     .await;
 }
+
+/// A panic in the proxy's own code (asked for by the debug builds' test
+/// header) never goes unseen: the request gets a 502, the panic is counted,
+/// the client's connection stays usable, and the proxy serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_proxying_is_answered_502_counted_and_the_proxy_serves_on() {
+    within(BOUND, async {
+        let blue = Upstream::start("blue").await;
+        let green = Upstream::start("green").await;
+        let toml = route(None, "/", "app") + &service("app", &[blue.addr], &[green.addr]);
+        let proxy = Cutover::start(&toml).await;
+        let panics = |scrape: &Scrape| scrape.value("cutover_connection_panics_total", &[]);
+        assert_eq!(panics(&proxy.scrape().await), 0.0);
+
+        let mut client = Client::http1(proxy.addr).await;
+        for (n, at) in ["routing", "exchange"].into_iter().enumerate() {
+            let mut req = request(Method::GET, "/x", empty());
+            req.headers_mut()
+                .insert("x-cutover-debug-panic", at.parse().unwrap());
+            let reply = client.request(req).await;
+            assert_eq!(reply.status, 502, "a panic while {at}");
+            assert_eq!(reply.text(), "internal error\n", "a panic while {at}");
+            assert_eq!(
+                panics(&proxy.scrape().await),
+                (n + 1) as f64,
+                "a panic while {at} is counted once"
+            );
+            // The same connection carries the next request.
+            let next = client.get("/after").await;
+            assert_eq!(next.status, 200, "after a panic while {at}");
+            assert_eq!(next.echo().upstream, "blue");
+        }
+        assert_eq!(blue.hits(), 2, "the panicking requests never reached blue");
+        let scrape = proxy.scrape().await;
+        assert_eq!(
+            scrape.value(
+                "cutover_requests_total",
+                &[("service", "app"), ("pool", "blue"), ("code", "502")]
+            ),
+            1.0,
+            "the exchange's 502 is the pool's"
+        );
+        assert_eq!(fetch(proxy.addr, "/").await.status, 200);
+    })
+    .await;
+}
