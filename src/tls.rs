@@ -416,6 +416,30 @@ fn load_directory(
     Ok(found)
 }
 
+/// The certificate that answers names no configured one answers when the
+/// config names no `cert`/`key`: self-signed for `cutover.invalid` (a name
+/// that resolves nowhere, RFC 6761), made once per process. A client checking
+/// certificates refuses it, as it should: nothing was configured for its name.
+fn generated_default() -> Arc<CertifiedKey> {
+    static DEFAULT: std::sync::OnceLock<Arc<CertifiedKey>> = std::sync::OnceLock::new();
+    DEFAULT
+        .get_or_init(|| {
+            let made = rcgen::generate_simple_self_signed(vec![GENERATED_NAME.to_string()])
+                .expect("a self-signed certificate for a fixed valid name");
+            let chain = vec![made.cert.der().clone()];
+            let key = PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
+            let provider = rustls::crypto::ring::default_provider();
+            Arc::new(
+                CertifiedKey::from_der(chain, key, &provider)
+                    .expect("rcgen's key matches its certificate"),
+            )
+        })
+        .clone()
+}
+
+/// The name on the generated default certificate.
+pub const GENERATED_NAME: &str = "cutover.invalid";
+
 /// The rustls server config of `tls`, with the certificates of `issued`.
 ///
 /// # Errors
@@ -423,11 +447,14 @@ fn load_directory(
 /// [`TlsError`] naming the config key, the file and what is wrong with it.
 pub fn server_config(tls: &TlsConfig, issued: &Arc<Issued>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let default = certified(&tls.cert, &tls.key, "server.tls", &provider)?;
+    let default = match &tls.default {
+        Some((cert, key)) => Arc::new(certified(cert, key, "server.tls", &provider)?),
+        None => generated_default(),
+    };
     let mut resolver = SniResolver {
         exact: HashMap::new(),
         wildcard: HashMap::new(),
-        default: Arc::new(default),
+        default,
         issued: issued.clone(),
     };
     if let Some(dir) = &tls.directory {
@@ -452,11 +479,14 @@ pub fn server_config(tls: &TlsConfig, issued: &Arc<Issued>) -> Result<Arc<Server
     }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|source| TlsError::Pair {
-            key: "server.tls".to_string(),
-            cert: tls.cert.clone(),
-            key_path: tls.key.clone(),
-            source: Box::new(source),
+        .map_err(|source| {
+            let (cert, key_path) = tls.default.clone().unwrap_or_default();
+            TlsError::Pair {
+                key: "server.tls".to_string(),
+                cert,
+                key_path,
+                source: Box::new(source),
+            }
         })?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
@@ -482,8 +512,7 @@ mod tests {
         std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
         TlsConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            cert: c,
-            key: k,
+            default: Some((c, k)),
             certificates: Vec::new(),
             directory: None,
             acme: None,
@@ -501,10 +530,30 @@ mod tests {
     }
 
     #[test]
+    fn without_cert_and_key_a_generated_certificate_answers_unknown_names() {
+        let tls = TlsConfig {
+            default: None,
+            ..write_pair(tempfile::tempdir().unwrap().path())
+        };
+        let config = server_config(&tls, &Arc::default()).unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        let made = generated_default();
+        assert!(covers(&made, GENERATED_NAME));
+        assert!(!covers(&made, "agent.example.com"));
+        assert!(
+            Arc::ptr_eq(&made, &generated_default()),
+            "made once per process"
+        );
+    }
+
+    #[test]
     fn missing_or_mismatched_files_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut tls = write_pair(dir.path());
-        tls.cert = dir.path().join("missing.pem");
+        tls.default.as_mut().unwrap().0 = dir.path().join("missing.pem");
         let e = server_config(&tls, &Arc::default())
             .unwrap_err()
             .to_string();
@@ -515,15 +564,14 @@ mod tests {
 
         let other = tempfile::tempdir().unwrap();
         let mut tls = write_pair(dir.path());
-        tls.key = write_pair(other.path()).key;
+        tls.default.as_mut().unwrap().1 = write_pair(other.path()).default.unwrap().1;
         let e = server_config(&tls, &Arc::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("usable pair"), "{e}");
 
-        let mut tls = write_pair(dir.path());
-        std::fs::write(&tls.key, "not a key").unwrap();
-        tls.cert = tls.cert.clone();
+        let tls = write_pair(dir.path());
+        std::fs::write(&tls.default.as_ref().unwrap().1, "not a key").unwrap();
         let e = server_config(&tls, &Arc::default())
             .unwrap_err()
             .to_string();
@@ -532,8 +580,8 @@ mod tests {
 
     fn resolver(dir: &Path) -> SniResolver {
         let provider = rustls::crypto::ring::default_provider();
-        let tls = write_pair(dir);
-        let pair = || Arc::new(certified(&tls.cert, &tls.key, "server.tls", &provider).unwrap());
+        let (cert, key) = write_pair(dir).default.unwrap();
+        let pair = || Arc::new(certified(&cert, &key, "server.tls", &provider).unwrap());
         let mut r = SniResolver {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
@@ -566,10 +614,11 @@ mod tests {
     fn names_the_certificate_does_not_cover_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut tls = write_pair(dir.path());
+        let (cert, key) = tls.default.clone().unwrap();
         tls.certificates.push(crate::config::SniCert {
             names: vec!["localhost".into(), "*.example.com".into()],
-            cert: tls.cert.clone(),
-            key: tls.key.clone(),
+            cert,
+            key,
         });
         let e = server_config(&tls, &Arc::default())
             .unwrap_err()
@@ -601,8 +650,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut tls = write_pair(dir.path());
         write_dated(dir.path(), "old", &["localhost"], (2020, 3, 1));
-        tls.cert = dir.path().join("old.crt");
-        tls.key = dir.path().join("old.key");
+        tls.default = Some((dir.path().join("old.crt"), dir.path().join("old.key")));
         let e = server_config(&tls, &Arc::default())
             .unwrap_err()
             .to_string();
@@ -658,8 +706,8 @@ mod tests {
         let issued: Arc<Issued> = Arc::default();
         r.issued = issued.clone();
         let provider = rustls::crypto::ring::default_provider();
-        let tls = write_pair(dir.path());
-        let pair = Arc::new(certified(&tls.cert, &tls.key, "server.tls", &provider).unwrap());
+        let (cert, key) = write_pair(dir.path()).default.unwrap();
+        let pair = Arc::new(certified(&cert, &key, "server.tls", &provider).unwrap());
         issued.set_certificate("x.apps.test", pair.clone());
         assert!(Arc::ptr_eq(&r.pick(Some("x.apps.test")), &pair));
         assert!(Arc::ptr_eq(

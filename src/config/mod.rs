@@ -144,12 +144,13 @@ impl Default for Limits {
 pub struct TlsConfig {
     /// HTTPS listener address.
     pub listen: SocketAddr,
-    /// PEM certificate chain (absolute, resolved against the config's directory).
-    pub cert: PathBuf,
-    /// PEM private key (absolute, resolved against the config's directory).
-    pub key: PathBuf,
-    /// More certificates, chosen by the server name a client asks for (SNI);
-    /// `cert`/`key` answer every other name and clients that send none.
+    /// `cert` and `key`: the PEM certificate chain and private key
+    /// (absolute, resolved against the config's directory) that answer
+    /// every name nothing else answers, and clients that send none. `None`
+    /// when the certificates come only from `certificates`, `directory` or
+    /// ACME: a generated self-signed certificate answers in their place.
+    pub default: Option<(PathBuf, PathBuf)>,
+    /// More certificates, chosen by the server name a client asks for (SNI).
     pub certificates: Vec<SniCert>,
     /// `directory`: certificate/key pairs found there answer the names
     /// their certificates carry (absolute).

@@ -120,9 +120,9 @@ pub struct RawLimits {
 pub struct RawTls {
     /// HTTPS listener, `ip:port`. Required.
     pub listen: Option<Spanned<String>>,
-    /// PEM certificate chain path. Required.
+    /// PEM certificate chain path. Required unless `certificates`, `directory` or `acme` is set.
     pub cert: Option<Spanned<String>>,
-    /// PEM private key path. Required.
+    /// PEM private key path. Required with `cert`.
     pub key: Option<Spanned<String>>,
     /// `[[server.tls.certificates]]`: more certificates, chosen by SNI.
     pub certificates: Option<Vec<Located<RawTlsCert>>>,

@@ -346,8 +346,13 @@ max_per_hour = 1"#,
     assert_eq!((limits.idle_timeout, limits.max_connections), (secs(90), 5));
     let tls = server.tls.as_ref().unwrap();
     assert!(tls.certificates.is_empty());
-    assert_eq!(tls.cert, PathBuf::from("/abs/cert.pem"));
-    assert_eq!(tls.key, PathBuf::from("/etc/cutover/certs/key.pem"));
+    assert_eq!(
+        tls.default,
+        Some((
+            PathBuf::from("/abs/cert.pem"),
+            PathBuf::from("/etc/cutover/certs/key.pem")
+        ))
+    );
     assert_eq!(
         config.admin.token_file,
         Some(PathBuf::from("/etc/cutover/admin.token"))
@@ -838,6 +843,22 @@ fn incomplete_tables_list_each_missing_key() {
     );
     let preview = "[service.agent]\npreview = {}";
     check(preview, "{}", "service.agent.preview.header", &["missing"]);
+
+    // Certificates from ACME alone need no `cert`/`key`; `cert` alone does.
+    let acme = "[server.tls]\nlisten = \"0.0.0.0:8443\"\n[server.tls.acme]\n\
+                directory_url = \"https://acme.test/dir\"\ndomains = [\"a.example\"]";
+    assert_eq!(parse_ok(&with(acme)).server.tls.unwrap().default, None);
+    let half = "[server.tls]\nlisten = \"0.0.0.0:8443\"\ncert = \"c.pem\"\ndirectory = \"certs\"";
+    check(
+        half,
+        "[server.tls]",
+        "server.tls.key",
+        &["missing", "key = "],
+    );
+    let none = "[server.tls]\nlisten = \"0.0.0.0:8443\"";
+    let found = issues(&with(none));
+    let keys: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["server.tls.cert", "server.tls.key"]);
 }
 
 #[test]

@@ -232,12 +232,20 @@ async fn proxy(
     renew_before: &str,
     blue: &Upstream,
 ) -> Cutover {
-    let default = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(dir.path().join("cert.pem"), default.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("key.pem"), default.key_pair.serialize_pem()).unwrap();
+    // TLS-ALPN-01 runs as a Traefik user configures ACME: no `cert`/`key`
+    // (a generated certificate answers other names); HTTP-01 beside a
+    // configured default.
+    let default_pair = if challenge == "http-01" {
+        let default = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), default.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), default.key_pair.serialize_pem()).unwrap();
+        "cert = \"cert.pem\"\nkey = \"key.pem\"\n"
+    } else {
+        ""
+    };
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{http}\"\n\n\
-         [server.tls]\nlisten = \"127.0.0.1:{https}\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
+         [server.tls]\nlisten = \"127.0.0.1:{https}\"\n{default_pair}\n\
          [server.tls.acme]\ndirectory_url = \"{url}\"\ndomains = [\"{DOMAIN}\"]\n\
          email = \"ops@cutover.test\"\nca = \"ca.pem\"\nrenew_before = \"{renew_before}\"\n\
          challenge = \"{challenge}\"\n\n\

@@ -168,22 +168,33 @@ impl Checker<'_> {
                 "listen = \"0.0.0.0:8443\"",
             )
             .and_then(|v| self.listen(v, "server.tls.listen"));
-        let cert = self
-            .required(
-                t.cert.as_ref(),
-                table,
-                "server.tls.cert",
-                "cert = \"certs/cert.pem\"",
-            )
-            .and_then(|v| self.file_path(v, "server.tls.cert"));
-        let key = self
-            .required(
-                t.key.as_ref(),
-                table,
-                "server.tls.key",
-                "key = \"certs/key.pem\"",
-            )
-            .and_then(|v| self.file_path(v, "server.tls.key"));
+        // `cert`/`key` answer names nothing else answers; without them a
+        // generated certificate does, so they may be left out when the
+        // certificates come from elsewhere (the list, a directory, ACME).
+        let elsewhere = t.certificates.as_ref().is_some_and(|c| !c.is_empty())
+            || t.directory.is_some()
+            || t.acme.is_some();
+        let default = if elsewhere && t.cert.is_none() && t.key.is_none() {
+            Some(None)
+        } else {
+            let cert = self
+                .required(
+                    t.cert.as_ref(),
+                    table,
+                    "server.tls.cert",
+                    "cert = \"certs/cert.pem\"",
+                )
+                .and_then(|v| self.file_path(v, "server.tls.cert"));
+            let key = self
+                .required(
+                    t.key.as_ref(),
+                    table,
+                    "server.tls.key",
+                    "key = \"certs/key.pem\"",
+                )
+                .and_then(|v| self.file_path(v, "server.tls.key"));
+            cert.zip(key).map(Some)
+        };
         let mut seen: HashMap<String, usize> = HashMap::new();
         let certificates: Vec<Option<SniCert>> = t
             .certificates
@@ -202,8 +213,7 @@ impl Checker<'_> {
         };
         Some(TlsConfig {
             listen: listen?,
-            cert: cert?,
-            key: key?,
+            default: default?,
             certificates: certificates.into_iter().collect::<Option<_>>()?,
             directory,
             acme,
