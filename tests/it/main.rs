@@ -49,8 +49,9 @@ mod weights;
 mod deploy;
 mod docker;
 
-// Fleet mode against a real etcd.
+// Fleet mode against a real etcd, and with replicas cut off in containers.
 mod fleet;
+mod fleet_docker;
 
 // The binary, `ctl`, the dashboard, the demo and the shipped configs.
 mod binary;

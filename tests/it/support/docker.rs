@@ -113,7 +113,7 @@ fn remove_leftovers() {
     }
 }
 
-/// One test's use of the engine: its image, and every container, network
+/// One test's use of the engine: its images, and every container, network
 /// and compose project it makes, all removed on drop.
 pub struct Engine {
     /// This test's run id (also the value of its objects' `cutover-it.run`).
@@ -122,6 +122,8 @@ pub struct Engine {
     pub image: String,
     networks: Vec<String>,
     projects: Vec<PathBuf>,
+    /// Images built by [`Engine::build`].
+    built: Vec<String>,
     _one_at_a_time: MutexGuard<'static, ()>,
 }
 
@@ -162,6 +164,7 @@ impl Engine {
             image,
             networks: Vec::new(),
             projects: Vec::new(),
+            built: Vec::new(),
             _one_at_a_time: guard,
         })
     }
@@ -182,6 +185,36 @@ impl Engine {
         name
     }
 
+    /// Builds image `cutover-it-NAME:RUN` of this test from `context` (a
+    /// directory holding its Dockerfile); its tag.
+    pub fn build(&mut self, name: &str, context: &Path) -> String {
+        let tag = format!("cutover-it-{name}:{}", self.run);
+        let run_label = format!("{TEST_LABEL}.run={}", self.run);
+        let context = context.display().to_string();
+        let out = run(
+            "docker",
+            &[
+                "build", "--quiet", "--label", TEST_LABEL, "--label", &run_label, "-t", &tag,
+                &context,
+            ],
+            &[("DOCKER_BUILDKIT", "0")],
+        );
+        assert!(
+            out.status.success(),
+            "docker build of {tag} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.built.push(tag.clone());
+        tag
+    }
+
+    /// Creates container `name` (prefixed with the run id) of `image` on
+    /// `network`, running `args...`, without starting it (so that files
+    /// can be copied in and networks connected first); its full name.
+    pub fn create(&self, name: &str, network: &str, image: &str, args: &[&str]) -> String {
+        self.docker_run("create", name, network, &[], image, args)
+    }
+
     /// Starts container `name` (prefixed with the run id) of the test image
     /// on `network` with `labels`, running `cutover args...`; its full name.
     pub fn container(
@@ -191,10 +224,25 @@ impl Engine {
         labels: &[(&str, &str)],
         args: &[&str],
     ) -> String {
+        self.docker_run("run", name, network, labels, &self.image, args)
+    }
+
+    /// `docker run -d` or `docker create` of a container of this test.
+    fn docker_run(
+        &self,
+        how: &str,
+        name: &str,
+        network: &str,
+        labels: &[(&str, &str)],
+        image: &str,
+        args: &[&str],
+    ) -> String {
         let full = format!("cutover-it-{}-{name}", self.run);
-        let mut cmd: Vec<String> = vec![
-            "run".into(),
-            "-d".into(),
+        let mut cmd: Vec<String> = vec![how.into()];
+        if how == "run" {
+            cmd.push("-d".into());
+        }
+        cmd.extend([
             "--name".into(),
             full.clone(),
             "--network".into(),
@@ -203,12 +251,12 @@ impl Engine {
             TEST_LABEL.into(),
             "--label".into(),
             format!("{TEST_LABEL}.run={}", self.run),
-        ];
+        ]);
         for (k, v) in labels {
             cmd.push("--label".into());
             cmd.push(format!("{k}={v}"));
         }
-        cmd.push(self.image.clone());
+        cmd.push(image.into());
         cmd.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
         docker(&refs);
@@ -314,8 +362,19 @@ impl Drop for Engine {
                 &[],
             );
         }
+        for image in &self.built {
+            let _ = run("docker", &["rmi", "-f", image], &[]);
+        }
         let _ = run("docker", &["rmi", "-f", &self.image], &[]);
     }
+}
+
+/// The address of `container` on `network`.
+pub fn ip_on(container: &str, network: &str) -> std::net::IpAddr {
+    let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+    let text = docker(&["inspect", "-f", &format, container]);
+    text.parse()
+        .unwrap_or_else(|_| panic!("{container} has no address on {network}: {text:?}"))
 }
 
 /// A compose project of the example stack.
