@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e  # noqa: E402  (spawn, kill_all, rss_kib, cpu_ticks, nginx configs)
+import e2e  # noqa: E402  (spawn, kill_all, rss_kib, cpu_ticks; nginx settings in e2e.pgo_train)
 
 ROOT = e2e.ROOT
 
@@ -365,7 +365,7 @@ def main():
             port = p_cut
         elif name == "nginx":
             # e2e's nginx settings, with room for two connections per stream.
-            common = e2e.NGINX_COMMON.replace("worker_connections 9000", "worker_connections {conns}")
+            common = e2e.pgo_train.NGINX_COMMON.replace("worker_connections 9000", "worker_connections {conns}")
             common = common.replace("worker_rlimit_nofile 19000", "worker_rlimit_nofile {files}")
             conf = workdir / "nginx.conf"
             conf.write_text(common.format(

@@ -66,6 +66,12 @@ where
         Some(conn)
     }
 
+    /// The read buffer's capacity of the connection the body is read from.
+    #[cfg(test)]
+    pub(crate) fn read_capacity(&self) -> usize {
+        self.conn.as_ref().map_or(0, |c| c.read_capacity())
+    }
+
     /// The connection of a 101 answer, with what the server sent behind
     /// its head, for the tunnel. `None` for any other answer, or when the
     /// request was not written whole before the server switched (the rest
@@ -118,7 +124,7 @@ where
                 Ok(Decoded::End) => return Poll::Ready(None),
                 Ok(Decoded::More) => {}
             }
-            match conn.poll_fill(cx) {
+            match conn.poll_fill_body(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Ok(0)) => {

@@ -358,6 +358,35 @@ impl UpstreamConn {
         }
     }
 
+    /// As [`poll_fill`](Self::poll_fill), for a response body: while nothing
+    /// is buffered and the socket has nothing to read, the connection holds
+    /// no read buffer, so a stream waiting between events costs none. A body
+    /// whose reads grew the buffer (a bulk transfer) keeps it.
+    pub(super) fn poll_fill_body(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
+        if self.buf.is_empty() && self.read_size == READ_SIZE {
+            match self.io.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Pending if self.cut.poll_set(cx.waker()) => {
+                    return Poll::Ready(Err(Error::Cut))
+                }
+                Poll::Pending => {
+                    // What was read last may still be on its way to the
+                    // client: the allocation goes when that does.
+                    self.buf = BytesMut::new();
+                    return Poll::Pending;
+                }
+            }
+        }
+        self.poll_fill(cx)
+    }
+
+    /// The read buffer's capacity.
+    #[cfg(test)]
+    pub(super) fn read_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The read buffer, where the response body's bytes wait.
     pub(super) fn buf_mut(&mut self) -> &mut BytesMut {
         &mut self.buf

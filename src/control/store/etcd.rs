@@ -613,9 +613,8 @@ async fn run_session(
     {
         let mut known = shared.known.lock().await;
         for (name, (value, mod_revision)) in states {
-            let newer = known
-                .get(&name)
-                .is_none_or(|k| k.mod_revision < mod_revision);
+            let before = known.get(&name).map(|k| k.mod_revision);
+            let newer = before.is_none_or(|seen| seen < mod_revision);
             known.insert(
                 name.clone(),
                 Known {
@@ -625,10 +624,13 @@ async fn run_session(
             );
             if newer {
                 shared.remember(&name, value.state.clone());
+                // A state seen before and changed since: its event (the
+                // last change's) was missed too. A first read has its
+                // events from the history instead.
                 caught_up.push(Remote {
                     service: name,
                     state: value.state,
-                    event: None,
+                    event: before.and(value.event),
                 });
             }
         }

@@ -463,6 +463,32 @@ async fn a_large_body_is_read_in_growing_pieces_and_the_idle_connection_keeps_a_
     );
 }
 
+#[tokio::test]
+async fn a_stream_waiting_between_events_holds_no_read_buffer() {
+    let (_, mut body, mut server) = answered(
+        Method::GET,
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await;
+    for i in 0..3 {
+        let event = format!("data: token {i}\n\n");
+        let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+        server.write_all(chunk.as_bytes()).await.unwrap();
+        let frame = tokio::time::timeout(BOUND, poll_fn(|cx| body.poll_frame(cx)))
+            .await
+            .expect("event timed out")
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), event.as_bytes());
+        let waiting = poll_fn(|cx| Poll::Ready(body.poll_frame(cx).is_pending())).await;
+        assert!(waiting, "event {i}: nothing more was sent");
+        assert_eq!(body.read_capacity(), 0, "event {i}: buffer kept while waiting");
+    }
+    server.write_all(b"0\r\n\r\n").await.unwrap();
+    let (data, _, failed) = drain(&mut body).await;
+    assert!(data.is_empty() && failed.is_none(), "{failed:?}");
+}
+
 /// Reads exactly `n` bytes off the server's end.
 async fn read_exact(server: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut got = vec![0u8; n];
