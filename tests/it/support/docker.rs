@@ -191,6 +191,19 @@ impl Engine {
         labels: &[(&str, &str)],
         args: &[&str],
     ) -> String {
+        self.container_of(&self.image, name, network, labels, args)
+    }
+
+    /// As [`Engine::container`], of `image` (one FROM the test image); with
+    /// no `args`, the image's command runs.
+    pub fn container_of(
+        &self,
+        image: &str,
+        name: &str,
+        network: &str,
+        labels: &[(&str, &str)],
+        args: &[&str],
+    ) -> String {
         let full = format!("cutover-it-{}-{name}", self.run);
         let mut cmd: Vec<String> = vec![
             "run".into(),
@@ -208,7 +221,7 @@ impl Engine {
             cmd.push("--label".into());
             cmd.push(format!("{k}={v}"));
         }
-        cmd.push(self.image.clone());
+        cmd.push(image.to_string());
         cmd.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
         docker(&refs);
