@@ -25,6 +25,7 @@ use crate::support::docker::{
 use crate::support::{admin_get, Cutover};
 
 mod abort;
+mod canary;
 
 /// Container start-ups and the deploys' steps, on a busy machine.
 const SLOW: Duration = Duration::from_secs(30);
