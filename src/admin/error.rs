@@ -79,7 +79,9 @@ impl From<ControlError> for ApiError {
             ControlError::CanaryRunning(_) => (StatusCode::CONFLICT, "canary_running"),
             ControlError::NoCanary(_) => (StatusCode::CONFLICT, "no_canary"),
             ControlError::BadDeploy(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ControlError::NoDocker(_) => (StatusCode::CONFLICT, "no_docker"),
+            ControlError::NoDocker(_) | ControlError::FileService(_) => {
+                (StatusCode::CONFLICT, "no_docker")
+            }
             ControlError::DeployBusy(_) => (StatusCode::CONFLICT, "deploy_running"),
             ControlError::NoDeploy(_) => (StatusCode::CONFLICT, "no_deploy"),
             ControlError::Store(StoreError::Conflict { .. }) => (StatusCode::CONFLICT, "conflict"),

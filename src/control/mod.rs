@@ -139,6 +139,10 @@ pub enum ControlError {
     /// has containers.
     #[error("service {0} cannot be deployed: deploys need the Docker provider ([providers.docker] or cutover run --docker) and containers in the service's active pool")]
     NoDocker(String),
+    /// A deploy of a service the config file defines: the file's service
+    /// (its servers) serves under that name, not the containers.
+    #[error("service {0} cannot be deployed: [service.{0}] in the config file serves under this name, so its containers' labels are left out and their new containers would take no traffic; deploys release services made from containers' labels")]
+    FileService(String),
     /// A deploy, a canary or a weight is in progress.
     #[error("{0}")]
     DeployBusy(String),

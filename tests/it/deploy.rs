@@ -1,7 +1,7 @@
 //! `cutover ctl deploy` against the real engine: a release from v1 to v2
 //! under load, a deploy of the wrong version, a version that breaks after
 //! the switch, the client killed mid-deploy, and the proxy killed
-//! mid-deploy.
+//! mid-deploy; `--abort` at each step in [`abort`].
 //!
 //! The versions are images FROM the test image (`scripts/build-image.sh`)
 //! with another `CUTOVER_DEMO_VERSION` (and, for the one that breaks,
@@ -23,6 +23,9 @@ use crate::support::docker::{
     blocking, docker, eventually_within, run, Engine, Paced, Seen, ENGINE_SOCKET, TEST_LABEL,
 };
 use crate::support::{admin_get, Cutover};
+
+mod abort;
+mod canary;
 
 /// Container start-ups and the deploys' steps, on a busy machine.
 const SLOW: Duration = Duration::from_secs(30);
@@ -63,17 +66,21 @@ struct Versions {
 
 impl Versions {
     /// An image reporting `version` (failing after `fail_after` requests
-    /// when given); its tag. A failed build is tried once more (the
-    /// engine, shared, is sometimes busy).
+    /// when given); its tag.
     fn build(&mut self, engine: &Engine, version: &str, fail_after: Option<u32>) -> String {
-        let tag = format!("cutover-it-deploy:{}-{}", engine.run, self.tags.len());
-        let mut dockerfile = format!(
-            "FROM {}\nENV CUTOVER_DEMO_VERSION={version}\n",
-            engine.image
-        );
+        let mut lines = format!("ENV CUTOVER_DEMO_VERSION={version}\n");
         if let Some(n) = fail_after {
-            dockerfile.push_str(&format!("ENV CUTOVER_DEMO_FAIL_AFTER={n}\n"));
+            lines.push_str(&format!("ENV CUTOVER_DEMO_FAIL_AFTER={n}\n"));
         }
+        self.image(engine, &engine.image, &lines)
+    }
+
+    /// An image FROM `from` (the test image or one of these) with the
+    /// Dockerfile `lines`; its tag. A failed build is tried once more (the
+    /// engine, shared, is sometimes busy).
+    fn image(&mut self, engine: &Engine, from: &str, lines: &str) -> String {
+        let tag = format!("cutover-it-deploy:{}-{}", engine.run, self.tags.len());
+        let dockerfile = format!("FROM {from}\n{lines}");
         let run_label = format!("{TEST_LABEL}.run={}", engine.run);
         for attempt in 0..2 {
             let mut child = Command::new("docker")
@@ -110,8 +117,9 @@ impl Versions {
 }
 
 impl Drop for Versions {
+    /// Newest first: an image FROM another one goes before it.
     fn drop(&mut self) {
-        for tag in &self.tags {
+        for tag in self.tags.iter().rev() {
             let _ = run("docker", &["rmi", "-f", tag], &[]);
         }
     }

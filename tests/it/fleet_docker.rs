@@ -357,7 +357,9 @@ async fn a_replica_disconnected_from_etcds_network_serves_its_last_state_refuses
         .await;
         assert_eq!(r1.cluster().await["connected"], true);
         // The switch r1 missed is in its history too.
-        let events = r1.call(Method::GET, "/api/v1/events?service=app", None).await;
+        let events = r1
+            .call(Method::GET, "/api/v1/events?service=app", None)
+            .await;
         assert_eq!(events.status, StatusCode::OK, "{}", events.text());
         let events = events.json();
         let switches: Vec<&Value> = events

@@ -112,7 +112,7 @@ impl ControlPlane {
     /// # Errors
     ///
     /// Unknown service; no Docker provider or no container in the active
-    /// pool; a deploy, canary or weight in progress; a bad request.
+    /// pool; a service the config file defines; a deploy, canary or weight in progress; a bad request.
     pub async fn deploy_start(
         self: &Arc<Self>,
         service: &str,
@@ -135,6 +135,9 @@ impl ControlPlane {
             .ok_or_else(|| ControlError::NoDocker(service.to_string()))?;
         let mut inner = self.inner.lock().await;
         let rt = runtime(&inner, service)?;
+        if inner.file.services.iter().any(|s| s.name == service) {
+            return Err(ControlError::FileService(service.to_string()));
+        }
         let (from, to) = (rt.active(), rt.active().other());
         if rt.local.canary.is_some() || rt.standby_weight() > 0 {
             return Err(ControlError::DeployBusy(format!(

@@ -281,9 +281,11 @@ impl Runner {
                 match found {
                     Some((key, c)) => {
                         let h = inner.health.get(key);
+                        // A container's server is healthy only by a
+                        // passing check: one with no check is not served.
                         Seen {
                             name: c.name.clone(),
-                            state: Some(h.map_or(crate::wire::ServerState::Healthy, |h| h.shown())),
+                            state: h.map(|h| h.shown()),
                             version: h.and_then(|h| h.version.clone()),
                         }
                     }

@@ -482,7 +482,11 @@ async fn a_stream_waiting_between_events_holds_no_read_buffer() {
         assert_eq!(frame.into_data().unwrap(), event.as_bytes());
         let waiting = poll_fn(|cx| Poll::Ready(body.poll_frame(cx).is_pending())).await;
         assert!(waiting, "event {i}: nothing more was sent");
-        assert_eq!(body.read_capacity(), 0, "event {i}: buffer kept while waiting");
+        assert_eq!(
+            body.read_capacity(),
+            0,
+            "event {i}: buffer kept while waiting"
+        );
     }
     server.write_all(b"0\r\n\r\n").await.unwrap();
     let (data, _, failed) = drain(&mut body).await;

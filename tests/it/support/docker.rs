@@ -227,6 +227,19 @@ impl Engine {
         self.docker_run("run", name, network, labels, &self.image, args)
     }
 
+    /// As [`Engine::container`], of `image` (one FROM the test image); with
+    /// no `args`, the image's command runs.
+    pub fn container_of(
+        &self,
+        image: &str,
+        name: &str,
+        network: &str,
+        labels: &[(&str, &str)],
+        args: &[&str],
+    ) -> String {
+        self.docker_run("run", name, network, labels, image, args)
+    }
+
     /// `docker run -d` or `docker create` of a container of this test.
     fn docker_run(
         &self,
