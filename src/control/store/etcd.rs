@@ -613,8 +613,9 @@ async fn run_session(
     {
         let mut known = shared.known.lock().await;
         for (name, (value, mod_revision)) in states {
-            let before = known.get(&name).map(|k| k.mod_revision);
-            let newer = before.is_none_or(|seen| seen < mod_revision);
+            let newer = known
+                .get(&name)
+                .is_none_or(|k| k.mod_revision < mod_revision);
             known.insert(
                 name.clone(),
                 Known {
@@ -624,13 +625,14 @@ async fn run_session(
             );
             if newer {
                 shared.remember(&name, value.state.clone());
-                // A state seen before and changed since: its event (the
-                // last change's) was missed too. A first read has its
-                // events from the history instead.
+                // Changed since this replica last read it (the history it
+                // loaded at start is older): the last change's event was
+                // missed too. Earlier changes made while it was cut off
+                // are in etcd's history, not in this replica's.
                 caught_up.push(Remote {
                     service: name,
                     state: value.state,
-                    event: before.and(value.event),
+                    event: value.event,
                 });
             }
         }
