@@ -75,10 +75,32 @@ pub struct Labels {
     pub drain_timeout: Option<Labeled<Duration>>,
     /// `cutover.rollback.*`: the automated-rollback watch.
     pub rollback: RollbackLabels,
+    /// `cutover.canary.*`: the service's canary stages.
+    pub canary: CanaryLabels,
     /// `traefik.*` and `cutover.*` labels not read, sorted.
     pub ignored: Vec<String>,
     /// Labels whose value cannot be read: label, what is wrong.
     pub issues: Vec<(String, String)>,
+}
+
+/// `cutover.canary.*`: one stage per weight, each judged by the same
+/// thresholds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CanaryLabels {
+    /// `cutover.canary.weights`: the stages' weights, rising (`5,25,50`).
+    pub weights: Option<Vec<u8>>,
+    /// `cutover.canary.hold`.
+    pub hold: Option<Duration>,
+    /// `cutover.canary.max_error_rate` (0 to 1).
+    pub max_error_rate: Option<f64>,
+    /// `cutover.canary.max_p99`.
+    pub max_p99: Option<Duration>,
+    /// `cutover.canary.min_requests`.
+    pub min_requests: Option<u64>,
+    /// `cutover.canary.max_stream_abort_rate` (0 to 1).
+    pub max_stream_abort_rate: Option<f64>,
+    /// `cutover.canary.max_ttfb_p99`.
+    pub max_ttfb_p99: Option<Duration>,
 }
 
 /// `cutover.rollback.*`, each as `[service.NAME.rollback]` has it.
@@ -260,6 +282,10 @@ fn cutover(out: &mut Labels, key: &str, parts: &[&str], value: &str) -> bool {
             Ok(known) => return known,
             Err(m) => Err(m),
         },
+        ["cutover", "canary", field] => match canary(&mut out.canary, field, value.trim()) {
+            Ok(known) => return known,
+            Err(m) => Err(m),
+        },
         _ => return false,
     };
     if let Err(m) = outcome {
@@ -268,20 +294,57 @@ fn cutover(out: &mut Labels, key: &str, parts: &[&str], value: &str) -> bool {
     true
 }
 
+/// A share from 0 to 1.
+fn share(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("{v:?} is not a share (expected 0 to 1, e.g. 0.05)"))
+}
+
+/// A whole number above 0.
+fn count(v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{v:?} is not a whole number above 0"))
+}
+
+/// A `cutover.canary.FIELD` label; false when FIELD is not one.
+fn canary(c: &mut CanaryLabels, field: &str, value: &str) -> Result<bool, String> {
+    match field {
+        "weights" => {
+            let expected = "expected rising percents from 1 to 100, e.g. \"5,25,50\"";
+            let mut weights = Vec::new();
+            for part in value.split(',') {
+                let w = part
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|w| (1..=100).contains(w))
+                    .ok_or_else(|| {
+                        format!("{part:?} in {value:?} is not a percent ({expected})")
+                    })?;
+                if weights.last().is_some_and(|&last| last >= w) {
+                    return Err(format!("{value:?} does not rise ({expected})"));
+                }
+                weights.push(w);
+            }
+            c.weights = Some(weights);
+        }
+        "hold" => c.hold = Some(check::duration(value, false)?),
+        "max_error_rate" => c.max_error_rate = Some(share(value)?),
+        "max_p99" => c.max_p99 = Some(check::duration(value, false)?),
+        "min_requests" => c.min_requests = Some(count(value)?),
+        "max_stream_abort_rate" => c.max_stream_abort_rate = Some(share(value)?),
+        "max_ttfb_p99" => c.max_ttfb_p99 = Some(check::duration(value, false)?),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// A `cutover.rollback.FIELD` label; false when FIELD is not one.
 fn rollback(r: &mut RollbackLabels, field: &str, value: &str) -> Result<bool, String> {
-    let count = |v: &str| {
-        v.parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| format!("{v:?} is not a whole number above 0"))
-    };
-    let share = |v: &str| {
-        v.parse::<f64>()
-            .ok()
-            .filter(|r| (0.0..=1.0).contains(r))
-            .ok_or_else(|| format!("{v:?} is not a share (expected 0 to 1, e.g. 0.05)"))
-    };
     match field {
         "max_error_rate" => r.max_error_rate = Some(share(value)?),
         "max_stream_abort_rate" => r.max_stream_abort_rate = Some(share(value)?),
@@ -445,6 +508,37 @@ mod tests {
             .any(|(k, m)| k == "cutover.rollback.min_requests" && m.contains("\"eight\"")));
         let bad = read_pairs(&[("cutover.pool", "purple"), ("cutover.service", "a/b")]);
         assert_eq!(bad.issues.len(), 2, "{:?}", bad.issues);
+    }
+
+    #[test]
+    fn canary_labels_are_read_and_bad_weights_named() {
+        let l = read_pairs(&[
+            ("cutover.canary.weights", "5, 25,50"),
+            ("cutover.canary.hold", "30s"),
+            ("cutover.canary.max_error_rate", "0.01"),
+            ("cutover.canary.max_ttfb_p99", "1s"),
+            ("cutover.canary.min_requests", "0"),
+        ]);
+        assert_eq!(l.canary.weights, Some(vec![5, 25, 50]));
+        assert_eq!(l.canary.hold, Some(Duration::from_secs(30)));
+        assert_eq!(l.canary.max_error_rate, Some(0.01));
+        assert_eq!(l.canary.max_ttfb_p99, Some(Duration::from_secs(1)));
+        assert_eq!(l.canary.min_requests, None);
+        assert_eq!(l.issues.len(), 1, "{:?}", l.issues);
+        assert_eq!(l.issues[0].0, "cutover.canary.min_requests");
+        for (bad, why) in [
+            ("25,5", "does not rise"),
+            ("0,50", "not a percent"),
+            ("5,x", "\"x\""),
+        ] {
+            let l = read_pairs(&[("cutover.canary.weights", bad)]);
+            assert_eq!(l.canary.weights, None, "{bad}");
+            assert!(
+                l.issues.len() == 1 && l.issues[0].1.contains(why),
+                "{bad}: {:?}",
+                l.issues
+            );
+        }
     }
 
     #[test]

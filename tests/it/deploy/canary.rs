@@ -1,17 +1,19 @@
 //! `cutover ctl deploy --canary` on a service made from containers' labels.
 //!
-//! Its canary stages can come from nowhere: labels carry none, and a
+//! Its canary stages come from the containers' `cutover.canary.*` labels:
+//! the deploy's new containers take the stages' weights of a paced load and
+//! are promoted, with no failed request. Without such labels, or when a
 //! `[service.NAME]` entry in the file replaces the labels' service whole
 //! (its pools are the file's servers, so a deploy's new containers would
-//! take no traffic). Both deploys are refused before any container is
+//! take no traffic), a canary deploy is refused before any container is
 //! made, and the traffic stays where it was.
 
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::{app_container, service, HOST, SERVICE, SLOW};
-use crate::support::docker::{docker, eventually_within, Engine, ENGINE_SOCKET};
-use crate::support::{admin_post, Cutover};
+use super::{answered, app_container, labels, service, CtlChild, Versions, HOST, SERVICE, SLOW};
+use crate::support::docker::{docker, eventually_within, Engine, Paced, ENGINE_SOCKET};
+use crate::support::{admin_get, admin_post, Cutover};
 
 /// `POST` a canary deploy of `image`, which must be refused with 409; the
 /// error.
@@ -85,5 +87,75 @@ min_requests = 5
     assert_eq!(s["active"], "blue", "{s}");
     assert!(s["deploy"].is_null(), "no deploy started: {s}");
     assert!(deployed().is_empty(), "no container made");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_deploy_runs_the_labels_stages_and_promotes_with_no_failed_request() {
+    let Some(mut engine) = Engine::start("canary deploy") else {
+        return;
+    };
+    let mut versions = Versions { tags: Vec::new() };
+    let v2 = versions.build(&engine, "2", None);
+    let net = engine.network();
+    let mut labels = labels();
+    labels.extend([
+        ("cutover.canary.weights", "20,50".to_string()),
+        ("cutover.canary.hold", "1s".to_string()),
+        ("cutover.canary.min_requests", "5".to_string()),
+        ("cutover.canary.max_error_rate", "0.05".to_string()),
+        ("cutover.canary.max_p99", "2s".to_string()),
+    ]);
+    let refs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    engine.container(
+        "blue",
+        &net,
+        &refs,
+        &["demo-upstream", "--listen", "0.0.0.0:5000"],
+    );
+    let proxy = Cutover::start(&engine.provider_config(ENGINE_SOCKET)).await;
+    eventually_within("blue healthy", SLOW, || async {
+        service(&proxy).await["pools"]["blue"]["servers"][0]["state"] == "healthy"
+    })
+    .await;
+    let load = Paced::start(proxy.addr, HOST, 100);
+    answered(&load, "v1", 20).await;
+    let admin = format!("http://{}", proxy.admin);
+    let (code, out) = CtlChild::start(
+        &["--admin", admin.as_str()],
+        &[
+            "--image",
+            &v2,
+            "--version",
+            "2",
+            "--canary",
+            "--keep-old",
+            "30s",
+        ],
+    )
+    .finish()
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("canary"), "the canary step is shown: {out}");
+    let s = service(&proxy).await;
+    assert_eq!(s["active"], "green", "{s}");
+    assert_eq!(s["weights"]["green"], 100, "{s}");
+    assert_eq!(s["deploy"]["outcome"], "released", "{s}");
+    answered(&load, "2", 50).await;
+    let events = admin_get(proxy.admin, &format!("/api/v1/events?service={SERVICE}"))
+        .await
+        .json();
+    let reasons: Vec<&str> = events
+        .as_array()
+        .expect("an events list")
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    let weights = reasons.iter().filter(|r| **r == "weight").count();
+    let promotions = reasons.iter().filter(|r| **r == "canary").count();
+    assert!(weights >= 2, "a weight event per stage: {events}");
+    assert_eq!(promotions, 1, "one promotion: {events}");
+    let seen = load.stop();
+    assert!(seen.failed.is_empty(), "failed requests: {:?}", seen.failed);
     proxy.stop().await;
 }

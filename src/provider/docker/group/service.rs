@@ -97,6 +97,12 @@ impl Grouping<'_> {
                 .flat_map(|r| r.servers.iter().map(|s| s.0))
                 .map(|i| &self.read[i].labels.rollback),
         );
+        let canary = canary(
+            group
+                .iter()
+                .flat_map(|r| r.servers.iter().map(|s| s.0))
+                .map(|i| &self.read[i].labels.canary),
+        );
         let origins = out.origins.entry(name.clone()).or_default();
         for router in &group {
             for (i, label) in &router.defs {
@@ -130,7 +136,7 @@ impl Grouping<'_> {
             health: None,
             pools: config_pools,
             rollback,
-            canary: Vec::new(),
+            canary,
             drain_sse_event: None,
         });
     }
@@ -296,9 +302,47 @@ fn rollback<'a>(
     })
 }
 
-/// `cutover.rollback.max_error_rate` when only other fields are set.
+/// The service's canary stages from its containers' `cutover.canary.*`
+/// labels (the first container setting a field wins): one stage per
+/// weight, each holding `hold` and judged by the same thresholds; none
+/// without `cutover.canary.weights`.
+fn canary<'a>(
+    labels: impl Iterator<Item = &'a crate::provider::docker::labels::CanaryLabels>,
+) -> Vec<crate::config::CanaryStage> {
+    let mut c = crate::provider::docker::labels::CanaryLabels::default();
+    for l in labels {
+        c.weights = c.weights.or_else(|| l.weights.clone());
+        c.hold = c.hold.or(l.hold);
+        c.max_error_rate = c.max_error_rate.or(l.max_error_rate);
+        c.max_p99 = c.max_p99.or(l.max_p99);
+        c.min_requests = c.min_requests.or(l.min_requests);
+        c.max_stream_abort_rate = c.max_stream_abort_rate.or(l.max_stream_abort_rate);
+        c.max_ttfb_p99 = c.max_ttfb_p99.or(l.max_ttfb_p99);
+    }
+    c.weights
+        .unwrap_or_default()
+        .into_iter()
+        .map(|weight| crate::config::CanaryStage {
+            weight,
+            hold: c.hold.unwrap_or(DOCKER_CANARY_HOLD),
+            max_error_rate: c.max_error_rate.unwrap_or(DOCKER_MAX_ERROR_RATE),
+            max_p99: c.max_p99.unwrap_or(DOCKER_MAX_P99),
+            min_requests: c
+                .min_requests
+                .unwrap_or(crate::config::DEFAULT_MIN_REQUESTS),
+            max_stream_abort_rate: c.max_stream_abort_rate,
+            max_ttfb_p99: c.max_ttfb_p99,
+        })
+        .collect()
+}
+
+/// `cutover.canary.hold` when the weights are set without it.
+const DOCKER_CANARY_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+/// `cutover.rollback.max_error_rate` (and `cutover.canary.max_error_rate`)
+/// when only other fields are set.
 const DOCKER_MAX_ERROR_RATE: f64 = 0.05;
-/// `cutover.rollback.max_p99` when only other fields are set.
+/// `cutover.rollback.max_p99` (and `cutover.canary.max_p99`) when only
+/// other fields are set.
 const DOCKER_MAX_P99: std::time::Duration = std::time::Duration::from_secs(2);
 /// `cutover.rollback.window` when only other fields are set.
 const DOCKER_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
