@@ -334,7 +334,11 @@ async fn deploys_under_load_release_refuse_the_wrong_version_and_roll_back_a_bro
         .unwrap_or_default()
     {
         let id = id.as_str().unwrap_or_default().to_string();
-        assert!(!running(&id), "the refused containers are stopped");
+        assert!(
+            !running(&id),
+            "the refused container {id} is stopped: {}; {s}",
+            docker(&["inspect", "-f", "{{json .State}}", &id])
+        );
     }
     let gone = run("docker", &["inspect", &old_a], &[]);
     assert!(

@@ -17,7 +17,7 @@ use crate::support::docker::{
 use crate::support::{admin_get, get, read_events, Client, Cutover};
 
 /// Container start-ups, health checks and reconnects, on a busy machine.
-const SLOW: Duration = Duration::from_secs(30);
+const SLOW: Duration = Duration::from_secs(60);
 /// The seed's host.
 const SEED_HOST: &str = "your-domain.com";
 

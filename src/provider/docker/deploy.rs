@@ -29,6 +29,10 @@ use crate::control::deploy::{ContainerError, Containers, Spec, DEPLOY_LABEL};
 
 /// Seconds a stopping container has before it is killed.
 const STOP_GRACE: i32 = 10;
+/// How many times a failed stop is asked for.
+const STOP_TRIES: u32 = 3;
+/// The pause before a failed stop is asked for again.
+const STOP_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The engine at an endpoint, connected afresh for each operation (a
 /// deploy is rare; the provider's own connection may be down and coming
@@ -283,14 +287,28 @@ impl Containers for Deployer {
             let stops = ids.iter().map(|id| {
                 let (docker, options) = (docker.clone(), options.clone());
                 async move {
-                    match docker.stop_container(id, Some(options)).await {
-                        // Gone, or stopped already.
-                        Ok(())
-                        | Err(bollard::errors::Error::DockerResponseServerError {
-                            status_code: 304 | 404,
-                            ..
-                        }) => Ok(()),
-                        Err(e) => Err(ContainerError(format!("stopping container {id}: {e}"))),
+                    // A loaded engine can fail a stop it would do a moment
+                    // later ("did not receive an exit event"): tried again.
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        match docker.stop_container(id, Some(options.clone())).await {
+                            // Gone, or stopped already.
+                            Ok(())
+                            | Err(bollard::errors::Error::DockerResponseServerError {
+                                status_code: 304 | 404,
+                                ..
+                            }) => return Ok(()),
+                            Err(e) if tries < STOP_TRIES => {
+                                tracing::debug!(container = %id, error = %e, "stop failed: trying again");
+                                tokio::time::sleep(STOP_RETRY).await;
+                            }
+                            Err(e) => {
+                                return Err(ContainerError(format!(
+                                    "stopping container {id} ({tries} tries): {e}"
+                                )))
+                            }
+                        }
                     }
                 }
             });
