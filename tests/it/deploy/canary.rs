@@ -142,6 +142,26 @@ async fn a_canary_deploy_runs_the_labels_stages_and_promotes_with_no_failed_requ
     assert_eq!(s["weights"]["green"], 100, "{s}");
     assert_eq!(s["deploy"]["outcome"], "released", "{s}");
     answered(&load, "2", 50).await;
+    // `--json`: one JSON object a line, the steps as they came.
+    let (code, json) = CtlChild::start(&["--admin", admin.as_str()], &["--follow", "--json"])
+        .finish()
+        .await;
+    assert_eq!(code, 0, "{json}");
+    let steps: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
+    for step in ["create", "healthy", "canary", "watch", "drained"] {
+        assert!(names.contains(&step), "step {step} in {names:?}");
+    }
+    let end = steps.last().expect("steps");
+    assert_eq!(
+        (&end["step"], &end["outcome"]),
+        (&json!("end"), &json!("released")),
+        "{json}"
+    );
+    assert!(steps.iter().all(|s| s["elapsed_ms"].is_u64()), "{json}");
     let events = admin_get(proxy.admin, &format!("/api/v1/events?service={SERVICE}"))
         .await
         .json();
