@@ -347,7 +347,7 @@ def main():
     # duration (which includes the settle time before the measures start).
     count = max(1, int(args.duration / args.interval))
     workdir = Path(tempfile.mkdtemp(prefix="streams-bench-"))
-    o1, o2, p_cut, p_admin, p_nginx, p_hap = e2e.free_ports(6)
+    o1, o2 = e2e.free_ports(2)
     origin = e2e.spawn(
         [sys.executable, "-c", ORIGIN, str(o1), str(o2), str(args.interval), str(count)],
         args.load_cpu, "origin", workdir,
@@ -357,6 +357,9 @@ def main():
     rows = []
     names = [args.only] if args.only else list(e2e.PROXIES)
     for name in names:
+        # Picked as each proxy starts: a port free at the bench's start can
+        # be an ephemeral source port of the streams of an earlier run.
+        p_cut, p_admin, p_nginx, p_hap = e2e.free_ports(4)
         if name == "cutover":
             cfg = workdir / "cutover.toml"
             cfg.write_text(CUTOVER_CFG.format(port=p_cut, admin=p_admin, dir=workdir, o1=o1, o2=o2))
@@ -364,13 +367,15 @@ def main():
             e2e.wait_port(p_cut, proc)
             port = p_cut
         elif name == "nginx":
-            # e2e's nginx settings, with room for two connections per stream.
+            # e2e's nginx settings, with room for two connections per stream
+            # and the ones nginx keeps or closes beside them, as files allow.
             common = e2e.pgo_train.NGINX_COMMON.replace("worker_connections 9000", "worker_connections {conns}")
             common = common.replace("worker_rlimit_nofile 19000", "worker_rlimit_nofile {files}")
             conf = workdir / "nginx.conf"
+            files = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100
             conf.write_text(common.format(
                 dir=workdir, name="nginx", body=NGINX_BODY.format(port=p_nginx, o1=o1),
-                conns=2 * args.streams + 100, files=resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100,
+                conns=min(3 * args.streams + 100, files), files=files,
             ))
             proc = e2e.spawn(
                 [e2e.find("nginx"), "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"],
