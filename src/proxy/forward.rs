@@ -70,7 +70,7 @@ pub fn forward(
             let (method, uri) = (req.method().clone(), req.uri().clone());
             let has_body = !http_body::Body::is_end_stream(req.body());
             let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                prepare(routing, req, client, client_upgrade)
+                prepare(routing, req, has_body, client, client_upgrade)
             }));
             prepared.unwrap_or_else(|panic| {
                 let unrouted = &routing.load().unrouted;
@@ -141,15 +141,16 @@ struct Exchange {
     panic_in_exchange: bool,
 }
 
+/// `has_body`: the request has a body still to read.
 fn prepare(
     routing: &Routing,
     req: Request<Incoming>,
+    has_body: bool,
     client: ClientInfo,
     client_upgrade: Option<oneshot::Receiver<Upgraded>>,
 ) -> Prepared {
     let start = Instant::now();
     failpoint::check(req.headers(), failpoint::At::Routing);
-    let has_body = !http_body::Body::is_end_stream(req.body());
     let (target, mut seen) = match select(routing, &req, client) {
         Ok(selected) => selected,
         Err((err, unrouted)) => {
