@@ -85,24 +85,18 @@ impl Grouping<'_> {
                     .insert((name.clone(), pool, addr.clone()), container);
             }
         }
-        let drain_timeout = group
-            .iter()
-            .flat_map(|r| r.servers.iter().map(|s| s.0))
-            .filter_map(|i| self.read[i].labels.drain_timeout.as_ref().map(|d| d.value))
+        // The labels of the group's containers, one per server.
+        let labels = || {
+            group
+                .iter()
+                .flat_map(|r| r.servers.iter().map(|s| &self.read[s.0].labels))
+        };
+        let drain_timeout = labels()
+            .filter_map(|l| l.drain_timeout.as_ref().map(|d| d.value))
             .max()
             .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
-        let rollback = rollback(
-            group
-                .iter()
-                .flat_map(|r| r.servers.iter().map(|s| s.0))
-                .map(|i| &self.read[i].labels.rollback),
-        );
-        let canary = canary(
-            group
-                .iter()
-                .flat_map(|r| r.servers.iter().map(|s| s.0))
-                .map(|i| &self.read[i].labels.canary),
-        );
+        let rollback = rollback(labels().map(|l| &l.rollback));
+        let canary = canary(labels().map(|l| &l.canary));
         let origins = out.origins.entry(name.clone()).or_default();
         for router in &group {
             for (i, label) in &router.defs {
