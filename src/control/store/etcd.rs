@@ -256,13 +256,7 @@ impl EtcdStore {
 
 impl Store for EtcdStore {
     fn load(&self) -> BoxFuture<'_, Result<Stored, StoreError>> {
-        let loaded = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .unwrap_or_default();
-        Box::pin(async move { Ok(loaded) })
+        super::take_loaded(&self.loaded)
     }
 
     fn commit(&self, change: Change) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -317,12 +311,7 @@ async fn commit(shared: &Shared, mut client: Client, change: Change) -> Result<(
                     lease,
                 ));
             }
-            let value = serde_json::to_vec(&Value {
-                version: ETCD_FORMAT,
-                state: state.clone(),
-                event: Some(event.clone()),
-            })
-            .expect("release state serializes: plain data");
+            let value = value_json(&state, Some(event.clone()));
             let txn = Txn::new()
                 .when(guard)
                 .and_then([
@@ -330,21 +319,10 @@ async fn commit(shared: &Shared, mut client: Client, change: Change) -> Result<(
                     TxnOp::put(event_key(shared, &event), event_json(&event), None),
                 ])
                 .or_else([TxnOp::get(key.as_str(), None)]);
-            let answer = tokio::time::timeout(OP_TIMEOUT, client.txn(txn))
-                .await
-                .map_err(|_| shared.unavailable(format!("no answer within {OP_TIMEOUT:?}")))?
-                .map_err(|e| shared.unavailable(e))?;
+            let answer = run_txn(shared, &mut client, txn).await?;
             if answer.succeeded() {
-                let revision = answer.header().map_or(0, |h| h.revision());
-                known.insert(
-                    name.clone(),
-                    Known {
-                        generation: state.generation,
-                        mod_revision: revision,
-                    },
-                );
+                committed(shared, &mut known, &name, state, &answer);
                 drop(known);
-                shared.remember(&name, state);
                 prune_later(shared, client);
                 return Ok(());
             }
@@ -375,29 +353,12 @@ async fn commit(shared: &Shared, mut client: Client, change: Change) -> Result<(
             let mut known = shared.known.lock().await;
             for (name, state) in states {
                 let key = shared.key(&format!("state/{name}"));
-                let value = serde_json::to_vec(&Value {
-                    version: ETCD_FORMAT,
-                    state: state.clone(),
-                    event: None,
-                })
-                .expect("release state serializes: plain data");
                 let txn = Txn::new()
                     .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(key.as_str(), value, None)]);
-                let answer = tokio::time::timeout(OP_TIMEOUT, client.txn(txn))
-                    .await
-                    .map_err(|_| shared.unavailable(format!("no answer within {OP_TIMEOUT:?}")))?
-                    .map_err(|e| shared.unavailable(e))?;
+                    .and_then([TxnOp::put(key.as_str(), value_json(&state, None), None)]);
+                let answer = run_txn(shared, &mut client, txn).await?;
                 if answer.succeeded() {
-                    let revision = answer.header().map_or(0, |h| h.revision());
-                    known.insert(
-                        name.clone(),
-                        Known {
-                            generation: state.generation,
-                            mod_revision: revision,
-                        },
-                    );
-                    shared.remember(&name, state);
+                    committed(shared, &mut known, &name, state, &answer);
                 }
             }
             drop(known);
@@ -405,6 +366,49 @@ async fn commit(shared: &Shared, mut client: Client, change: Change) -> Result<(
         }
         Change::Event(event) => put_event(shared, &mut client, &event).await,
     }
+}
+
+/// The value under `state/SERVICE`.
+fn value_json(state: &ReleaseState, event: Option<Event>) -> Vec<u8> {
+    serde_json::to_vec(&Value {
+        version: ETCD_FORMAT,
+        state: state.clone(),
+        event,
+    })
+    .expect("release state serializes: plain data")
+}
+
+/// `txn`, answered within [`OP_TIMEOUT`]; no answer is the store being
+/// unavailable.
+async fn run_txn(
+    shared: &Shared,
+    client: &mut Client,
+    txn: Txn,
+) -> Result<etcd_client::TxnResponse, StoreError> {
+    tokio::time::timeout(OP_TIMEOUT, client.txn(txn))
+        .await
+        .map_err(|_| shared.unavailable(format!("no answer within {OP_TIMEOUT:?}")))?
+        .map_err(|e| shared.unavailable(e))
+}
+
+/// `name`'s state was committed by `answer`: its revision is known, and the
+/// state kept for the local copy.
+fn committed(
+    shared: &Shared,
+    known: &mut BTreeMap<String, Known>,
+    name: &str,
+    state: ReleaseState,
+    answer: &etcd_client::TxnResponse,
+) {
+    let revision = answer.header().map_or(0, |h| h.revision());
+    known.insert(
+        name.to_string(),
+        Known {
+            generation: state.generation,
+            mod_revision: revision,
+        },
+    );
+    shared.remember(name, state);
 }
 
 async fn put_event(shared: &Shared, client: &mut Client, event: &Event) -> Result<(), StoreError> {

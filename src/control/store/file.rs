@@ -135,13 +135,7 @@ impl FileStore {
 
 impl Store for FileStore {
     fn load(&self) -> BoxFuture<'_, Result<Stored, StoreError>> {
-        let loaded = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .unwrap_or_default();
-        Box::pin(async move { Ok(loaded) })
+        super::take_loaded(&self.loaded)
     }
 
     fn commit(&self, change: Change) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -166,6 +166,19 @@ pub enum StoreError {
     NotDurable(#[from] PersistError),
 }
 
+/// What a store read at start, handed over once (`Store::load`); later
+/// calls get an empty state.
+fn take_loaded(
+    loaded: &std::sync::Mutex<Option<Stored>>,
+) -> BoxFuture<'static, Result<Stored, StoreError>> {
+    let taken = loaded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_default();
+    Box::pin(async move { Ok(taken) })
+}
+
 /// The durable release state, behind one seam.
 pub trait Store: Send + Sync + 'static {
     /// Everything the store holds, read at start.
