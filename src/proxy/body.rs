@@ -11,7 +11,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -163,17 +163,19 @@ impl ResponseBody {
 
     /// The upstream's body, counted in flight by `guard` until it ends,
     /// when its connection goes back to the server's pool. Its request
-    /// started at `start`; `event_stream` says the response is a
+    /// started at `start`, its head came `head` after; `event_stream` says
+    /// the response is a
     /// `text/event-stream`, which gets `drain_event` (when set) at the end
     /// of its pool's drain.
     pub fn upstream(
         body: UpstreamBody<RequestBody>,
         guard: InflightGuard,
         start: Instant,
+        head: Duration,
         event_stream: bool,
         drain_event: Option<Arc<Bytes>>,
     ) -> ResponseBody {
-        let track = Track::new(start, event_stream, &guard.pool().metrics.streams);
+        let track = Track::new(start, head, event_stream, &guard.pool().metrics.streams);
         let mut this = ResponseBody {
             kind: Kind::Upstream {
                 body,

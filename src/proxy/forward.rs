@@ -136,6 +136,9 @@ struct Exchange {
     has_body: bool,
     /// The method, to send an idempotent request again.
     method: Method,
+    /// How long after `start` the upstream's response head came, once it
+    /// did: the request's latency, read once for its metrics and its body.
+    head_after: Option<std::time::Duration>,
     /// A panic asked for while the request is sent (debug builds).
     #[cfg(debug_assertions)]
     panic_in_exchange: bool,
@@ -196,6 +199,7 @@ fn prepare(
         start,
         has_body,
         method,
+        head_after: None,
         #[cfg(debug_assertions)]
         panic_in_exchange,
     })
@@ -244,9 +248,9 @@ impl Exchange {
             Ok(resp) => resp,
             Err((err, body_unread)) => answer(err, body_unread && self.has_body, self.client),
         };
+        let latency = self.head_after.unwrap_or_else(|| self.start.elapsed());
         let pool = self.target.pool_state();
-        pool.metrics
-            .record(resp.status().as_u16(), self.start.elapsed());
+        pool.metrics.record(resp.status().as_u16(), latency);
         resp
     }
 
@@ -256,6 +260,8 @@ impl Exchange {
             sent = self.send_to_fallback(fallback, sent).await;
         }
         let (resp, guard) = sent?;
+        let head = self.start.elapsed();
+        self.head_after = Some(head);
         tracing::debug!(
             service = %self.target.service.name,
             pool = %guard.pool().name,
@@ -279,7 +285,7 @@ impl Exchange {
             };
             // The tunnel ends itself at the cut, once its sides are told.
             let cut = guard.pool().cutter().flag();
-            let ttfb = self.start.elapsed();
+            let ttfb = head;
             let websocket = parts
                 .headers
                 .get(http::header::UPGRADE)
@@ -327,7 +333,7 @@ impl Exchange {
             .flatten();
         Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(body, guard, self.start, event_stream, drain_event),
+            ResponseBody::upstream(body, guard, self.start, head, event_stream, drain_event),
         ))
     }
 

@@ -62,12 +62,12 @@ enum Phase {
 }
 
 impl Track {
-    /// A response whose request started at `start` and whose head came now;
-    /// an event stream counts as open at once.
-    pub fn new(start: Instant, event_stream: bool, m: &StreamMetrics) -> Track {
+    /// A response whose request started at `start` and whose head came
+    /// `head` after it; an event stream counts as open at once.
+    pub fn new(start: Instant, head: Duration, event_stream: bool, m: &StreamMetrics) -> Track {
         let mut track = Track {
             start,
-            head_ms: units(start.elapsed(), 1_000),
+            head_ms: units(head, 1_000),
             first_byte_us: 0,
             phase: Phase::Short,
         };
@@ -199,11 +199,11 @@ mod tests {
     fn a_short_response_is_no_stream_and_an_event_stream_is_one_at_once() {
         let m = Metrics::new();
         let p = m.pool("agent", "blue");
-        let mut short = Track::new(Instant::now(), false, &p.streams);
+        let mut short = Track::new(Instant::now(), Duration::ZERO, false, &p.streams);
         short.frame(true, &p.streams);
         short.end(Outcome::Completed, &p.streams);
         assert_eq!(p.streams.ended(Outcome::Completed), 0);
-        let mut sse = Track::new(Instant::now(), true, &p.streams);
+        let mut sse = Track::new(Instant::now(), Duration::ZERO, true, &p.streams);
         assert_eq!(p.streams.open(), 1);
         sse.frame(true, &p.streams);
         sse.end(Outcome::UpstreamAbort, &p.streams);
