@@ -138,6 +138,13 @@ impl ControlPlane {
         drained
     }
 
+    /// Whether a release state is held for service `name`: it is configured
+    /// now, or the store keeps its state from before.
+    pub async fn knows_service(&self, name: &str) -> bool {
+        let inner = self.inner.lock().await;
+        inner.services.contains_key(name) || inner.dormant.contains_key(name)
+    }
+
     /// Records whether the engine answers (status and
     /// `cutover_provider_up{provider="docker"}`).
     pub async fn docker_connected(&self, connected: bool, error: Option<String>) {

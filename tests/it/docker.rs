@@ -163,6 +163,50 @@ async fn the_seed_stack_with_its_labels_unchanged_routes_by_host_switches_and_ro
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_green_started_a_moment_before_its_blue_does_not_take_the_traffic_and_a_lone_green_serves(
+) {
+    let Some(mut engine) = Engine::start("green before blue") else {
+        return;
+    };
+    let (host, lone) = ("order.test", "lone.test");
+    let net = engine.network();
+    let proxy = Cutover::start(&engine.provider_config(ENGINE_SOCKET)).await;
+    let green = seed_labels("green", host, 5001);
+    let green = engine.agent("green", &net, &refs(&green), "green", "g", 5001);
+    let only = seed_labels("lonegreen", lone, 5001);
+    engine.agent("lone-green", &net, &refs(&only), "green", "l", 5001);
+    // The proxy has listed the green container; its blue comes a second later.
+    eventually_within("the green container is listed", SLOW, || async {
+        status(&proxy).await["docker"]["containers"]
+            .as_array()
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["name"].as_str() == Some(green.as_str()))
+            })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let blue = seed_labels("blue", host, 5000);
+    engine.agent("blue", &net, &refs(&blue), "blue", "b", 5000);
+    eventually_within("blue answers order.test", SLOW, || async {
+        get_host(proxy.addr, host).await == Some((StatusCode::OK, "blue".into()))
+    })
+    .await;
+    let s = status(&proxy).await;
+    let active = s["services"]
+        .as_array()
+        .and_then(|all| all.iter().find(|v| v["name"] == host))
+        .map(|v| v["active"].clone());
+    assert_eq!(active, Some(Value::from("blue")), "{s}");
+    // A green alone stays alone: after the hold it is the active pool.
+    eventually_within("the lone green answers lone.test", SLOW, || async {
+        get_host(proxy.addr, lone).await == Some((StatusCode::OK, "green".into()))
+    })
+    .await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_stop_of_one_of_two_replicas_under_load_fails_no_request_and_its_stream_finishes() {
     let Some(mut engine) = Engine::start("stopping a replica under load") else {
         return;

@@ -11,8 +11,16 @@
 //! one. After a reconnect the containers are listed afresh, so what
 //! happened while the engine was away is not lost; meanwhile the last
 //! known containers keep serving.
+//!
+//! A service seen for the first time with a green pool alone is held back
+//! for [`GREEN_ALONE_HOLD`]: `docker-compose up` starts blue and green side
+//! by side, and a green seen a moment before its blue would otherwise
+//! become the active pool for good (with no saved state the active pool is
+//! blue; a green alone is active only when it is really alone). A service
+//! whose state the proxy holds (configured, or saved from before) is never
+//! held.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +30,8 @@ use tokio::time::Instant;
 
 use super::engine::{Change, Engine, EngineError};
 use super::{contribution, Container, Settings};
-use crate::config::DockerConfig;
+use crate::config::{DockerConfig, PoolName};
+use crate::control::source::Contribution;
 use crate::control::ControlPlane;
 
 /// How long after an event the containers are listed again.
@@ -31,6 +40,10 @@ const SETTLE: Duration = Duration::from_millis(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest pause before connecting again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a new service with a green pool alone waits for its blue
+/// containers before it serves (the start of a compose stack spreads its
+/// containers over a second or two; Traefik's provider throttle is 2 s).
+const GREEN_ALONE_HOLD: Duration = Duration::from_secs(3);
 
 /// The running provider.
 #[derive(Debug)]
@@ -64,6 +77,12 @@ struct Watch {
     /// Issues and ignored labels already logged (once each).
     logged: HashSet<String>,
     first: Option<oneshot::Sender<()>>,
+    /// New services with a green pool alone, held back: when each was
+    /// first seen so.
+    held: HashMap<String, Instant>,
+    /// When the containers must be listed again though no event came (a
+    /// held service's time is up).
+    recheck: Option<Instant>,
 }
 
 async fn run(config: DockerConfig, control: Arc<ControlPlane>, first: oneshot::Sender<()>) {
@@ -73,6 +92,8 @@ async fn run(config: DockerConfig, control: Arc<ControlPlane>, first: oneshot::S
         stopping: HashSet::new(),
         logged: HashSet::new(),
         first: Some(first),
+        held: HashMap::new(),
+        recheck: None,
     };
     let mut backoff = FIRST_BACKOFF;
     let mut down = false;
@@ -134,7 +155,7 @@ impl Watch {
     ) -> EngineError {
         let events = engine.events(since, &self.config.constraints);
         tokio::pin!(events);
-        let mut relist_at: Option<Instant> = None;
+        let mut relist_at: Option<Instant> = self.recheck;
         loop {
             let relist = async {
                 match relist_at {
@@ -160,13 +181,14 @@ impl Watch {
                         }
                         Change::Other => {}
                     }
-                    relist_at.get_or_insert(Instant::now() + SETTLE);
+                    let soon = Instant::now() + SETTLE;
+                    relist_at = Some(relist_at.map_or(soon, |at| at.min(soon)));
                 }
                 () = relist => {
-                    relist_at = None;
                     if let Err(e) = self.relist(engine, networks).await {
                         return e;
                     }
+                    relist_at = self.recheck;
                 }
             }
         }
@@ -191,12 +213,46 @@ impl Watch {
             docker: &self.config,
             proxy_networks: networks,
         };
-        let made = contribution(&serving, &settings);
+        let mut made = contribution(&serving, &settings);
+        self.hold_green_alone(&mut made).await;
         self.log_reports(&made.containers);
         if let Err(e) = self.control.apply_docker(made).await {
             tracing::warn!(error = %e, "docker provider: containers' services not applied; the previous ones stay");
         }
         Ok(())
+    }
+
+    /// Takes out of `made` the new services whose only pool is green, for
+    /// [`GREEN_ALONE_HOLD`] after each was first seen so, and sets when to
+    /// list again.
+    async fn hold_green_alone(&mut self, made: &mut Contribution) {
+        let now = Instant::now();
+        let mut holding = HashMap::new();
+        for svc in &made.services {
+            let green_alone = svc.pool(PoolName::Blue).servers.is_empty()
+                && !svc.pool(PoolName::Green).servers.is_empty();
+            if !green_alone || self.control.knows_service(&svc.name).await {
+                continue;
+            }
+            let since = self.held.get(&svc.name).copied().unwrap_or(now);
+            if now.duration_since(since) < GREEN_ALONE_HOLD {
+                if !self.held.contains_key(&svc.name) {
+                    tracing::info!(service = %svc.name, hold = ?GREEN_ALONE_HOLD, "docker provider: a new service with a green pool alone waits for its blue containers");
+                }
+                holding.insert(svc.name.clone(), since);
+            }
+        }
+        made.services.retain(|s| !holding.contains_key(&s.name));
+        made.routes.retain(|r| !holding.contains_key(&r.service));
+        made.servers
+            .retain(|(service, _, _), _| !holding.contains_key(service));
+        made.origins
+            .retain(|service, _| !holding.contains_key(service));
+        self.recheck = holding
+            .values()
+            .map(|since| *since + GREEN_ALONE_HOLD)
+            .min();
+        self.held = holding;
     }
 
     /// Logs each issue and each container's ignored labels once.

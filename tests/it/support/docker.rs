@@ -355,6 +355,18 @@ impl Drop for Engine {
         let compose = format!("label=com.docker.compose.project={project}");
         ids.push(' ');
         ids.push_str(&docker(&["ps", "-aq", "--filter", &compose]));
+        if std::thread::panicking() {
+            // The failed test's containers say what they saw, before they go.
+            for id in ids.split_whitespace() {
+                let name = docker(&["inspect", "-f", "{{.Name}} {{.State.Status}}", id]);
+                let logs = run("docker", &["logs", "--tail", "60", id], &[]);
+                eprintln!(
+                    "--- container {name}: its last log lines\n{}{}",
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+        }
         let mut args = vec!["rm", "-f", "-v"];
         args.extend(ids.split_whitespace());
         if args.len() > 3 {
