@@ -212,24 +212,30 @@ impl Drop for Active {
 /// ever moves later, and it is checked again each time the timer fires, so
 /// the connection's other wake-ups need not look at it.
 pub async fn idle(track: &ConnTrack, timeout: Duration) {
+    // One future, not an inner `async fn` awaited in a loop: each
+    // connection's task holds this twice, so its size counts.
     let own = OwnWaker::default();
-    let mut wait = pin!(idle_wait(track, timeout));
-    std::future::poll_fn(|cx| own.poll(cx, |cx| wait.as_mut().poll(cx))).await;
+    let mut sleep = pin!(tokio::time::sleep_until(idle_deadline(track, timeout)));
+    std::future::poll_fn(|cx| {
+        own.poll(cx, |cx| loop {
+            ready!(sleep.as_mut().poll(cx));
+            let deadline = idle_deadline(track, timeout);
+            if deadline <= Instant::now() {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(deadline);
+        })
+    })
+    .await;
 }
 
-async fn idle_wait(track: &ConnTrack, timeout: Duration) {
-    loop {
-        let now = Instant::now();
-        let deadline = if track.busy() {
-            // Nothing can end sooner than `timeout` after the request ends.
-            now + timeout
-        } else {
-            track.idle_since() + timeout
-        };
-        if deadline <= now {
-            return;
-        }
-        tokio::time::sleep_until(deadline).await;
+/// The earliest the connection can have been idle for `timeout`: nothing
+/// ends sooner than `timeout` after the request in flight ends.
+fn idle_deadline(track: &ConnTrack, timeout: Duration) -> Instant {
+    if track.busy() {
+        Instant::now() + timeout
+    } else {
+        track.idle_since() + timeout
     }
 }
 
@@ -311,7 +317,9 @@ pub struct ClientIo<I> {
     /// Part of a head arrived since the timer was armed.
     head_bytes: bool,
     proto: Proto,
-    scan: FrameScan,
+    /// Boxed: the stream is part of every connection task's future, whose
+    /// size is what an idle connection costs.
+    scan: Box<FrameScan>,
     /// The last write or flush did not complete.
     write_blocked: bool,
     /// The stream was ended for hyper (head timeout, oversized head).
@@ -340,7 +348,7 @@ impl<I> ClientIo<I> {
             armed: Some(0),
             head_bytes: false,
             proto: Proto::Sniffing(0),
-            scan: FrameScan::new(max_head),
+            scan: Box::new(FrameScan::new(max_head)),
             write_blocked: false,
             ended: false,
             unrouted,
@@ -352,6 +360,12 @@ impl<I> ClientIo<I> {
     pub fn replay(&mut self, bytes: Bytes) {
         debug_assert!(self.replay.is_empty());
         self.replay = bytes;
+    }
+
+    /// Lets go of what only a head being read needs (its timer's
+    /// allocation): the connection parks. The next head makes a new one.
+    pub fn park(&mut self) {
+        self.deadline.release();
     }
 
     /// Whether the connection was upgraded (it is a tunnel now).

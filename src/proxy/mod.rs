@@ -37,6 +37,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -180,16 +181,15 @@ pub async fn serve(
             max_head: limits.max_header_bytes,
         };
         let open = OpenConnection::new(&open);
-        let routing = routing.clone();
         tokio::spawn(async move {
             // A panic past the request's own guard (in hyper, in a response
             // body being streamed) ends this connection only: the response
             // had started, so the close is what the client gets.
             let served = AssertUnwindSafe(conn.serve(stream)).catch_unwind().await;
             if let Err(panic) = served {
-                routing.load().unrouted.panics.inc();
+                conn.routing.load().unrouted.panics.inc();
                 tracing::error!(
-                    client.addr = %peer, panic = forward::panic_message(&*panic),
+                    client.addr = %conn.client.addr, panic = forward::panic_message(&*panic),
                     "panic in a client connection: closed"
                 );
             }
@@ -203,6 +203,15 @@ pub async fn serve(
     if tokio::time::timeout(grace, open_tx.closed()).await.is_err() {
         tracing::warn!(grace = ?grace, "connections still open at the end of the drain");
     }
+}
+
+/// How an HTTP/1.1 connection's service ended.
+enum H1End {
+    /// The connection is closed, or to be dropped.
+    Closed,
+    /// A 101 was written: the stream goes to the tunnel, with the bytes
+    /// already read behind the upgrade request.
+    Upgraded(Bytes),
 }
 
 /// What one accepted client connection needs.
@@ -223,15 +232,18 @@ impl Conn {
     /// Serves the connection, after a TLS handshake on the HTTPS listener.
     ///
     /// The task's future stays small (it is what a parked connection
-    /// holds): the TLS and HTTP/2 paths, much larger, are boxed.
-    async fn serve(self, stream: TcpStream) {
+    /// holds): the TLS and HTTP/2 paths, much larger, are boxed, and every
+    /// step borrows the connection's state rather than taking it (an async
+    /// fn keeps room for each argument it takes by value, beside where it
+    /// moves it to, for as long as it runs).
+    fn serve(&self, stream: TcpStream) -> impl Future<Output = ()> + Send + '_ {
         if self.client.proto != "https" {
-            return self.serve_io(stream).await;
+            return futures_util::future::Either::Left(self.serve_io(stream));
         }
-        Box::pin(self.serve_tls(stream)).await;
+        futures_util::future::Either::Right(Box::pin(self.serve_tls(stream)))
     }
 
-    async fn serve_tls(self, stream: TcpStream) {
+    async fn serve_tls(&self, stream: TcpStream) {
         // The TLS config of the current snapshot: a reload with a new
         // certificate applies to the next handshake.
         let Some(tls) = self.routing.load().tls.clone() else {
@@ -250,7 +262,7 @@ impl Conn {
         }
     }
 
-    async fn serve_io<I>(self, io: I)
+    async fn serve_io<I>(&self, io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -263,14 +275,33 @@ impl Conn {
             self.max_head,
             unrouted.clone(),
         );
-        let result = match io.sniff().await {
-            Ok(Some(true)) => Box::pin(self.serve_h2(io, &track)).await,
-            Ok(Some(false)) => self.serve_h1(io, &track).await,
+        // The sniff's result is read before anything else is awaited: a
+        // match on it would keep it in the task through the connection.
+        let http2 = match io.sniff().await {
+            Ok(Some(http2)) => http2,
             // Closed, or cut by the head timer, before a request began.
-            Ok(None) => Ok(()),
+            Ok(None) => return,
             Err(e) => {
                 tracing::debug!(client.addr = %self.client.addr, error = %e, "client connection failed");
-                Ok(())
+                return;
+            }
+        };
+        let result = if http2 {
+            Box::pin(self.serve_h2(io, &track)).await
+        } else {
+            match self.serve_h1(&mut io, &track).await {
+                Ok(H1End::Upgraded(read_ahead)) => {
+                    // The 101 is written: the stream belongs to the tunnel now.
+                    if let Some(tx) = track.take_upgrade() {
+                        let _ = tx.send(conn::Upgraded {
+                            io: Box::new(io),
+                            read_ahead,
+                        });
+                    }
+                    Ok(())
+                }
+                Ok(H1End::Closed) => Ok(()),
+                Err(e) => Err(e),
             }
         };
         if let Err(e) = result {
@@ -346,7 +377,11 @@ impl Conn {
     /// state (its buffers and the request future) and waits for its next
     /// byte with only the stream; the next request starts a fresh hyper
     /// connection with the bytes already read.
-    async fn serve_h1<I>(&self, mut io: ClientIo<I>, track: &Arc<ConnTrack>) -> hyper::Result<()>
+    async fn serve_h1<I>(
+        &self,
+        io: &mut ClientIo<I>,
+        track: &Arc<ConnTrack>,
+    ) -> hyper::Result<H1End>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -358,59 +393,52 @@ impl Conn {
         let first_idle = PARK_AFTER.min(self.idle_timeout);
         let closes_first = self.idle_timeout <= PARK_AFTER;
         loop {
-            let mut conn = Box::new(
-                self.builder
-                    .h1
-                    .serve_connection(TokioIo::new(io), self.service(track)),
-            );
-            let (mut parking, mut closing) = (false, false);
-            loop {
-                tokio::select! {
-                    biased;
-                    done = std::future::poll_fn(|cx| Pin::new(&mut *conn).poll_without_shutdown(cx)) => {
-                        done?;
-                        break;
-                    }
-                    _ = drain.raised(), if !draining => {
-                        draining = true;
-                        closing = true;
-                        Pin::new(&mut *conn).graceful_shutdown();
-                    }
-                    _ = conn::idle(track, first_idle), if !closing && !parking => {
-                        if closes_first {
-                            tracing::debug!(client.addr = %self.client.addr, timeout = ?self.idle_timeout, "idle connection: closing");
-                            closing = true;
-                        } else {
-                            parking = true;
+            // In a block of its own: the emptied box is freed as it ends,
+            // not held while the connection is parked.
+            let (read_buf, parking, closing) = {
+                let mut conn = Box::new(
+                    self.builder
+                        .h1
+                        .serve_connection(TokioIo::new(&mut *io), self.service(track)),
+                );
+                let (mut parking, mut closing) = (false, false);
+                loop {
+                    tokio::select! {
+                        biased;
+                        done = std::future::poll_fn(|cx| Pin::new(&mut *conn).poll_without_shutdown(cx)) => {
+                            done?;
+                            break;
                         }
-                        Pin::new(&mut *conn).graceful_shutdown();
+                        _ = drain.raised(), if !draining => {
+                            draining = true;
+                            closing = true;
+                            Pin::new(&mut *conn).graceful_shutdown();
+                        }
+                        _ = conn::idle(track, first_idle), if !closing && !parking => {
+                            if closes_first {
+                                tracing::debug!(client.addr = %self.client.addr, timeout = ?self.idle_timeout, "idle connection: closing");
+                                closing = true;
+                            } else {
+                                parking = true;
+                            }
+                            Pin::new(&mut *conn).graceful_shutdown();
+                        }
                     }
                 }
-            }
-            // The service and hyper's buffers go here; an empty `read_buf`
-            // would keep hyper's read buffer alive, so only bytes are kept.
-            let http1::Parts {
-                io: stream,
-                read_buf,
-                ..
-            } = conn.into_parts();
-            io = stream.into_inner();
+                // The service and hyper's buffers go here; an empty
+                // `read_buf` would keep hyper's read buffer alive, so only
+                // bytes are kept.
+                (conn.into_parts().read_buf, parking, closing)
+            };
             let read_ahead = (!read_buf.is_empty()).then_some(read_buf);
             if io.upgraded() {
-                // The 101 is written: the stream belongs to the tunnel now.
-                if let Some(tx) = track.take_upgrade() {
-                    let _ = tx.send(conn::Upgraded {
-                        io: Box::new(io),
-                        read_ahead: read_ahead.unwrap_or_default(),
-                    });
-                }
-                return Ok(());
+                return Ok(H1End::Upgraded(read_ahead.unwrap_or_default()));
             }
             if closing || draining || !parking {
                 // Drained, idle, or hyper closed it (the client did, or a
                 // request or response said `Connection: close`).
                 let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
-                return Ok(());
+                return Ok(H1End::Closed);
             }
             if let Some(bytes) = read_ahead {
                 // A request began as hyper let go.
@@ -418,20 +446,21 @@ impl Conn {
                 continue;
             }
             // Parked: only the stream is held.
+            io.park();
             let mut first = [0u8; 1];
             tokio::select! {
                 read = io.read(&mut first) => match read {
-                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(0) | Err(_) => return Ok(H1End::Closed),
                     Ok(_) => io.replay_with_available(first[0]).await,
                 },
                 _ = drain.raised(), if !draining => {
                     let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
-                    return Ok(());
+                    return Ok(H1End::Closed);
                 }
                 _ = conn::idle(track, self.idle_timeout) => {
                     tracing::debug!(client.addr = %self.client.addr, timeout = ?self.idle_timeout, "idle connection: closing");
                     let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
-                    return Ok(());
+                    return Ok(H1End::Closed);
                 }
             }
         }

@@ -50,6 +50,12 @@ impl Deadline {
         self.at = at;
     }
 
+    /// Lets go of the timer (an idle holder keeps none); the next wait
+    /// makes a new one.
+    pub fn release(&mut self) {
+        self.timer = None;
+    }
+
     /// `Ready` once the deadline has passed; otherwise the timer is armed
     /// at or before it, and its firing wakes `cx`'s task.
     pub fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -110,5 +116,19 @@ mod tests {
         poll_fn(|cx| deadline.poll_passed(cx)).await;
         assert_eq!(again.elapsed(), ms(50));
         assert_eq!(deadline.at(), again + ms(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn released_it_holds_no_timer_and_the_next_wait_still_passes_on_time() {
+        let start = Instant::now();
+        let mut deadline = Deadline::new(start + ms(100));
+        assert!(poll_fn(|cx| Poll::Ready(deadline.poll_passed(cx)))
+            .await
+            .is_pending());
+        deadline.release();
+        assert!(deadline.timer.is_none());
+        deadline.set(start + ms(400));
+        poll_fn(|cx| deadline.poll_passed(cx)).await;
+        assert_eq!(start.elapsed(), ms(400));
     }
 }
