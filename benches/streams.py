@@ -4,6 +4,7 @@
     python3 benches/streams.py                    # 1,000 streams, 20 s each
     python3 benches/streams.py --streams 10000 --interval 0.5
     python3 benches/streams.py --only cutover --binary target/release/cutover
+    python3 benches/streams.py --streams 10000 --interval 0.5 --h2 100
 
 The workload of agent and LLM APIs: N concurrent event streams, each
 sending a token (`data: <stream> <i> <sent_ns>`) every `--interval` for
@@ -28,6 +29,13 @@ pool they started on): every stream must still arrive byte-exact.
 The origin and the clients are Python (asyncio); at about 20,000 tokens a
 second they take the load core, so a larger N needs a longer interval.
 Every process it starts is killed on exit. Not part of the test suite.
+
+Over HTTP/1.1 a proxy holds two descriptors per stream (the client's and
+the upstream's), so the hard limit of open files bounds N (20,000 files:
+9,900 streams). `--h2 K` sends the streams K to an HTTP/2 connection
+(prior knowledge, h2c; each proxy listens for it), so a proxy holds one
+descriptor per stream and one per K: 10,000 streams fit. It needs the
+Python `h2` package (Debian's python3-h2, or pip).
 """
 
 import argparse
@@ -137,7 +145,7 @@ NGINX_BODY = """
         keepalive 64;
     }}
     server {{
-        listen 127.0.0.1:{port} backlog=16384;
+        listen 127.0.0.1:{port} backlog=16384{http2};
         location / {{
             proxy_pass http://origins;
             proxy_http_version 1.1;
@@ -153,7 +161,7 @@ HAPROXY_CFG = """
 global
     nbthread 1
     maxconn {maxconn}
-    log stderr format raw local0 err
+{ulimit}    log stderr format raw local0 err
 
 defaults
     mode http
@@ -165,7 +173,7 @@ defaults
     option http-no-delay
 
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{proto}
     default_backend origins
 
 backend origins
@@ -206,6 +214,96 @@ class Stream(asyncio.Protocol):
             self.done.set_result(None)
 
 
+def import_h2():
+    """The `h2` package, from Debian's python3-h2 when this Python lacks it."""
+    try:
+        import h2.connection  # noqa: F401
+    except ImportError:
+        sys.path.append("/usr/lib/python3/dist-packages")
+        try:
+            import h2.connection  # noqa: F401
+        except ImportError:
+            sys.exit("--h2 needs the Python h2 package: apt-get install python3-h2, or pip install h2")
+    import h2.config
+    import h2.connection
+    import h2.events
+    return h2
+
+
+class H2Stream:
+    """One stream of an HTTP/2 connection: its body and when each token came."""
+
+    def __init__(self, sid, delays, done):
+        self.sid, self.delays, self.done = sid, delays, done
+        self.raw = bytearray()
+        self.tail = b""
+        self.status = None
+        self.ended = False
+
+    def data(self, data):
+        now = time.monotonic_ns()
+        self.raw += data
+        text = self.tail + data
+        lines = text.split(b"\n")
+        self.tail = lines.pop()
+        for line in lines:
+            if line.startswith(b"data: "):
+                self.delays.append(now - int(line.rsplit(b" ", 1)[1]))
+
+    def end(self):
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class H2Client(asyncio.Protocol):
+    """An HTTP/2 connection (prior knowledge) carrying `streams`."""
+
+    def __init__(self, h2, streams):
+        self.h2, self.streams = h2, streams
+        self.by_id = {}
+        self.conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+
+    def connection_made(self, t):
+        self.t = t
+        self.conn.initiate_connection()
+        # A window no stream's tokens fill: every byte is acknowledged below.
+        self.conn.increment_flow_control_window(1 << 30)
+        for s in self.streams:
+            sid = self.conn.get_next_available_stream_id()
+            self.by_id[sid] = s
+            self.conn.send_headers(
+                sid,
+                [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"bench"),
+                 (b":path", b"/s/%d" % s.sid)],
+                end_stream=True,
+            )
+        t.write(self.conn.data_to_send())
+
+    def data_received(self, data):
+        ev = self.h2.events
+        for e in self.conn.receive_data(data):
+            s = self.by_id.get(getattr(e, "stream_id", None))
+            if isinstance(e, ev.ResponseReceived) and s:
+                s.status = dict(e.headers).get(b":status")
+            elif isinstance(e, ev.DataReceived) and s:
+                s.data(e.data)
+                self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            elif isinstance(e, ev.StreamEnded) and s:
+                s.ended = True
+                s.end()
+            elif isinstance(e, ev.StreamReset) and s:
+                s.end()
+        out = self.conn.data_to_send()
+        if out:
+            self.t.write(out)
+
+    def connection_lost(self, exc):
+        for s in self.streams:
+            s.end()
+
+
 def dechunk(body):
     out, i = bytearray(), 0
     while True:
@@ -221,13 +319,16 @@ def dechunk(body):
 
 def exact(stream, count):
     """Whether the stream's body is exactly its origin's `count` tokens."""
-    head, sep, body = bytes(stream.raw).partition(b"\r\n\r\n")
-    if not sep or not head.startswith(b"HTTP/1.1 200"):
-        return False
-    try:
-        data, ended = dechunk(body)
-    except (ValueError, IndexError):
-        return False
+    if isinstance(stream, H2Stream):
+        data, ended = bytes(stream.raw), stream.ended and stream.status == b"200"
+    else:
+        head, sep, body = bytes(stream.raw).partition(b"\r\n\r\n")
+        if not sep or not head.startswith(b"HTTP/1.1 200"):
+            return False
+        try:
+            data, ended = dechunk(body)
+        except (ValueError, IndexError):
+            return False
     events = data.split(b"\n\n")
     if not ended or events.pop() != b"" or len(events) != count:
         return False
@@ -238,11 +339,19 @@ def exact(stream, count):
     return expected == data
 
 
-async def drive(port, n, settle, on_open):
+async def drive(port, n, settle, on_open, per_h2=0):
     loop = asyncio.get_running_loop()
     delays = []
     streams = []
-    for sid in range(n):
+    if per_h2:
+        h2 = import_h2()
+        for first in range(0, n, per_h2):
+            group = [H2Stream(sid, delays, loop.create_future()) for sid in range(first, min(n, first + per_h2))]
+            await loop.create_connection(lambda g=group: H2Client(h2, g), "127.0.0.1", port)
+            streams += group
+            # Each connection's streams open before the next connection.
+            await asyncio.sleep(0.01)
+    for sid in range(n if not per_h2 else 0):
         done = loop.create_future()
         s = Stream(sid, delays, done)
         await loop.create_connection(lambda s=s: s, "127.0.0.1", port)
@@ -293,7 +402,7 @@ def run_one(args, name, target, count, switches=0, admin=None):
 
                 measured["switcher"] = asyncio.ensure_future(switcher())
 
-        streams, delays = await drive(target.port, args.streams, args.settle, opened)
+        streams, delays = await drive(target.port, args.streams, args.settle, opened, args.h2)
         measured["cpu"] = (e2e.cpu_ticks(pids) - measured["cpu0"]) / e2e.CLK_TCK
         if "switcher" in measured:
             await measured.pop("switcher")
@@ -330,15 +439,20 @@ def main():
     ap.add_argument("--only", choices=e2e.PROXIES)
     ap.add_argument("--proxy-cpu", type=int, default=1)
     ap.add_argument("--load-cpu", type=int, default=0)
+    ap.add_argument("--h2", type=int, default=0, metavar="K",
+                    help="K streams to an HTTP/2 connection (h2c) instead of one HTTP/1.1 connection each")
     args = ap.parse_args()
+    if args.h2:
+        import_h2()
 
-    # A proxy holds two descriptors per stream (client and upstream); the
-    # children inherit this limit.
+    # A proxy holds two descriptors per stream (client and upstream), or
+    # one and one per HTTP/2 connection; the children inherit this limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if 2 * args.streams + 100 > hard:
-        sys.exit(f"open files limited to {hard} (hard limit): a proxy needs two per stream, "
-                 f"so at most {(hard - 100) // 2} streams here, not {args.streams}")
+    clients = -(-args.streams // args.h2) if args.h2 else args.streams
+    if args.streams + clients + 100 > hard:
+        sys.exit(f"open files limited to {hard} (hard limit): a proxy needs {args.streams + clients + 100} "
+                 f"for {args.streams} streams over {clients} connections (--h2 K shares connections)")
 
     atexit.register(e2e.kill_all)
     signal.signal(signal.SIGTERM, e2e.on_signal)
@@ -374,7 +488,8 @@ def main():
             conf = workdir / "nginx.conf"
             files = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100
             conf.write_text(common.format(
-                dir=workdir, name="nginx", body=NGINX_BODY.format(port=p_nginx, o1=o1),
+                dir=workdir, name="nginx",
+                body=NGINX_BODY.format(port=p_nginx, o1=o1, http2=" http2" if args.h2 else ""),
                 conns=min(3 * args.streams + 100, files), files=files,
             ))
             proc = e2e.spawn(
@@ -386,7 +501,13 @@ def main():
             port = p_nginx
         else:
             hcfg = workdir / "haproxy.cfg"
-            hcfg.write_text(HAPROXY_CFG.format(port=p_hap, o1=o1, maxconn=args.streams + 10))
+            # maxconn counts streams; HAProxy would want two files for each,
+            # while over HTTP/2 one does: it runs on the files there are.
+            files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            hcfg.write_text(HAPROXY_CFG.format(
+                port=p_hap, o1=o1, maxconn=args.streams + 10,
+                ulimit=f"    ulimit-n {files}\n    no strict-limits\n" if args.h2 else "",
+                proto=" proto h2" if args.h2 else ""))
             proc = e2e.spawn([e2e.find("haproxy"), "-db", "-f", str(hcfg)], args.proxy_cpu, "haproxy", workdir)
             e2e.wait_port(p_hap, proc)
             port = p_hap
@@ -399,7 +520,8 @@ def main():
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    print(f"\n{args.streams} streams, a token every {args.interval * 1000:.0f} ms for "
+    over = f"over HTTP/2, {args.h2} to a connection" if args.h2 else "over HTTP/1.1"
+    print(f"\n{args.streams} streams {over}, a token every {args.interval * 1000:.0f} ms for "
           f"{args.duration:.0f} s (measured after {args.settle:.0f} s); proxies on one core each\n")
     print("| proxy | RSS per open stream | CPU per 1k tokens | p99 token delay | byte-exact | switches |")
     print("|---|---|---|---|---|---|")
