@@ -185,18 +185,15 @@ def log(msg):
     print(f"[streams] {msg}", file=sys.stderr, flush=True)
 
 
-class Stream(asyncio.Protocol):
-    """One client stream: the raw bytes it read and when each token came."""
+class Body:
+    """A stream's bytes as they arrive, and when each token came."""
 
     def __init__(self, sid, delays, done):
         self.sid, self.delays, self.done = sid, delays, done
         self.raw = bytearray()
         self.tail = b""
 
-    def connection_made(self, t):
-        t.write(b"GET /s/%d HTTP/1.1\r\nHost: bench\r\n\r\n" % self.sid)
-
-    def data_received(self, data):
+    def take(self, data):
         now = time.monotonic_ns()
         self.raw += data
         # Delays from the tokens whose line ends in this read.
@@ -206,12 +203,25 @@ class Stream(asyncio.Protocol):
         for line in lines:
             if line.startswith(b"data: "):
                 self.delays.append(now - int(line.rsplit(b" ", 1)[1]))
-        if self.raw.endswith(b"\r\n0\r\n\r\n"):
-            self.done.set_result(None) if not self.done.done() else None
 
-    def connection_lost(self, exc):
+    def end(self):
         if not self.done.done():
             self.done.set_result(None)
+
+
+class Stream(Body, asyncio.Protocol):
+    """One client stream over its own HTTP/1.1 connection: the raw bytes."""
+
+    def connection_made(self, t):
+        t.write(b"GET /s/%d HTTP/1.1\r\nHost: bench\r\n\r\n" % self.sid)
+
+    def data_received(self, data):
+        self.take(data)
+        if self.raw.endswith(b"\r\n0\r\n\r\n"):
+            self.end()
+
+    def connection_lost(self, exc):
+        self.end()
 
 
 def import_h2():
@@ -230,29 +240,13 @@ def import_h2():
     return h2
 
 
-class H2Stream:
-    """One stream of an HTTP/2 connection: its body and when each token came."""
+class H2Stream(Body):
+    """One stream of an HTTP/2 connection: its body, status and end."""
 
     def __init__(self, sid, delays, done):
-        self.sid, self.delays, self.done = sid, delays, done
-        self.raw = bytearray()
-        self.tail = b""
+        super().__init__(sid, delays, done)
         self.status = None
         self.ended = False
-
-    def data(self, data):
-        now = time.monotonic_ns()
-        self.raw += data
-        text = self.tail + data
-        lines = text.split(b"\n")
-        self.tail = lines.pop()
-        for line in lines:
-            if line.startswith(b"data: "):
-                self.delays.append(now - int(line.rsplit(b" ", 1)[1]))
-
-    def end(self):
-        if not self.done.done():
-            self.done.set_result(None)
 
 
 class H2Client(asyncio.Protocol):
@@ -288,7 +282,7 @@ class H2Client(asyncio.Protocol):
             if isinstance(e, ev.ResponseReceived) and s:
                 s.status = dict(e.headers).get(b":status")
             elif isinstance(e, ev.DataReceived) and s:
-                s.data(e.data)
+                s.take(e.data)
                 self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
             elif isinstance(e, ev.StreamEnded) and s:
                 s.ended = True
