@@ -91,37 +91,62 @@ pub struct CanaryLabels {
     pub weights: Option<Vec<u8>>,
     /// `cutover.canary.hold`.
     pub hold: Option<Duration>,
-    /// `cutover.canary.max_error_rate` (0 to 1).
-    pub max_error_rate: Option<f64>,
-    /// `cutover.canary.max_p99`.
-    pub max_p99: Option<Duration>,
-    /// `cutover.canary.min_requests`.
-    pub min_requests: Option<u64>,
-    /// `cutover.canary.max_stream_abort_rate` (0 to 1).
-    pub max_stream_abort_rate: Option<f64>,
-    /// `cutover.canary.max_ttfb_p99`.
-    pub max_ttfb_p99: Option<Duration>,
+    /// `cutover.canary.max_error_rate` and the other judgments.
+    pub judge: Thresholds,
 }
 
 /// `cutover.rollback.*`, each as `[service.NAME.rollback]` has it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RollbackLabels {
-    /// `cutover.rollback.max_error_rate` (0 to 1).
-    pub max_error_rate: Option<f64>,
-    /// `cutover.rollback.max_p99`.
-    pub max_p99: Option<Duration>,
     /// `cutover.rollback.window`.
     pub window: Option<Duration>,
-    /// `cutover.rollback.min_requests`.
-    pub min_requests: Option<u64>,
     /// `cutover.rollback.cooldown`.
     pub cooldown: Option<Duration>,
     /// `cutover.rollback.max_per_hour`.
     pub max_per_hour: Option<u32>,
-    /// `cutover.rollback.max_stream_abort_rate` (0 to 1).
+    /// `cutover.rollback.max_error_rate` and the other judgments.
+    pub judge: Thresholds,
+}
+
+/// The judgments a canary stage and the automated rollback share, read
+/// alike under `cutover.canary.` and `cutover.rollback.`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Thresholds {
+    /// `max_error_rate` (0 to 1).
+    pub max_error_rate: Option<f64>,
+    /// `max_p99`.
+    pub max_p99: Option<Duration>,
+    /// `min_requests`.
+    pub min_requests: Option<u64>,
+    /// `max_stream_abort_rate` (0 to 1).
     pub max_stream_abort_rate: Option<f64>,
-    /// `cutover.rollback.max_ttfb_p99`.
+    /// `max_ttfb_p99`.
     pub max_ttfb_p99: Option<Duration>,
+}
+
+impl Thresholds {
+    /// Fills each field not set here from `other` (the first container
+    /// setting a field wins).
+    pub fn or(&mut self, other: &Thresholds) {
+        self.max_error_rate = self.max_error_rate.or(other.max_error_rate);
+        self.max_p99 = self.max_p99.or(other.max_p99);
+        self.min_requests = self.min_requests.or(other.min_requests);
+        self.max_stream_abort_rate = self.max_stream_abort_rate.or(other.max_stream_abort_rate);
+        self.max_ttfb_p99 = self.max_ttfb_p99.or(other.max_ttfb_p99);
+    }
+
+    /// A threshold label's FIELD; false when FIELD is not one.
+    fn read(&mut self, field: &str, value: &str) -> Result<bool, String> {
+        match field {
+            "max_error_rate" => self.max_error_rate = Some(share(value)?),
+            "max_p99" => self.max_p99 = Some(check::duration(value, false)?),
+            "min_requests" => self.min_requests = Some(count(value)?),
+            "max_stream_abort_rate" => self.max_stream_abort_rate = Some(share(value)?),
+            "max_ttfb_p99" => self.max_ttfb_p99 = Some(check::duration(value, false)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 impl Labels {
@@ -333,12 +358,7 @@ fn canary(c: &mut CanaryLabels, field: &str, value: &str) -> Result<bool, String
             c.weights = Some(weights);
         }
         "hold" => c.hold = Some(check::duration(value, false)?),
-        "max_error_rate" => c.max_error_rate = Some(share(value)?),
-        "max_p99" => c.max_p99 = Some(check::duration(value, false)?),
-        "min_requests" => c.min_requests = Some(count(value)?),
-        "max_stream_abort_rate" => c.max_stream_abort_rate = Some(share(value)?),
-        "max_ttfb_p99" => c.max_ttfb_p99 = Some(check::duration(value, false)?),
-        _ => return Ok(false),
+        _ => return c.judge.read(field, value),
     }
     Ok(true)
 }
@@ -346,18 +366,13 @@ fn canary(c: &mut CanaryLabels, field: &str, value: &str) -> Result<bool, String
 /// A `cutover.rollback.FIELD` label; false when FIELD is not one.
 fn rollback(r: &mut RollbackLabels, field: &str, value: &str) -> Result<bool, String> {
     match field {
-        "max_error_rate" => r.max_error_rate = Some(share(value)?),
-        "max_stream_abort_rate" => r.max_stream_abort_rate = Some(share(value)?),
-        "max_p99" => r.max_p99 = Some(check::duration(value, false)?),
-        "max_ttfb_p99" => r.max_ttfb_p99 = Some(check::duration(value, false)?),
         "window" => r.window = Some(check::duration(value, false)?),
         "cooldown" => r.cooldown = Some(check::duration(value, true)?),
-        "min_requests" => r.min_requests = Some(count(value)?),
         "max_per_hour" => {
             let n = count(value)?;
             r.max_per_hour = Some(u32::try_from(n).map_err(|_| format!("{value:?} is too large"))?);
         }
-        _ => return Ok(false),
+        _ => return r.judge.read(field, value),
     }
     Ok(true)
 }
@@ -498,10 +513,13 @@ mod tests {
         assert!(l.active.unwrap().value);
         assert_eq!(l.drain_timeout.unwrap().value, Duration::from_secs(600));
         assert_eq!(l.rollback.window, Some(Duration::from_secs(5)));
-        assert_eq!(l.rollback.max_error_rate, Some(0.1));
-        assert_eq!(l.rollback.min_requests, None);
-        assert_eq!(l.rollback.max_stream_abort_rate, Some(0.02));
-        assert_eq!(l.rollback.max_ttfb_p99, Some(Duration::from_millis(800)));
+        assert_eq!(l.rollback.judge.max_error_rate, Some(0.1));
+        assert_eq!(l.rollback.judge.min_requests, None);
+        assert_eq!(l.rollback.judge.max_stream_abort_rate, Some(0.02));
+        assert_eq!(
+            l.rollback.judge.max_ttfb_p99,
+            Some(Duration::from_millis(800))
+        );
         assert!(l
             .issues
             .iter()
@@ -521,9 +539,9 @@ mod tests {
         ]);
         assert_eq!(l.canary.weights, Some(vec![5, 25, 50]));
         assert_eq!(l.canary.hold, Some(Duration::from_secs(30)));
-        assert_eq!(l.canary.max_error_rate, Some(0.01));
-        assert_eq!(l.canary.max_ttfb_p99, Some(Duration::from_secs(1)));
-        assert_eq!(l.canary.min_requests, None);
+        assert_eq!(l.canary.judge.max_error_rate, Some(0.01));
+        assert_eq!(l.canary.judge.max_ttfb_p99, Some(Duration::from_secs(1)));
+        assert_eq!(l.canary.judge.min_requests, None);
         assert_eq!(l.issues.len(), 1, "{:?}", l.issues);
         assert_eq!(l.issues[0].0, "cutover.canary.min_requests");
         for (bad, why) in [

@@ -273,26 +273,23 @@ fn rollback<'a>(
     let mut r = crate::provider::docker::labels::RollbackLabels::default();
     for l in labels {
         any |= *l != Default::default();
-        r.max_error_rate = r.max_error_rate.or(l.max_error_rate);
-        r.max_p99 = r.max_p99.or(l.max_p99);
         r.window = r.window.or(l.window);
-        r.min_requests = r.min_requests.or(l.min_requests);
         r.cooldown = r.cooldown.or(l.cooldown);
         r.max_per_hour = r.max_per_hour.or(l.max_per_hour);
-        r.max_stream_abort_rate = r.max_stream_abort_rate.or(l.max_stream_abort_rate);
-        r.max_ttfb_p99 = r.max_ttfb_p99.or(l.max_ttfb_p99);
+        r.judge.or(&l.judge);
     }
+    let judge = r.judge;
     any.then(|| crate::config::RollbackConfig {
-        max_error_rate: r.max_error_rate.unwrap_or(DOCKER_MAX_ERROR_RATE),
-        max_p99: r.max_p99.unwrap_or(DOCKER_MAX_P99),
+        max_error_rate: judge.max_error_rate.unwrap_or(DOCKER_MAX_ERROR_RATE),
+        max_p99: judge.max_p99.unwrap_or(DOCKER_MAX_P99),
         window: r.window.unwrap_or(DOCKER_WINDOW),
-        min_requests: r
+        min_requests: judge
             .min_requests
             .unwrap_or(crate::config::DEFAULT_MIN_REQUESTS),
         cooldown: r.cooldown.unwrap_or(DOCKER_COOLDOWN),
         max_per_hour: r.max_per_hour.unwrap_or(DOCKER_MAX_PER_HOUR),
-        max_stream_abort_rate: r.max_stream_abort_rate,
-        max_ttfb_p99: r.max_ttfb_p99,
+        max_stream_abort_rate: judge.max_stream_abort_rate,
+        max_ttfb_p99: judge.max_ttfb_p99,
     })
 }
 
@@ -307,25 +304,22 @@ fn canary<'a>(
     for l in labels {
         c.weights = c.weights.or_else(|| l.weights.clone());
         c.hold = c.hold.or(l.hold);
-        c.max_error_rate = c.max_error_rate.or(l.max_error_rate);
-        c.max_p99 = c.max_p99.or(l.max_p99);
-        c.min_requests = c.min_requests.or(l.min_requests);
-        c.max_stream_abort_rate = c.max_stream_abort_rate.or(l.max_stream_abort_rate);
-        c.max_ttfb_p99 = c.max_ttfb_p99.or(l.max_ttfb_p99);
+        c.judge.or(&l.judge);
     }
+    let judge = &c.judge;
     c.weights
         .unwrap_or_default()
         .into_iter()
         .map(|weight| crate::config::CanaryStage {
             weight,
             hold: c.hold.unwrap_or(DOCKER_CANARY_HOLD),
-            max_error_rate: c.max_error_rate.unwrap_or(DOCKER_MAX_ERROR_RATE),
-            max_p99: c.max_p99.unwrap_or(DOCKER_MAX_P99),
-            min_requests: c
+            max_error_rate: judge.max_error_rate.unwrap_or(DOCKER_MAX_ERROR_RATE),
+            max_p99: judge.max_p99.unwrap_or(DOCKER_MAX_P99),
+            min_requests: judge
                 .min_requests
                 .unwrap_or(crate::config::DEFAULT_MIN_REQUESTS),
-            max_stream_abort_rate: c.max_stream_abort_rate,
-            max_ttfb_p99: c.max_ttfb_p99,
+            max_stream_abort_rate: judge.max_stream_abort_rate,
+            max_ttfb_p99: judge.max_ttfb_p99,
         })
         .collect()
 }
