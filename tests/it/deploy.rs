@@ -210,6 +210,16 @@ async fn service(proxy: &Cutover) -> Value {
         .json()
 }
 
+/// The service's events, oldest first.
+async fn events(proxy: &Cutover) -> Vec<Value> {
+    admin_get(proxy.admin, &format!("/api/v1/events?service={SERVICE}"))
+        .await
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// The failures seen since `before`.
 fn failed_since(load: &Paced, before: &Seen) -> Vec<String> {
     load.seen().failed[before.failed.len()..].to_vec()
@@ -380,12 +390,7 @@ async fn deploys_under_load_release_refuse_the_wrong_version_and_roll_back_a_bro
         failed[1], 0,
         "with the retry on the old pool users see none"
     );
-    let events: Vec<Value> = admin_get(proxy.admin, &format!("/api/v1/events?service={SERVICE}"))
-        .await
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let events = events(&proxy).await;
     let deploys: Vec<&Value> = events.iter().filter(|e| e["reason"] == "deploy").collect();
     assert!(deploys
         .iter()

@@ -14,11 +14,12 @@ use std::process::Command;
 use serde_json::Value;
 
 use super::{
-    answered, failed_since, labels, running, service, CtlChild, Versions, HOST, SERVICE, SLOW,
+    answered, events, failed_since, labels, running, service, CtlChild, Versions, HOST, SERVICE,
+    SLOW,
 };
 use crate::support::binary::cutover_bin;
-use crate::support::docker::{eventually_within, run, Engine, Paced, ENGINE_SOCKET};
-use crate::support::{admin_get, Cutover};
+use crate::support::docker::{eventually_within, run, Engine, Paced, Seen, ENGINE_SOCKET};
+use crate::support::Cutover;
 
 /// `cutover ctl ADMIN deploy SERVICE --abort`: its exit code and output.
 fn abort(admin: &[&str]) -> (i32, String) {
@@ -35,6 +36,25 @@ fn abort(admin: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// Aborts the deploy `ctl` follows: the abort succeeds and the client
+/// exits 1 naming it.
+async fn abort_followed(admin: &[&str], ctl: CtlChild) {
+    let (code, out) = abort(admin);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = tokio::time::timeout(SLOW, ctl.finish())
+        .await
+        .expect("the aborted deploy's client exits");
+    assert_eq!(code, 1, "{out}");
+    eprintln!("{out}");
+    assert!(out.contains("aborted"), "the reason in {out}");
+}
+
+/// Asserts that no request of `load` failed since `before`, `when`.
+fn no_failure_since(load: &Paced, before: &Seen, when: &str) {
+    let failed = failed_since(load, before);
+    assert!(failed.is_empty(), "failed requests {when}: {failed:?}");
 }
 
 /// The deploy's end as status shows it: the traffic on blue alone, the
@@ -121,22 +141,11 @@ async fn aborting_a_deploy_before_its_switch_after_it_and_in_keep_old_returns_to
             .is_empty()
     })
     .await;
-    let (code, out) = abort(&admin);
-    assert_eq!(code, 0, "{out}");
-    let (code, out) = tokio::time::timeout(SLOW, ctl.finish())
-        .await
-        .expect("the aborted deploy's client exits");
-    assert_eq!(code, 1, "{out}");
-    eprintln!("{out}");
-    assert!(out.contains("aborted"), "the reason in {out}");
+    abort_followed(&admin, ctl).await;
     let s = ended_on_the_old_pool(&proxy).await;
     assert!(!steps(&s).contains(&"switch".to_string()), "{s}");
     answered(&load, "v1", 50).await;
-    assert!(
-        failed_since(&load, &before).is_empty(),
-        "failed requests while aborting before the switch: {:?}",
-        failed_since(&load, &before)
-    );
+    no_failure_since(&load, &before, "while aborting before the switch");
 
     // After the switch, in the automated-rollback watch (10 s): the
     // traffic goes back to the old pool.
@@ -147,23 +156,12 @@ async fn aborting_a_deploy_before_its_switch_after_it_and_in_keep_old_returns_to
     );
     ctl.wait_line("automated-rollback watch").await;
     answered(&load, "2", 50).await;
-    let (code, out) = abort(&admin);
-    assert_eq!(code, 0, "{out}");
-    let (code, out) = tokio::time::timeout(SLOW, ctl.finish())
-        .await
-        .expect("the aborted deploy's client exits");
-    assert_eq!(code, 1, "{out}");
-    eprintln!("{out}");
-    assert!(out.contains("aborted"), "the reason in {out}");
+    abort_followed(&admin, ctl).await;
     let s = ended_on_the_old_pool(&proxy).await;
     assert!(steps(&s).contains(&"switch".to_string()), "{s}");
     assert!(running(&old), "the old container serves again");
     answered(&load, "v1", 50).await;
-    assert!(
-        failed_since(&load, &before).is_empty(),
-        "failed requests while aborting in the watch: {:?}",
-        failed_since(&load, &before)
-    );
+    no_failure_since(&load, &before, "while aborting in the watch");
 
     // After the release, in the keep-old wait: the old container still
     // runs, so the return is instant.
@@ -189,18 +187,9 @@ async fn aborting_a_deploy_before_its_switch_after_it_and_in_keep_old_returns_to
     .await;
     ended_on_the_old_pool(&proxy).await;
     answered(&load, "v1", 50).await;
-    assert!(
-        failed_since(&load, &before).is_empty(),
-        "failed requests while aborting in keep-old: {:?}",
-        failed_since(&load, &before)
-    );
+    no_failure_since(&load, &before, "while aborting in keep-old");
 
-    let events: Vec<Value> = admin_get(proxy.admin, &format!("/api/v1/events?service={SERVICE}"))
-        .await
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let events = events(&proxy).await;
     let aborted = events
         .iter()
         .filter(|e| {

@@ -11,9 +11,11 @@
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::{answered, app_container, labels, service, CtlChild, Versions, HOST, SERVICE, SLOW};
+use super::{
+    answered, app_container, events, labels, service, CtlChild, Versions, HOST, SERVICE, SLOW,
+};
 use crate::support::docker::{docker, eventually_within, Engine, Paced, ENGINE_SOCKET};
-use crate::support::{admin_get, admin_post, Cutover};
+use crate::support::{admin_post, Cutover};
 
 /// `POST` a canary deploy of `image`, which must be refused with 409; the
 /// error.
@@ -162,19 +164,12 @@ async fn a_canary_deploy_runs_the_labels_stages_and_promotes_with_no_failed_requ
         "{json}"
     );
     assert!(steps.iter().all(|s| s["elapsed_ms"].is_u64()), "{json}");
-    let events = admin_get(proxy.admin, &format!("/api/v1/events?service={SERVICE}"))
-        .await
-        .json();
-    let reasons: Vec<&str> = events
-        .as_array()
-        .expect("an events list")
-        .iter()
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+    let events = events(&proxy).await;
+    let reasons: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
     let weights = reasons.iter().filter(|r| **r == "weight").count();
     let promotions = reasons.iter().filter(|r| **r == "canary").count();
-    assert!(weights >= 2, "a weight event per stage: {events}");
-    assert_eq!(promotions, 1, "one promotion: {events}");
+    assert!(weights >= 2, "a weight event per stage: {events:?}");
+    assert_eq!(promotions, 1, "one promotion: {events:?}");
     let seen = load.stop();
     assert!(seen.failed.is_empty(), "failed requests: {:?}", seen.failed);
     proxy.stop().await;
