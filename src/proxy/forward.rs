@@ -285,7 +285,6 @@ impl Exchange {
             };
             // The tunnel ends itself at the cut, once its sides are told.
             let cut = guard.pool().cutter().flag();
-            let ttfb = head;
             let websocket = parts
                 .headers
                 .get(http::header::UPGRADE)
@@ -296,7 +295,7 @@ impl Exchange {
             );
             tokio::spawn(async move {
                 let tunnelled =
-                    AssertUnwindSafe(tunnel::run(client, upstream, guard, ttfb, websocket, cut));
+                    AssertUnwindSafe(tunnel::run(client, upstream, guard, head, websocket, cut));
                 if let Err(panic) = tunnelled.catch_unwind().await {
                     panics.inc();
                     tracing::error!(

@@ -112,7 +112,8 @@ impl ControlPlane {
     /// # Errors
     ///
     /// Unknown service; no Docker provider or no container in the active
-    /// pool; a service the config file defines; a deploy, canary or weight in progress; a bad request.
+    /// pool; a service the config file defines; a deploy, canary or weight
+    /// in progress; a bad request.
     pub async fn deploy_start(
         self: &Arc<Self>,
         service: &str,
